@@ -1,0 +1,3 @@
+"""redline.bench."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""redline.cache."""
+
+__all__: list[str] = []

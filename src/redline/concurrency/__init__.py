@@ -1,0 +1,3 @@
+"""redline.concurrency."""
+
+__all__: list[str] = []

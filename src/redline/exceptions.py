@@ -1,0 +1,125 @@
+"""The one exception root of redline, and the tree under it.
+
+::
+
+    RedlineError
+    ├── ConfigError                  bad settings, URL or option combination (also a ValueError)
+    ├── CacheError
+    │   ├── CacheUnavailable         a cache tier cannot be reached (Redis down, breaker open)
+    │   ├── SerializationError       a value cannot be encoded for a remote tier
+    │   └── LockError
+    │       └── LockTimeout          waited past the hard cap for a distributed lock
+    ├── ConcurrencyError
+    │   ├── Overloaded               a bounded queue is full; retry later
+    │   ├── Closed                   the primitive is closed and takes no new work
+    │   ├── WorkerCrashed            a worker thread/process died while running the work
+    │   └── RateLimited              a rate limit refused the work (carries ``retry_after``)
+    ├── ModelError
+    │   ├── ModelNotFound            the requested model is not served here
+    │   └── ModelNotReady            the model is not loaded / warmed yet
+    ├── ClusterError
+    │   └── NginxError               nginx missing, config rejected, or failed to start
+    └── BenchError                   the load generator cannot run (unreachable URL, bad flags)
+
+Third-party errors (redis-py, torch, httpx) are translated at the boundary with
+``raise ... from exc`` so callers only ever need to catch :class:`RedlineError`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BenchError",
+    "CacheError",
+    "CacheUnavailable",
+    "Closed",
+    "ClusterError",
+    "ConcurrencyError",
+    "ConfigError",
+    "LockError",
+    "LockTimeout",
+    "ModelError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "NginxError",
+    "Overloaded",
+    "RateLimited",
+    "RedlineError",
+    "SerializationError",
+    "WorkerCrashed",
+]
+
+
+class RedlineError(Exception):
+    """Root of every error redline raises on purpose."""
+
+
+class ConfigError(RedlineError, ValueError):
+    """A setting, URL or option combination is invalid."""
+
+
+class CacheError(RedlineError):
+    """A cache operation failed."""
+
+
+class CacheUnavailable(CacheError):
+    """A cache tier cannot be reached right now."""
+
+
+class SerializationError(CacheError):
+    """A value cannot be encoded for (or decoded from) a remote tier."""
+
+
+class LockError(CacheError):
+    """A distributed lock could not be taken or released."""
+
+
+class LockTimeout(LockError):
+    """Waited past the hard cap for a distributed lock."""
+
+
+class ConcurrencyError(RedlineError):
+    """A concurrency primitive refused or failed the work."""
+
+
+class Overloaded(ConcurrencyError):
+    """A bounded queue is full; the caller should retry later."""
+
+
+class Closed(ConcurrencyError):
+    """The primitive is closed (or draining) and takes no new work."""
+
+
+class WorkerCrashed(ConcurrencyError):
+    """A worker thread or process died while running the work."""
+
+
+class RateLimited(ConcurrencyError):
+    """A rate limit refused the work; ``retry_after`` says how long to wait (seconds)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelError(RedlineError):
+    """The model failed to load or to run."""
+
+
+class ModelNotFound(ModelError):
+    """The requested model is not served here."""
+
+
+class ModelNotReady(ModelError):
+    """The model is not loaded and warmed yet."""
+
+
+class ClusterError(RedlineError):
+    """The replica cluster could not be started or supervised."""
+
+
+class NginxError(ClusterError):
+    """nginx is missing, rejected its config, or failed to start or reload."""
+
+
+class BenchError(RedlineError):
+    """The load generator cannot run (unreachable URL, bad flags)."""

@@ -1,0 +1,3 @@
+"""redline.lb."""
+
+__all__: list[str] = []

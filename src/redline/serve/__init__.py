@@ -1,0 +1,3 @@
+"""redline.serve."""
+
+__all__: list[str] = []
