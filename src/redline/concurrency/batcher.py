@@ -1,0 +1,528 @@
+"""MicroBatcher: turn many concurrent single-item calls into few batched calls.
+
+A batch starts as soon as the worker is free. The worker waits up to ``max_wait`` to fill a
+batch only while more work is visibly arriving, so a lone request on an idle batcher runs
+at once; under load, arrivals pile up while a batch runs and form the next batch.
+
+Example::
+
+    async def embed(texts: list[str]) -> list[list[float]]:
+        return model.encode(texts).tolist()
+
+    async with MicroBatcher(embed, max_batch_size=64) as batcher:
+        vector = await batcher.submit("hello world", timeout=5.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, cast
+
+from redline.concurrency._private import is_async_callable, require_positive_int
+from redline.exceptions import Closed, Overloaded, WorkerCrashed
+
+__all__ = ["BatchRecord", "BatcherHealth", "BatcherStats", "MicroBatcher"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+BatchFn = Callable[[list[T]], Awaitable[Sequence[R]]] | Callable[[list[T]], Sequence[R]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """What happened in one batch; passed to ``on_batch`` after it ran."""
+
+    size: int
+    cost: int
+    queue_waits: tuple[float, ...]
+    run_seconds: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherStats:
+    """A snapshot of a :class:`MicroBatcher`'s counters."""
+
+    queue_depth: int = 0
+    batches: int = 0
+    items: int = 0
+    batch_size_histogram: dict[int, int] = field(default_factory=dict)
+    queue_wait_seconds_total: float = 0.0
+    run_seconds_total: float = 0.0
+    dedup_hits: int = 0
+    rejected: int = 0
+    errors: int = 0
+    worker_restarts: int = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatcherHealth:
+    """Whether the worker is alive, and what killed it last if it ever died."""
+
+    alive: bool
+    restarts: int
+    last_error: str | None
+    queue_depth: int
+    max_queue: int
+
+
+class _Entry:
+    """One distinct queued item and the callers waiting for its result."""
+
+    __slots__ = ("cost", "enqueued_at", "group", "item", "key", "seq", "started", "waiters")
+
+    def __init__(
+        self, item: Any, key: Hashable | None, group: Hashable, cost: int, seq: int, now: float
+    ) -> None:
+        self.item = item
+        self.key = key
+        self.group = group
+        self.cost = cost
+        self.seq = seq
+        self.enqueued_at = now
+        self.started = False
+        self.waiters: list[asyncio.Future[Any]] = []
+
+    @property
+    def live(self) -> bool:
+        return bool(self.waiters)
+
+
+_NO_KEY: Any = object()
+
+
+class MicroBatcher(Generic[T, R]):
+    """Collect concurrent ``submit(item)`` calls into ``batch_fn(items)`` calls.
+
+    ``batch_fn`` takes a list and returns one result per item; it may be async, or sync (then
+    it runs in a worker thread so the event loop never blocks). ``cost_fn``/``max_batch_cost``
+    cap a batch's total cost (an item costlier than the cap runs alone); ``group_fn`` keeps
+    items of different buckets (say, length buckets) out of the same batch. With ``dedup=True``
+    or a ``dedup_key``, identical items in flight at once are computed once.
+
+    Example::
+
+        batcher = MicroBatcher(model_encode, max_batch_size=32, max_wait=0.002)
+        await batcher.start()
+        result = await batcher.submit("text")
+        await batcher.close()
+    """
+
+    def __init__(
+        self,
+        batch_fn: BatchFn[T, R],
+        *,
+        max_batch_size: int = 32,
+        max_wait: float = 0.002,
+        max_queue: int = 1024,
+        cost_fn: Callable[[T], int] | None = None,
+        max_batch_cost: int | None = None,
+        group_fn: Callable[[T], Hashable] | None = None,
+        dedup_key: Callable[[T], Hashable] | None = None,
+        dedup: bool = False,
+        retry_individually: bool = False,
+        timer: Callable[[], float] = time.monotonic,
+        name: str = "batcher",
+        on_batch: Callable[[BatchRecord], None] | None = None,
+    ) -> None:
+        if not callable(batch_fn):
+            raise TypeError(f"batch_fn must be callable, got {type(batch_fn).__name__}")
+        self._max_batch_size = require_positive_int("max_batch_size", max_batch_size)
+        self._max_queue = require_positive_int("max_queue", max_queue)
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, got {max_wait}")
+        if max_batch_cost is not None:
+            require_positive_int("max_batch_cost", max_batch_cost)
+            if cost_fn is None:
+                raise ValueError("max_batch_cost needs a cost_fn")
+        self._batch_fn = batch_fn
+        self._is_async = is_async_callable(batch_fn)
+        self._max_wait = float(max_wait)
+        self._cost_fn = cost_fn
+        self._max_batch_cost = max_batch_cost
+        self._group_fn = group_fn
+        self._dedup_key = dedup_key
+        self._dedup = dedup or dedup_key is not None
+        self._retry_individually = retry_individually
+        self._timer = timer
+        self.name = name
+        self._on_batch = on_batch
+
+        self._groups: dict[Hashable, deque[_Entry]] = {}
+        self._inflight: dict[Hashable, _Entry] = {}
+        self._seq = itertools.count()
+        self._depth = 0
+        self._arrived = asyncio.Event()
+        self._consecutive_crashes = 0
+        self._worker: asyncio.Task[None] | None = None
+        self._current: list[_Entry] = []
+        self._closing = False
+        self._closed = False
+        self._last_error: str | None = None
+        # counters
+        self._batches = 0
+        self._items = 0
+        self._histogram: dict[int, int] = {}
+        self._queue_wait_total = 0.0
+        self._run_total = 0.0
+        self._dedup_hits = 0
+        self._rejected = 0
+        self._errors = 0
+        self._restarts = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the worker task (idempotent)."""
+        if self._closing:
+            raise Closed(f"MicroBatcher {self.name!r} is closed")
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._supervise(), name=f"redline-batcher-{self.name}"
+            )
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop taking work; with ``drain`` finish what is queued, else fail it with ``Closed``."""
+        self._closing = True
+        worker = self._worker
+        if worker is None:
+            self._closed = True
+            return
+        if not drain:
+            self._fail_queued(Closed(f"MicroBatcher {self.name!r} closed before running the item"))
+        self._arrived.set()
+        if not drain and self._current:
+            worker.cancel()
+        await asyncio.wait({worker})
+        self._fail_queued(Closed(f"MicroBatcher {self.name!r} closed before running the item"))
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(drain=exc_type is None)
+
+    # -- submitting ----------------------------------------------------------------------
+
+    async def submit(self, item: T, *, timeout: float | None = None) -> R:
+        """Queue *item* and return its result; ``TimeoutError`` past *timeout* seconds.
+
+        Raises ``Overloaded`` when the queue is full and ``Closed`` once closing. A caller
+        cancelled (or timed out) before its batch starts never reaches ``batch_fn``.
+        """
+        if self._closing:
+            self._rejected += 1
+            raise Closed(f"MicroBatcher {self.name!r} is closed")
+        if self._worker is None:
+            raise RuntimeError(
+                f"MicroBatcher {self.name!r} is not started; await start() or use `async with`"
+            )
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        entry = self._enqueue(item, waiter)
+        try:
+            if timeout is None:
+                return await waiter
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except BaseException:
+            self._detach(entry, waiter)
+            raise
+
+    def _enqueue(self, item: T, waiter: asyncio.Future[Any]) -> _Entry:
+        key = self._key_of(item) if self._dedup else None
+        if key is not None:
+            existing = self._inflight.get(key)
+            if existing is not None and existing.live:
+                existing.waiters.append(waiter)
+                self._dedup_hits += 1
+                return existing
+        if self._depth >= self._max_queue:
+            self._rejected += 1
+            raise Overloaded(
+                f"MicroBatcher {self.name!r} queue is full ({self._max_queue} items); retry later"
+            )
+        cost = self._cost_of(item)
+        group = self._group_fn(item) if self._group_fn is not None else None
+        entry = _Entry(item, key, group, cost, next(self._seq), self._timer())
+        entry.waiters.append(waiter)
+        self._groups.setdefault(group, deque()).append(entry)
+        if key is not None:
+            self._inflight[key] = entry
+        self._depth += 1
+        self._arrived.set()
+        return entry
+
+    def _key_of(self, item: T) -> Hashable | None:
+        if self._dedup_key is not None:
+            return self._dedup_key(item)
+        try:
+            hash(item)
+        except TypeError:
+            return None  # unhashable items are simply not deduplicated
+        return cast(Hashable, item)
+
+    def _cost_of(self, item: T) -> int:
+        if self._cost_fn is None:
+            return 1
+        cost = self._cost_fn(item)
+        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
+            raise ValueError(f"cost_fn must return an int >= 0, got {cost!r}")
+        return cost
+
+    def _detach(self, entry: _Entry, waiter: asyncio.Future[Any]) -> None:
+        """Forget a caller that gave up; drop its item if nobody else waits and it has not run."""
+        with contextlib.suppress(ValueError):
+            entry.waiters.remove(waiter)
+        if not entry.waiters and not entry.started:
+            self._forget(entry)
+            self._depth -= 1
+            queue = self._groups.get(entry.group)
+            if queue is not None:
+                with contextlib.suppress(ValueError):
+                    queue.remove(entry)
+                if not queue:
+                    del self._groups[entry.group]
+
+    def _forget(self, entry: _Entry) -> None:
+        if entry.key is not None and self._inflight.get(entry.key) is entry:
+            del self._inflight[entry.key]
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        for queue in self._groups.values():
+            for entry in queue:
+                self._settle(entry, exc)
+        self._groups.clear()
+        self._depth = 0
+
+    # -- the worker ----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        """Run the worker loop; restart it when it dies of an unexpected error."""
+        while True:
+            try:
+                await self._loop()
+                return
+            except asyncio.CancelledError:
+                for entry in self._current:
+                    self._settle(entry, Closed(f"MicroBatcher {self.name!r} closed mid-batch"))
+                self._current = []
+                raise
+            except Exception as exc:
+                self._restarts += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("MicroBatcher %r worker died; restarting", self.name)
+                crashed = WorkerCrashed(f"MicroBatcher {self.name!r} worker died: {exc}")
+                for entry in self._current:
+                    self._settle(entry, crashed)
+                self._current = []
+                # Back off a little if the loop keeps dying, so a persistent bug cannot spin.
+                self._consecutive_crashes += 1
+                await asyncio.sleep(min(0.01 * (self._consecutive_crashes - 1), 1.0))
+
+    async def _loop(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch is None:
+                return
+            self._current = batch
+            await self._run(batch)
+            self._current = []
+            self._consecutive_crashes = 0
+
+    async def _next_batch(self) -> list[_Entry] | None:
+        arrived = self._arrived
+        while self._depth == 0:
+            if self._closing:
+                return None
+            arrived.clear()
+            await arrived.wait()
+        # Let submitters that are already scheduled enqueue before deciding.
+        before = self._depth
+        await asyncio.sleep(0)
+        if self._max_wait > 0 and not self._closing and before < self._depth:
+            await self._fill(arrived)
+        return self._take()
+
+    async def _fill(self, arrived: asyncio.Event) -> None:
+        """More work is arriving: wait up to ``max_wait`` after the oldest item for a full batch."""
+        oldest = self._oldest_group()
+        if oldest is _NO_KEY:
+            return
+        deadline = self._groups[oldest][0].enqueued_at + self._max_wait
+        while not self._closing and self._ready_count(oldest) < self._max_batch_size:
+            remaining = deadline - self._timer()
+            if remaining <= 0:
+                return
+            arrived.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await arrived.wait()
+            except TimeoutError:
+                return
+
+    def _oldest_group(self) -> Hashable:
+        """The group whose head item is oldest (FIFO across groups), or ``_NO_KEY``."""
+        best: Hashable = None
+        best_seq = -1
+        found = False
+        for group, queue in self._groups.items():
+            if queue and (not found or queue[0].seq < best_seq):
+                best, best_seq, found = group, queue[0].seq, True
+        return best if found else _NO_KEY
+
+    def _ready_count(self, group: Hashable) -> int:
+        queue = self._groups.get(group)
+        return len(queue) if queue is not None else 0
+
+    def _take(self) -> list[_Entry]:
+        group = self._oldest_group()
+        if group is _NO_KEY:
+            return []
+        queue = self._groups[group]
+        batch: list[_Entry] = []
+        cost = 0
+        limit = self._max_batch_cost
+        while queue and len(batch) < self._max_batch_size:
+            entry = queue[0]
+            if limit is not None and batch and cost + entry.cost > limit:
+                break
+            queue.popleft()
+            entry.started = True
+            cost += entry.cost
+            batch.append(entry)
+        if not queue:
+            del self._groups[group]
+        self._depth -= len(batch)
+        return batch
+
+    async def _run(self, batch: list[_Entry]) -> None:
+        if not batch:
+            return
+        start = self._timer()
+        waits = tuple(max(0.0, start - entry.enqueued_at) for entry in batch)
+        error: str | None = None
+        try:
+            results = await self._call([entry.item for entry in batch])
+        except Exception as exc:
+            self._errors += 1
+            error = f"{type(exc).__name__}: {exc}"
+            if self._retry_individually and len(batch) > 1:
+                for entry in batch:
+                    await self._run_alone(entry)
+            else:
+                for entry in batch:
+                    self._settle(entry, exc)
+        else:
+            for entry, result in zip(batch, results, strict=True):
+                self._settle(entry, result=result)
+        run_seconds = max(0.0, self._timer() - start)
+        self._batches += 1
+        self._items += len(batch)
+        self._histogram[len(batch)] = self._histogram.get(len(batch), 0) + 1
+        self._queue_wait_total += sum(waits)
+        self._run_total += run_seconds
+        if self._on_batch is not None:
+            record = BatchRecord(len(batch), sum(e.cost for e in batch), waits, run_seconds, error)
+            try:
+                self._on_batch(record)
+            except Exception:
+                logger.exception("MicroBatcher %r on_batch callback failed", self.name)
+
+    async def _run_alone(self, entry: _Entry) -> None:
+        try:
+            (result,) = await self._call([entry.item])
+        except Exception as exc:
+            self._errors += 1
+            self._settle(entry, exc)
+        else:
+            self._settle(entry, result=result)
+
+    async def _call(self, items: list[T]) -> Sequence[R]:
+        if self._is_async:
+            fn = cast(Callable[[list[T]], Awaitable[Sequence[R]]], self._batch_fn)
+            results = await fn(items)
+        else:
+            sync_fn = cast(Callable[[list[T]], Sequence[R]], self._batch_fn)
+            results = await asyncio.to_thread(sync_fn, items)
+        try:
+            count = len(results)
+        except TypeError:
+            raise TypeError(
+                f"batch_fn must return a sequence, got {type(results).__name__}"
+            ) from None
+        if count != len(items):
+            raise ValueError(f"batch_fn returned {count} results for {len(items)} items")
+        return results
+
+    def _settle(
+        self, entry: _Entry, exc: BaseException | None = None, *, result: Any = None
+    ) -> None:
+        self._forget(entry)
+        waiters, entry.waiters = entry.waiters, []
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if exc is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(result)
+
+    # -- introspection -------------------------------------------------------------------
+
+    def stats(self) -> BatcherStats:
+        """A frozen snapshot of the counters."""
+        return BatcherStats(
+            queue_depth=self._depth,
+            batches=self._batches,
+            items=self._items,
+            batch_size_histogram=dict(self._histogram),
+            queue_wait_seconds_total=self._queue_wait_total,
+            run_seconds_total=self._run_total,
+            dedup_hits=self._dedup_hits,
+            rejected=self._rejected,
+            errors=self._errors,
+            worker_restarts=self._restarts,
+        )
+
+    def health(self) -> BatcherHealth:
+        """Liveness of the worker task, with the last error that killed it."""
+        alive = self._worker is not None and not self._worker.done()
+        return BatcherHealth(alive, self._restarts, self._last_error, self._depth, self._max_queue)
+
+    def __repr__(self) -> str:
+        state = (
+            "closed"
+            if self._closed
+            else "closing"
+            if self._closing
+            else ("running" if self._worker is not None else "new")
+        )
+        return (
+            f"<MicroBatcher {self.name!r} {state} queue={self._depth}/{self._max_queue} "
+            f"batches={self._batches} items={self._items} max_batch_size={self._max_batch_size} "
+            f"max_wait={self._max_wait}>"
+        )
