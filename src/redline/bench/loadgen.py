@@ -1,0 +1,470 @@
+"""The load generator: closed loop (N workers back to back) and open loop (a fixed send rate).
+
+Closed loop keeps ``concurrency`` requests in flight and measures each from its send. Open
+loop schedules request *i* at ``t0 + i / rate`` and measures it **from that scheduled time**,
+so a server stall that delays sends shows up in the latencies instead of silently lowering
+the rate (coordinated omission); sends that went out more than ``LATE_SEND_S`` after their
+slot are counted as ``late_sends``.
+
+Example::
+
+    config = LoadConfig(url="http://127.0.0.1:8000", concurrency=8, requests=1000)
+    result = await run_load(config, Workload())
+    result.histogram.summary().p99_ms, result.throughput
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from redline.bench.metrics_scrape import parse_server_timing
+from redline.bench.stats import LatencyHistogram
+from redline.bench.workload import RequestSampler, Workload
+from redline.exceptions import BenchError
+
+__all__ = ["LATE_SEND_S", "LoadConfig", "LoadProgress", "LoadResult", "run_load"]
+
+#: An open-loop send this much later than its scheduled slot counts as late.
+LATE_SEND_S = 0.010
+
+_DEFAULT_DURATION_S = 10.0
+_STOP_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """How hard and how long to push.
+
+    ``concurrency``: closed-loop workers, or the open-loop cap on requests in flight (default
+    1024 then). ``requests`` or ``duration`` (not both; neither means 10 s). ``rate`` (req/s)
+    switches to open loop. ``warmup`` seconds of the same load run first and are not counted.
+
+    Example::
+
+        LoadConfig(url="http://127.0.0.1:8000", rate=200.0, duration=5.0)
+    """
+
+    url: str
+    concurrency: int | None = None
+    requests: int | None = None
+    duration: float | None = None
+    rate: float | None = None
+    warmup: float = 0.0
+    timeout: float = 30.0
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise BenchError(f"URL must look like http://HOST:PORT, got {self.url!r}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise BenchError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if self.requests is not None and self.duration is not None:
+            raise BenchError("give --requests or --duration, not both")
+        if self.requests is not None and self.requests < 1:
+            raise BenchError(f"--requests must be >= 1, got {self.requests}")
+        if self.duration is not None and not self.duration > 0:
+            raise BenchError(f"--duration must be > 0 seconds, got {self.duration}")
+        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
+            raise BenchError(f"--rate must be > 0 requests per second, got {self.rate}")
+        if not self.warmup >= 0:
+            raise BenchError(f"--warmup must be >= 0 seconds, got {self.warmup}")
+        if not self.timeout > 0:
+            raise BenchError(f"--timeout must be > 0 seconds, got {self.timeout}")
+
+    @property
+    def mode(self) -> str:
+        """``open`` (fixed rate) or ``closed`` (fixed concurrency)."""
+        return "open" if self.rate is not None else "closed"
+
+    @property
+    def in_flight_limit(self) -> int:
+        """Most requests in flight at once."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return 1024 if self.mode == "open" else 8
+
+    @property
+    def effective_duration(self) -> float | None:
+        """The run length in seconds (``None`` when bounded by ``requests``)."""
+        if self.requests is not None:
+            return None
+        return self.duration if self.duration is not None else _DEFAULT_DURATION_S
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (for the report)."""
+        return {
+            "url": self.url,
+            "mode": self.mode,
+            "concurrency": self.in_flight_limit,
+            "requests": self.requests,
+            "duration_s": self.effective_duration,
+            "rate": self.rate,
+            "warmup_s": self.warmup,
+            "timeout_s": self.timeout,
+        }
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """A live snapshot for a progress bar."""
+
+    elapsed_s: float
+    completed: int
+    errors: int
+    recent_rps: float
+    recent_p99_ms: float
+    fraction: float | None
+
+
+@dataclass
+class LoadResult:
+    """Everything measured in one run (warm-up excluded); merge results of several processes."""
+
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    elapsed_s: float = 0.0
+    completed: int = 0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    cache: Counter[str] = field(default_factory=Counter)
+    server_timing_ms: dict[str, float] = field(default_factory=dict)
+    server_timing_requests: int = 0
+    server_timing_client_ms: float = 0.0
+    late_sends: int = 0
+    max_send_lag_ms: float = 0.0
+    interrupted: bool = False
+    warmup_completed: int = 0
+    timeline: dict[int, array[float]] = field(default_factory=dict)
+    timeline_errors: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def throughput(self) -> float:
+        """Completed requests per second (errors included)."""
+        return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def merge(self, other: LoadResult) -> None:
+        """Fold another process's result into this one (elapsed: the longer of the two)."""
+        self.histogram.merge(other.histogram)
+        self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
+        self.completed += other.completed
+        self.ok += other.ok
+        self.errors.update(other.errors)
+        self.statuses.update(other.statuses)
+        self.cache.update(other.cache)
+        for name, value in other.server_timing_ms.items():
+            self.server_timing_ms[name] = self.server_timing_ms.get(name, 0.0) + value
+        self.server_timing_requests += other.server_timing_requests
+        self.server_timing_client_ms += other.server_timing_client_ms
+        self.late_sends += other.late_sends
+        self.max_send_lag_ms = max(self.max_send_lag_ms, other.max_send_lag_ms)
+        self.interrupted = self.interrupted or other.interrupted
+        self.warmup_completed += other.warmup_completed
+        for second, values in other.timeline.items():
+            self.timeline.setdefault(second, array("d")).extend(values)
+        self.timeline_errors.update(other.timeline_errors)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["histogram"] = self.histogram.encode()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["histogram"] = LatencyHistogram.decode(state["histogram"])
+        self.__dict__.update(state)
+
+
+class _Phase:
+    """One measured (or warm-up) phase: sends requests and records their outcome."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        config: LoadConfig,
+        sampler: RequestSampler,
+        stop: asyncio.Event,
+        timer: Callable[[], float],
+    ) -> None:
+        self.session = session
+        self.config = config
+        self.sampler = sampler
+        self.stop = stop
+        self.timer = timer
+        self.url = config.url.rstrip("/") + sampler.path
+        self.result = LoadResult()
+        self.started = timer()
+        self.recent: list[tuple[float, float]] = []
+        self.track_recent = False
+
+    async def send(self, scheduled: float | None) -> None:
+        body = self.sampler.next_body()
+        start = self.timer()
+        if scheduled is not None:
+            lag = start - scheduled
+            if lag > LATE_SEND_S:
+                self.result.late_sends += 1
+            self.result.max_send_lag_ms = max(self.result.max_send_lag_ms, lag * 1000.0)
+            start = scheduled
+        error: str | None = None
+        status = 0
+        x_cache: str | None = None
+        timing: str | None = None
+        try:
+            async with self.session.request(self.sampler.method, self.url, data=body) as response:
+                await response.read()
+                status = response.status
+                x_cache = response.headers.get("X-Cache")
+                timing = response.headers.get("Server-Timing")
+        except aiohttp.ClientConnectorError as exc:
+            refused = isinstance(exc.os_error, ConnectionRefusedError)
+            error = "connection refused" if refused else "connection error"
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            error = "timeout"
+        except aiohttp.ServerDisconnectedError:
+            error = "server disconnected"
+        except aiohttp.ClientError as exc:
+            error = f"client error ({type(exc).__name__})"
+        end = self.timer()
+        if status >= 400:
+            error = f"HTTP {status}"
+        self._record(end, end - start, status, error, x_cache, timing)
+
+    def _record(
+        self,
+        end: float,
+        latency: float,
+        status: int,
+        error: str | None,
+        x_cache: str | None,
+        timing: str | None,
+    ) -> None:
+        result = self.result
+        result.completed += 1
+        second = int(end - self.started)
+        if status:
+            result.statuses[status] += 1
+        if error is not None:
+            result.errors[error] += 1
+            result.timeline_errors[second] += 1
+            return
+        result.ok += 1
+        result.histogram.record(latency)
+        result.timeline.setdefault(second, array("d")).append(latency * 1000.0)
+        if self.track_recent:
+            self.recent.append((end, latency))
+        result.cache[(x_cache or "none").strip().lower()] += 1
+        if timing:
+            stages = parse_server_timing(timing)
+            if stages:
+                result.server_timing_requests += 1
+                result.server_timing_client_ms += latency * 1000.0
+                for name, value in stages.items():
+                    result.server_timing_ms[name] = result.server_timing_ms.get(name, 0.0) + value
+
+    async def run_closed(self, requests: int | None, duration: float | None) -> None:
+        deadline = None if duration is None else self.started + duration
+        issued = 0
+
+        async def worker() -> None:
+            nonlocal issued
+            while not self.stop.is_set():
+                if requests is not None:
+                    if issued >= requests:
+                        return
+                    issued += 1
+                if deadline is not None and self.timer() >= deadline:
+                    return
+                await self.send(None)
+
+        workers = [asyncio.create_task(worker()) for _ in range(self.config.in_flight_limit)]
+        await self._wait(workers)
+
+    async def run_open(self, rate: float, requests: int | None, duration: float | None) -> None:
+        interval = 1.0 / rate
+        limit = asyncio.Semaphore(self.config.in_flight_limit)
+        tasks: set[asyncio.Task[None]] = set()
+        index = 0
+        t0 = self.timer()
+
+        async def one(scheduled: float) -> None:
+            try:
+                await self.send(scheduled)
+            finally:
+                limit.release()
+
+        while not self.stop.is_set():
+            if requests is not None and index >= requests:
+                break
+            scheduled = t0 + index * interval
+            if duration is not None and scheduled >= t0 + duration:
+                break
+            delay = scheduled - self.timer()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                if self.stop.is_set():
+                    break
+            await limit.acquire()
+            task = asyncio.create_task(one(scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            index += 1
+        await self._wait(list(tasks))
+
+    async def _wait(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for ``tasks``; once ``stop`` is set, give them a short grace, then cancel."""
+        if not tasks:
+            return
+        pending: set[asyncio.Task[None]] = set(tasks)
+        stop_waiter = asyncio.create_task(self.stop.wait())
+        try:
+            while pending and not self.stop.is_set():
+                _done, pending = await asyncio.wait(
+                    pending | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(stop_waiter)  # type: ignore[arg-type]
+            if pending:
+                _done, pending = await asyncio.wait(pending, timeout=_STOP_GRACE_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        finally:
+            stop_waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop_waiter
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+
+    def progress(self, planned: float | None, by_count: int | None) -> LoadProgress:
+        now = self.timer()
+        self.recent = [(end, latency) for end, latency in self.recent if end >= now - 1.0]
+        window = LatencyHistogram()
+        for _end, latency in self.recent:
+            window.record(latency)
+        elapsed = now - self.started
+        fraction: float | None = None
+        if by_count:
+            fraction = min(self.result.completed / by_count, 1.0)
+        elif planned:
+            fraction = min(elapsed / planned, 1.0)
+        return LoadProgress(
+            elapsed_s=elapsed,
+            completed=self.result.completed,
+            errors=sum(self.result.errors.values()),
+            recent_rps=len(self.recent) / min(max(elapsed, 1e-9), 1.0),
+            recent_p99_ms=window.percentile_ms(99.0),
+            fraction=fraction,
+        )
+
+
+async def check_reachable(url: str, timeout: float = 5.0) -> None:
+    """Open (and close) one TCP connection to the server; :class:`BenchError` if impossible."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except ConnectionRefusedError as exc:
+        raise BenchError(f"cannot reach {url}: connection refused") from exc
+    except TimeoutError as exc:
+        raise BenchError(f"cannot reach {url}: no answer within {timeout:g}s") from exc
+    except OSError as exc:
+        raise BenchError(f"cannot reach {url}: {exc.strerror or exc}") from exc
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def run_load(
+    config: LoadConfig,
+    workload: Workload,
+    *,
+    stop: asyncio.Event | None = None,
+    on_progress: Callable[[LoadProgress], None] | None = None,
+    progress_interval: float = 0.25,
+    seed: int | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> LoadResult:
+    """Run one benchmark (warm-up, then the measured phase) and return what it measured.
+
+    Set ``stop`` (e.g. from a SIGINT handler) to end early: in-flight requests get a short
+    grace, and the partial result comes back with ``interrupted=True``.
+
+    Example::
+
+        result = await run_load(LoadConfig(url=url, requests=500), Workload(repeat=0.5))
+    """
+    await check_reachable(config.url)
+    stop = stop if stop is not None else asyncio.Event()
+    sampler = workload.sampler(seed)
+    connector = aiohttp.TCPConnector(limit=config.in_flight_limit, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=config.timeout)
+    headers = {"Content-Type": "application/json", **dict(config.headers)}
+    warmup_completed = 0
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=headers, raise_for_status=False
+    ) as session:
+        if config.warmup > 0:
+            warm = _Phase(session, config, sampler, stop, timer)
+            await _run_phase(warm, config, None, config.warmup, on_progress, progress_interval)
+            warmup_completed = warm.result.completed
+        phase = _Phase(session, config, sampler, stop, timer)
+        await _run_phase(
+            phase,
+            config,
+            config.requests,
+            config.effective_duration,
+            on_progress,
+            progress_interval,
+        )
+        result = phase.result
+        result.elapsed_s = timer() - phase.started
+    result.interrupted = stop.is_set()
+    result.warmup_completed = warmup_completed
+    return result
+
+
+async def _run_phase(
+    phase: _Phase,
+    config: LoadConfig,
+    requests: int | None,
+    duration: float | None,
+    on_progress: Callable[[LoadProgress], None] | None,
+    interval: float,
+) -> None:
+    """Run one phase with a progress ticker beside it."""
+    ticker: asyncio.Task[None] | None = None
+    if on_progress is not None:
+        callback = on_progress
+        phase.track_recent = True
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                callback(phase.progress(duration, requests))
+
+        ticker = asyncio.create_task(tick())
+    try:
+        if config.rate is not None:
+            await phase.run_open(config.rate, requests, duration)
+        else:
+            await phase.run_closed(requests, duration)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+    if on_progress is not None:
+        on_progress(phase.progress(duration, requests))
