@@ -1,0 +1,382 @@
+"""Cache strategies: cache-aside (with the stampede and penetration protections) and write-through.
+
+Cache-aside reads the cache and, on a miss, runs the loader and stores what it returns:
+
+* **in-process single-flight**, always: concurrent misses of one key in one process share
+  one load;
+* ``lock=``: **cross-process single-flight** through a :class:`DistributedLock` — one
+  process loads, the others wait on pub/sub and read what it stored;
+* ``bloom=``: a :class:`BloomFilter` / :class:`RedisBloomFilter` of every key that exists;
+  a miss whose key is certainly not in it returns ``MISSING`` without calling the loader;
+* ``negative_ttl=``: **negative caching** — a loader says "no such thing" by returning
+  ``MISSING``; that answer is remembered (as a small marker value) for ``negative_ttl``
+  seconds, and reads of it return ``MISSING`` without calling the loader;
+* ``early_refresh=beta``: **XFetch** (see :mod:`redline.cache.early_refresh`) — a hot key
+  is recomputed by one caller shortly before it expires while the others keep getting
+  the old value; a failed refresh keeps serving the old value until it expires.
+
+``cache_aside`` returns the value, or ``MISSING`` when the key does not exist (the loader
+returned ``MISSING``, the negative cache said so, or the Bloom filter ruled it out).
+
+Example::
+
+    user = await cache_aside(cache, "user:42", lambda: db.fetch_user(42), ttl=300,
+                             lock=True, negative_ttl=30)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from redline.cache.base import MISSING, Cache
+from redline.cache.bloom import BloomFilter, RedisBloomFilter
+from redline.cache.early_refresh import should_refresh, unwrap, wrap
+from redline.cache.lock import DistributedLock, RedisClient, load_once
+from redline.exceptions import CacheError
+
+__all__ = [
+    "CacheAside",
+    "CacheAsideStats",
+    "LockOption",
+    "cache_aside",
+    "cache_aside_stats",
+    "is_negative",
+    "write_through",
+]
+
+logger = logging.getLogger(__name__)
+
+Loader: TypeAlias = Callable[[], Awaitable[Any]]
+LockOption: TypeAlias = bool | DistributedLock | Callable[[str], DistributedLock] | None
+BloomOption: TypeAlias = BloomFilter | RedisBloomFilter | None
+
+_NEGATIVE: dict[str, str] = {"__redline__": "not-found"}
+
+
+def is_negative(raw: Any) -> bool:
+    """Whether *raw* (a value read from the cache) is a negative-cache marker."""
+    return isinstance(raw, dict) and raw.get("__redline__") == "not-found"
+
+
+@dataclass(frozen=True, slots=True)
+class CacheAsideStats:
+    """Counters of cache-aside reads on one cache."""
+
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    coalesced: int = 0
+    negative_hits: int = 0
+    bloom_rejections: int = 0
+    early_refreshes: int = 0
+
+
+class CacheAside:
+    """Cache-aside reads of one cache with default options; :meth:`get` may override them.
+
+    Example::
+
+        users = CacheAside(cache, ttl=300, lock=True, negative_ttl=30, early_refresh=1.0)
+        user = await users.get("user:42", lambda: db.fetch_user(42))
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        *,
+        ttl: float | None = None,
+        lock: LockOption = None,
+        bloom: BloomOption = None,
+        negative_ttl: float | None = None,
+        early_refresh: float | None = None,
+        lock_lease: float = 10.0,
+        lock_wait_timeout: float = 30.0,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.cache = cache
+        self.ttl = ttl
+        self.lock = lock
+        self.bloom = bloom
+        self.negative_ttl = negative_ttl
+        self.early_refresh = early_refresh
+        self.lock_lease = lock_lease
+        self.lock_wait_timeout = lock_wait_timeout
+        self._clock = clock
+        self._rand = rand
+        self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._refreshing: set[str] = set()
+        self._counts = dict.fromkeys(CacheAsideStats.__slots__, 0)
+
+    async def get(
+        self,
+        key: str,
+        loader: Loader,
+        *,
+        ttl: float | None = None,
+        lock: LockOption = None,
+        bloom: BloomOption = None,
+        negative_ttl: float | None = None,
+        early_refresh: float | None = None,
+    ) -> Any:
+        """The value of *key*, loaded with *loader* on a miss; ``MISSING`` if it doesn't exist."""
+        options = _Options(
+            ttl=self.ttl if ttl is None else ttl,
+            lock=self.lock if lock is None else lock,
+            bloom=self.bloom if bloom is None else bloom,
+            negative_ttl=self.negative_ttl if negative_ttl is None else negative_ttl,
+            early_refresh=self.early_refresh if early_refresh is None else early_refresh,
+        )
+        options.validate()
+        raw = await self.cache.get(key)
+        if raw is not MISSING:
+            return await self._on_hit(key, raw, loader, options)
+        self._count("misses")
+        if options.bloom is not None and not await _bloom_contains(options.bloom, key):
+            self._count("bloom_rejections")
+            return MISSING
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._load(key, loader, options), name=f"load {key}")
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        else:
+            self._count("coalesced")
+        # shield: a cancelled caller must not cancel the load the other callers share.
+        return await asyncio.shield(task)
+
+    async def _on_hit(self, key: str, raw: Any, loader: Loader, options: _Options) -> Any:
+        if is_negative(raw):
+            self._count("negative_hits")
+            return MISSING
+        self._count("hits")
+        envelope = unwrap(raw)
+        if envelope is None:
+            return raw
+        if (
+            options.early_refresh is not None
+            and key not in self._refreshing
+            and key not in self._inflight
+            and should_refresh(
+                envelope, now=self._clock(), beta=options.early_refresh, rand=self._rand()
+            )
+        ):
+            return await self._refresh_early(key, envelope.value, loader, options)
+        return envelope.value
+
+    async def _refresh_early(self, key: str, old: Any, loader: Loader, options: _Options) -> Any:
+        """Recompute *key* ahead of expiry; concurrent readers keep getting *old* meanwhile."""
+        self._refreshing.add(key)
+        try:
+            lock = self._lock_for(key, options)
+            if lock is not None and not await lock.try_acquire():
+                return old  # another process is refreshing it
+            try:
+                value = _decode(await self._load_and_store(key, loader, options))
+            finally:
+                if lock is not None:
+                    await lock.release()
+            self._count("early_refreshes")
+            return value
+        except Exception:
+            logger.warning("early refresh of %r failed; serving the old value", key, exc_info=True)
+            return old
+        finally:
+            self._refreshing.discard(key)
+
+    async def _load(self, key: str, loader: Loader, options: _Options) -> Any:
+        lock = self._lock_for(key, options)
+        if lock is None:
+            return _decode(await self._load_and_store(key, loader, options))
+        raw = await load_once(
+            lock,
+            lambda: self.cache.get(key),
+            lambda: self._load_and_store(key, loader, options),
+            is_hit=lambda value: value is not MISSING,
+        )
+        return _decode(raw)
+
+    async def _load_and_store(self, key: str, loader: Loader, options: _Options) -> Any:
+        """Run the loader and store its result; return the stored form (value/envelope/marker)."""
+        started = self._clock()
+        value = await loader()
+        self._count("loads")
+        if value is MISSING:
+            if options.negative_ttl is not None:
+                await self.cache.set(key, _NEGATIVE, options.negative_ttl)
+            return _NEGATIVE
+        stored = value
+        if options.early_refresh is not None and options.ttl is not None:
+            now = self._clock()
+            stored = wrap(value, delta=max(now - started, 0.0), expires_at=now + options.ttl)
+        await self.cache.set(key, stored, options.ttl)
+        return stored
+
+    def _lock_for(self, key: str, options: _Options) -> DistributedLock | None:
+        lock = options.lock
+        if lock is None or lock is False:
+            return None
+        if isinstance(lock, DistributedLock):
+            return lock
+        if lock is True:
+            namespace = getattr(self.cache, "namespace", "redline")
+            return DistributedLock(
+                redis_client_of(self.cache),
+                f"{namespace}:lock:{{{key}}}",
+                lease=self.lock_lease,
+                wait_timeout=self.lock_wait_timeout,
+            )
+        return lock(key)
+
+    def _count(self, name: str) -> None:
+        self._counts[name] += 1
+
+    def stats(self) -> CacheAsideStats:
+        return CacheAsideStats(**self._counts)
+
+    def __repr__(self) -> str:
+        return (
+            f"<CacheAside {type(self.cache).__name__} loading={len(self._inflight)} "
+            f"refreshing={len(self._refreshing)} {self.stats()}>"
+        )
+
+
+@dataclass(slots=True)
+class _Options:
+    ttl: float | None
+    lock: LockOption
+    bloom: BloomOption
+    negative_ttl: float | None
+    early_refresh: float | None
+
+    def validate(self) -> None:
+        if self.negative_ttl is not None and self.negative_ttl <= 0:
+            raise ValueError(f"negative_ttl must be > 0, got {self.negative_ttl}")
+        if self.early_refresh is not None:
+            if self.early_refresh < 0:
+                raise ValueError(f"early_refresh must be >= 0, got {self.early_refresh}")
+            if self.ttl is None:
+                raise ValueError("early_refresh needs a ttl (the expiry to refresh ahead of)")
+
+
+def _decode(raw: Any) -> Any:
+    """What a caller gets for a stored form: ``MISSING`` for a marker, the value of an envelope."""
+    if is_negative(raw):
+        return MISSING
+    envelope = unwrap(raw)
+    return raw if envelope is None else envelope.value
+
+
+async def _bloom_contains(bloom: BloomFilter | RedisBloomFilter, key: str) -> bool:
+    if isinstance(bloom, RedisBloomFilter):
+        return await bloom.contains(key)
+    return bloom.contains(key)
+
+
+def redis_client_of(cache: Any) -> RedisClient:
+    """The redis-py client behind *cache* (a Redis cache, or a tiered cache's Redis tier)."""
+    seen: list[Any] = []
+    node = cache
+    while node is not None and not any(node is s for s in seen):
+        seen.append(node)
+        client = getattr(node, "client", None)
+        if isinstance(client, Redis | RedisCluster):
+            return client
+        node = getattr(node, "l2", None)
+    raise ValueError(
+        f"lock=True needs a Redis-backed cache (one with a redis client), got "
+        f"{type(cache).__name__}; pass a DistributedLock or a lock factory instead"
+    )
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, CacheAside] = weakref.WeakKeyDictionary()
+
+
+def _shared(cache: Cache) -> CacheAside:
+    try:
+        aside = _SHARED.get(cache)
+        if aside is None:
+            aside = _SHARED[cache] = CacheAside(cache)
+    except TypeError:  # not weak-referenceable: no sharing across calls
+        return CacheAside(cache)
+    return aside
+
+
+async def cache_aside(
+    cache: Cache,
+    key: str,
+    loader: Loader,
+    *,
+    ttl: float | None = None,
+    lock: LockOption = None,
+    bloom: BloomOption = None,
+    negative_ttl: float | None = None,
+    early_refresh: float | None = None,
+) -> Any:
+    """Read *key* from *cache*; on a miss run ``await loader()`` once and store the result.
+
+    Returns the value, or ``MISSING`` if the key does not exist (see the module docstring).
+    ``lock=True`` takes a :class:`DistributedLock` on the cache's Redis client (lease 10 s,
+    wait cap 30 s); pass a ``DistributedLock`` or a ``key -> DistributedLock`` factory to
+    choose the lease. Calls on the same cache share one in-process single-flight and one
+    set of counters (:func:`cache_aside_stats`).
+
+    Example::
+
+        report = await cache_aside(cache, "report:7", build_report, ttl=60, lock=True)
+    """
+    return await _shared(cache).get(
+        key,
+        loader,
+        ttl=ttl,
+        lock=lock,
+        bloom=bloom,
+        negative_ttl=negative_ttl,
+        early_refresh=early_refresh,
+    )
+
+
+def cache_aside_stats(cache: Cache) -> CacheAsideStats:
+    """The counters of the :func:`cache_aside` calls made on *cache*."""
+    return _shared(cache).stats()
+
+
+async def write_through(
+    cache: Cache,
+    key: str,
+    value: Any,
+    writer: Callable[[str, Any], Awaitable[object]],
+    *,
+    ttl: float | None = None,
+    tags: Iterable[str] = (),
+) -> None:
+    """Write *value* to the source of truth with ``await writer(key, value)``, then the cache.
+
+    If the writer raises, the cache is not touched (it keeps the old value) and the error
+    propagates. If the writer succeeds but the cache update fails, the entry is deleted
+    (best effort) so the old value is not served, and the cache error propagates. With a
+    tiered cache, ``set`` publishes the L1 invalidation to the other processes.
+
+    Example::
+
+        await write_through(cache, "user:42", user, lambda k, v: db.save_user(v), ttl=300)
+    """
+    await writer(key, value)
+    try:
+        await cache.set(key, value, ttl, tags=tags)
+    except CacheError:
+        try:
+            await cache.delete(key)
+        except CacheError:
+            logger.warning("write-through: cannot drop stale %r after a failed update", key)
+        raise
