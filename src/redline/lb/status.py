@@ -1,0 +1,83 @@
+"""The status file the supervisor keeps in its run directory (``status.json``).
+
+``redline cluster status`` reads it; nothing has to talk to the supervisor process::
+
+    status = read_status(Path(".redline/cluster"))
+    [r.state for r in status.replicas]      # ['up', 'up', 'down']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redline.exceptions import ClusterError
+
+__all__ = ["STATUS_FILE", "SUPERVISOR_PID_FILE", "ClusterStatus", "ReplicaStatus", "read_status"]
+
+STATUS_FILE = "status.json"
+SUPERVISOR_PID_FILE = "supervisor.pid"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """One replica as last seen by the supervisor (``last_check`` is a Unix time)."""
+
+    index: int
+    port: int
+    pid: int | None
+    state: str
+    restarts: int
+    requests_served: int | None
+    last_check: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
+    """The whole cluster: where nginx listens, its pid, the strategy and every replica."""
+
+    listen: str
+    strategy: str
+    supervisor_pid: int
+    nginx_pid: int | None
+    updated: float
+    replicas: tuple[ReplicaStatus, ...]
+
+    @property
+    def up(self) -> int:
+        """How many replicas are up."""
+        return sum(r.state == "up" for r in self.replicas)
+
+    def to_json(self) -> str:
+        """Serialize for ``status.json``."""
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterStatus:
+        """Parse ``status.json`` text; raise ClusterError if it is not a status document."""
+        try:
+            data: dict[str, Any] = json.loads(text)
+            replicas = tuple(ReplicaStatus(**r) for r in data.pop("replicas"))
+            return cls(**data, replicas=replicas)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ClusterError(f"malformed cluster status: {exc}") from exc
+
+    def write(self, run_dir: Path) -> None:
+        """Write atomically to ``run_dir/status.json``."""
+        tmp = run_dir / (STATUS_FILE + ".tmp")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        os.replace(tmp, run_dir / STATUS_FILE)
+
+
+def read_status(run_dir: Path) -> ClusterStatus:
+    """Read ``run_dir/status.json``; ClusterError if no supervisor has written one."""
+    path = run_dir / STATUS_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ClusterError(f"no cluster status at {path}: is `redline cluster` running?") from None
+    return ClusterStatus.from_json(text)
