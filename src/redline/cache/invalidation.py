@@ -1,0 +1,362 @@
+"""Invalidation channels: tell every process's L1 that keys changed in the shared L2.
+
+>>> channel = RedisInvalidation("redis://127.0.0.1:6379", channel="myapp:invalidate")
+>>> cache = TieredCache(MemoryCache(), RedisCache(...), invalidation=channel)
+>>> async with cache:                # starts the subscriber
+...     await cache.set("k", 1)     # other processes drop their L1 copy of "k"
+
+A channel carries :class:`InvalidationMessage` values (keys, glob patterns, tags, or a full
+flush) tagged with the ``origin`` id of the cache that sent them, so a cache can ignore its
+own messages. Subscribers register an async callback with :meth:`Invalidation.subscribe`.
+
+When the channel loses its connection, subscribers receive a ``flush`` message at once
+(nothing heard while disconnected can be trusted) and another one when it is back, since
+messages published in between were lost. :class:`RedisInvalidation` uses classic Redis
+pub/sub; in a Redis Cluster a ``PUBLISH`` reaches every node, so it subscribes to any one
+of the candidate nodes and fails over to the next when that one is gone.
+:class:`LocalInvalidation` is the in-process twin (one process, or tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from redline.exceptions import CacheUnavailable
+
+__all__ = [
+    "Invalidation",
+    "InvalidationCallback",
+    "InvalidationMessage",
+    "LocalInvalidation",
+    "RedisInvalidation",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidationMessage:
+    """What changed: ``keys``, glob ``patterns``, ``tags``, or everything (``flush``)."""
+
+    origin: str
+    keys: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    flush: bool = False
+
+    def encode(self) -> bytes:
+        """The wire form (compact JSON)."""
+        return orjson.dumps(
+            {"o": self.origin, "k": self.keys, "p": self.patterns, "t": self.tags, "f": self.flush}
+        )
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> InvalidationMessage:
+        """Parse the wire form; ``ValueError`` if it is not one."""
+        try:
+            raw = orjson.loads(data)
+            message = cls(
+                origin=str(raw["o"]),
+                keys=tuple(str(k) for k in raw.get("k", ())),
+                patterns=tuple(str(p) for p in raw.get("p", ())),
+                tags=tuple(str(t) for t in raw.get("t", ())),
+                flush=bool(raw.get("f", False)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not an invalidation message: {data!r:.200}") from exc
+        return message
+
+
+InvalidationCallback = Callable[[InvalidationMessage], Awaitable[None]]
+
+#: The origin of the flush messages a channel sends its own subscribers on (re)connection.
+CHANNEL_ORIGIN = "<channel>"
+
+
+@runtime_checkable
+class Invalidation(Protocol):
+    """A broadcast channel of :class:`InvalidationMessage` between cache instances."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether messages are being received now."""
+        ...
+
+    def subscribe(self, callback: InvalidationCallback) -> None:
+        """Call *callback* (in order, one at a time) for every message received."""
+        ...
+
+    async def start(self) -> None:
+        """Start receiving (idempotent)."""
+        ...
+
+    async def publish(self, message: InvalidationMessage) -> None:
+        """Send *message* to every subscriber, in every process. Never raises on a lost link."""
+        ...
+
+    async def close(self) -> None:
+        """Stop receiving and release connections (idempotent)."""
+        ...
+
+
+class _Subscribers:
+    """Callback fan-out shared by the channel implementations."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[InvalidationCallback] = []
+
+    def subscribe(self, callback: InvalidationCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def _deliver(self, message: InvalidationMessage) -> None:
+        for callback in list(self._callbacks):
+            try:
+                await callback(message)
+            except Exception:
+                logger.exception("invalidation callback %r failed", callback)
+
+
+class LocalInvalidation(_Subscribers):
+    """In-process channel: ``publish`` delivers to every subscriber right away.
+
+    >>> channel = LocalInvalidation()
+    >>> a = TieredCache(MemoryCache(), shared_l2, invalidation=channel)
+    >>> b = TieredCache(MemoryCache(), shared_l2, invalidation=channel)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started = False
+        self.published = 0
+
+    def __repr__(self) -> str:
+        return f"<LocalInvalidation subscribers={len(self._callbacks)} published={self.published}>"
+
+    @property
+    def connected(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        self._started = True
+
+    async def publish(self, message: InvalidationMessage) -> None:
+        self.published += 1
+        await self._deliver(message)
+
+    async def close(self) -> None:
+        self._started = False
+
+
+def _nodes_from(nodes: Sequence[tuple[str, int]] | str) -> list[tuple[str, int]]:
+    """Candidate ``(host, port)`` nodes from a list or a ``redis://`` / ``redis+cluster://`` URL."""
+    if not isinstance(nodes, str):
+        found = [(str(host), int(port)) for host, port in nodes]
+    else:
+        parts = urlsplit(nodes)
+        if parts.scheme not in ("redis", "redis+cluster"):
+            raise ValueError(
+                f"invalidation URL must be redis:// or redis+cluster://, got {nodes!r}"
+            )
+        found = []
+        for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = netloc.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"invalidation URL node must be host:port, got {netloc!r}")
+            found.append((host.strip("[]"), int(port)))
+    if not found:
+        raise ValueError("RedisInvalidation needs at least one node")
+    return found
+
+
+class RedisInvalidation(_Subscribers):
+    """Redis pub/sub channel with failover across candidate nodes and reconnect backoff.
+
+    >>> channel = RedisInvalidation([("127.0.0.1", 7000), ("127.0.0.1", 7001)])
+
+    Parameters: *nodes* (``(host, port)`` pairs or a ``redis://host:port`` /
+    ``redis+cluster://h1:p1,h2:p2`` URL), ``channel`` name, ``connect_timeout`` per node,
+    ``ping_interval`` (how often an idle subscription checks its link), and the reconnect
+    backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds, doubling).
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[tuple[str, int]] | str,
+        channel: str = "redline:invalidate",
+        *,
+        connect_timeout: float = 1.0,
+        ping_interval: float = 1.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        for label, value in (
+            ("connect_timeout", connect_timeout),
+            ("ping_interval", ping_interval),
+            ("backoff_initial", backoff_initial),
+            ("backoff_max", backoff_max),
+        ):
+            if value <= 0:
+                raise ValueError(f"{label} must be > 0, got {value}")
+        if not channel:
+            raise ValueError("channel must not be empty")
+        self.nodes = _nodes_from(nodes)
+        self.channel = channel
+        self.connect_timeout = connect_timeout
+        self.ping_interval = ping_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._connected = False
+        self._task: asyncio.Task[None] | None = None
+        self._first_connect: asyncio.Event | None = None
+        self._node_index = 0
+        self._publisher: aioredis.Redis | None = None
+        self.reconnects = 0
+        self.received = 0
+
+    def __repr__(self) -> str:
+        host, port = self.nodes[self._node_index]
+        return (
+            f"<RedisInvalidation channel={self.channel!r} node={host}:{port} "
+            f"connected={self._connected} received={self.received} reconnects={self.reconnects}>"
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def start(self) -> None:
+        """Start the subscriber and wait (up to ``connect_timeout``) for it to subscribe.
+
+        If no node answers yet, it keeps retrying in the background; ``connected`` is False.
+        """
+        if self._task is not None:
+            return
+        self._first_connect = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name=f"redline-invalidation:{self.channel}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_connect.wait(), self.connect_timeout)
+
+    async def publish(self, message: InvalidationMessage) -> None:
+        data = message.encode()
+        for _ in range(len(self.nodes)):
+            client = self._publisher_client()
+            try:
+                await client.publish(self.channel, data)
+                return
+            except (RedisError, OSError) as exc:
+                logger.warning("invalidation publish via %s failed: %s", self._node_label(), exc)
+                await self._drop_publisher()
+                self._node_index = (self._node_index + 1) % len(self.nodes)
+        # Every node failed: subscribers elsewhere have lost their link too and will flush.
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._connected = False
+        await self._drop_publisher()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _node_label(self) -> str:
+        host, port = self.nodes[self._node_index]
+        return f"{host}:{port}"
+
+    def _client(self) -> aioredis.Redis:
+        host, port = self.nodes[self._node_index]
+        return aioredis.Redis(
+            host=host,
+            port=port,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=self.connect_timeout + self.ping_interval,
+        )
+
+    def _publisher_client(self) -> aioredis.Redis:
+        if self._publisher is None:
+            self._publisher = self._client()
+        return self._publisher
+
+    async def _drop_publisher(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await publisher.aclose()
+
+    async def _run(self) -> None:
+        backoff = self.backoff_initial
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, CacheUnavailable) as exc:
+                logger.warning(
+                    "invalidation subscription via %s lost: %s", self._node_label(), exc
+                )
+            except Exception:
+                logger.exception("invalidation subscriber failed")
+            if self._connected:
+                backoff = self.backoff_initial
+                self._connected = False
+                await self._deliver(InvalidationMessage(origin=CHANNEL_ORIGIN, flush=True))
+            self.reconnects += 1
+            self._node_index = (self._node_index + 1) % len(self.nodes)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+
+    async def _listen(self) -> None:
+        client = self._client()
+        pubsub: Any = client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            confirmation = await pubsub.get_message(timeout=self.connect_timeout)
+            if confirmation is None or confirmation.get("type") != "subscribe":
+                raise CacheUnavailable(f"no SUBSCRIBE confirmation from {self._node_label()}")
+            # Anything published before now was missed: drop every L1 copy, then go live.
+            await self._deliver(InvalidationMessage(origin=CHANNEL_ORIGIN, flush=True))
+            self._connected = True
+            if self._first_connect is not None:
+                self._first_connect.set()
+            await self._receive(pubsub)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+    async def _receive(self, pubsub: Any) -> None:
+        loop = asyncio.get_running_loop()
+        last_seen = loop.time()
+        while True:
+            message = await pubsub.get_message(timeout=self.ping_interval)
+            if message is not None:
+                last_seen = loop.time()
+                if message.get("type") == "message":
+                    self.received += 1
+                    await self._handle(message["data"])
+                continue
+            if loop.time() - last_seen >= self.ping_interval:
+                await pubsub.ping()
+                last_seen = loop.time()
+
+    async def _handle(self, data: bytes | str) -> None:
+        try:
+            message = InvalidationMessage.decode(data)
+        except ValueError as exc:
+            logger.warning("ignoring a malformed invalidation message: %s", exc)
+            return
+        await self._deliver(message)
+
