@@ -1,0 +1,553 @@
+"""The Redis tier: one :class:`RedisCache` for standalone Redis and Redis Cluster.
+
+Single-key reads issued in the same event-loop tick are coalesced into one ``MGET``
+(standalone) or one pipeline per node (Cluster); every command goes through a
+:class:`~redline.cache.breaker.CircuitBreaker`, and redis-py errors are translated into
+:class:`~redline.exceptions.CacheUnavailable` / :class:`~redline.exceptions.CacheError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from redline.cache._coalesce import GetCoalescer, RawReply
+from redline.cache.base import MISSING, CacheStats, TierStats
+from redline.cache.breaker import CircuitBreaker
+from redline.exceptions import CacheError, CacheUnavailable
+
+if TYPE_CHECKING:
+    from redline.cache.serialization import Serializer
+
+__all__ = ["RedisCache", "translate_redis_error"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+RedisClient = Redis | RedisCluster
+
+# Errors that say "this tier cannot serve right now": they trip the breaker. Any other
+# redis error (WRONGTYPE, bad arguments...) is a CacheError that leaves the breaker alone.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,  # also BusyLoading, Authentication, MaxConnections
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,  # also ClusterDown, MasterDown
+    redis_errors.RedisClusterException,  # also SlotNotCovered
+    redis_errors.TryAgainError,
+    redis_errors.AskError,  # also Moved: redirects that outlived the client's retries
+    redis_errors.ReadOnlyError,
+    redis_errors.OutOfMemoryError,
+    redis_errors.InvalidResponse,
+    OSError,
+    TimeoutError,
+)
+TRANSLATED_ERRORS: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE_ERRORS,
+    redis_errors.RedisError,
+)
+
+
+def translate_redis_error(exc: BaseException, what: str) -> CacheError:
+    """The redline error for a redis-py (or socket) error raised while doing *what*."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return CacheUnavailable(f"redis unavailable during {what}: {type(exc).__name__}: {exc}")
+    return CacheError(f"redis rejected {what}: {type(exc).__name__}: {exc}")
+
+
+def _escape_glob(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _encode_int(value: Any) -> bytes | None:
+    # ints are stored as plain decimal so INCRBY works on them (bool is not an int here)
+    return str(value).encode() if type(value) is int else None
+
+
+def _is_int(raw: bytes) -> bool:
+    digits = raw[1:] if raw[:1] == b"-" else raw
+    return 0 < len(digits) <= 20 and digits.isdigit()
+
+
+class RedisCache:
+    """A cache tier on Redis or Redis Cluster (redis-py asyncio), keys under ``"{namespace}:"``.
+
+    Example::
+
+        async with RedisCache.from_url("redis://127.0.0.1:6379/0", namespace="app") as cache:
+            await cache.set("user:1", {"name": "Ada"}, ttl=60)
+            await cache.get("user:1")        # {'name': 'Ada'}
+            value, ttl = await cache.get_with_ttl("user:1")
+
+    ``serializer`` defaults to :class:`~redline.cache.serialization.JsonSerializer`; ints are
+    stored as plain decimal so ``incr`` works on them. A stored value that fails to decode is
+    logged, counted in ``stats().errors`` and read as a miss. Every command goes through
+    ``breaker``; when Redis is down calls raise :class:`CacheUnavailable` (at once while the
+    breaker is open). ``ttl_jitter`` shortens every TTL by a random fraction up to that value,
+    so keys written together do not all expire together.
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        namespace: str = "redline",
+        serializer: Serializer | None = None,
+        default_ttl: float | None = None,
+        ttl_jitter: float = 0.0,
+        breaker: CircuitBreaker | None = None,
+        max_in_flight: int | None = None,
+        name: str = "redis",
+        owns_client: bool = False,
+    ) -> None:
+        if not isinstance(client, Redis | RedisCluster):
+            raise TypeError(
+                f"client must be a redis.asyncio Redis or RedisCluster, got {type(client).__name__}"
+            )
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ValueError("client must be created with decode_responses=False")
+        if not namespace or not isinstance(namespace, str):
+            raise ValueError(f"namespace must be a non-empty str, got {namespace!r}")
+        if default_ttl is not None and not default_ttl > 0:
+            raise ValueError(f"default_ttl must be > 0 or None, got {default_ttl}")
+        if not 0.0 <= ttl_jitter < 1.0:
+            raise ValueError(f"ttl_jitter must be in [0, 1), got {ttl_jitter}")
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1 or None, got {max_in_flight}")
+        if serializer is None:
+            from redline.cache.serialization import JsonSerializer
+
+            serializer = JsonSerializer()
+        self.client: RedisClient = client
+        self.namespace = namespace
+        self.name = name
+        self.serializer = serializer
+        self.default_ttl = default_ttl
+        self.ttl_jitter = ttl_jitter
+        self.breaker = breaker or CircuitBreaker(name=name)
+        self.is_cluster = isinstance(client, RedisCluster)
+        self._prefix = namespace + ":"
+        self._tag_prefix = namespace + "#tag:"
+        self._owns_client = owns_client
+        self._limit = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        self._coalescer = GetCoalescer(self._fetch_batch)
+        self._hits = self._misses = self._sets = self._deletes = self._errors = 0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        max_connections: int = 64,
+        socket_timeout: float = 0.5,
+        socket_connect_timeout: float = 0.5,
+        namespace: str = "redline",
+        serializer: Serializer | None = None,
+        default_ttl: float | None = None,
+        ttl_jitter: float = 0.0,
+        breaker: CircuitBreaker | None = None,
+        name: str = "redis",
+    ) -> RedisCache:
+        """A cache on a standalone Redis (``redis://host:port/db`` or ``rediss://``); no I/O yet."""
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        client = Redis.from_url(
+            url,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            # One immediate retry replaces a pooled connection that died with a restart;
+            # redis-py's default backs off for seconds, which a cache must not do.
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(
+            client,
+            namespace=namespace,
+            serializer=serializer,
+            default_ttl=default_ttl,
+            ttl_jitter=ttl_jitter,
+            breaker=breaker,
+            max_in_flight=max_connections,
+            name=name,
+            owns_client=True,
+        )
+
+    @classmethod
+    def from_cluster_nodes(
+        cls,
+        nodes: Sequence[tuple[str, int]],
+        *,
+        max_connections: int = 64,
+        socket_timeout: float = 0.5,
+        socket_connect_timeout: float = 0.5,
+        ssl: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        namespace: str = "redline",
+        serializer: Serializer | None = None,
+        default_ttl: float | None = None,
+        ttl_jitter: float = 0.0,
+        breaker: CircuitBreaker | None = None,
+        name: str = "redis",
+    ) -> RedisCache:
+        """A cache on a Redis Cluster reached through any of *nodes* ``[(host, port), ...]``."""
+        if not nodes:
+            raise ValueError("nodes must name at least one (host, port)")
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            ssl=ssl,
+            username=username,
+            password=password,
+        )
+        return cls(
+            client,
+            namespace=namespace,
+            serializer=serializer,
+            default_ttl=default_ttl,
+            ttl_jitter=ttl_jitter,
+            breaker=breaker,
+            max_in_flight=max_connections,
+            name=name,
+            owns_client=True,
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def full_key(self, key: str) -> str:
+        """The Redis key for cache key *key* (``"{namespace}:{key}"``)."""
+        return self._prefix + key
+
+    def tag_key(self, tag: str) -> str:
+        """The Redis set that records the keys carrying *tag*."""
+        return self._tag_prefix + tag
+
+    def _ttl_ms(self, ttl: float | None) -> int | None:
+        if ttl is None:
+            ttl = self.default_ttl
+            if ttl is None:
+                return None
+        elif not ttl > 0:
+            raise ValueError(f"ttl must be > 0 or None, got {ttl}")
+        if self.ttl_jitter:
+            ttl *= 1.0 - self.ttl_jitter * random.random()
+        return max(1, int(ttl * 1000))
+
+    def _encode(self, value: Any) -> bytes:
+        raw = _encode_int(value)
+        return raw if raw is not None else self.serializer.dumps(value)
+
+    def _decode(self, key: str, raw: bytes | None) -> Any:
+        if raw is None:
+            return MISSING
+        if _is_int(raw):
+            return int(raw)
+        try:
+            return self.serializer.loads(raw)
+        except Exception as exc:  # garbage or forged data is a miss, never raised or run
+            self._errors += 1
+            logger.warning(
+                "cache %s: undecodable value at %r read as a miss: %s", self.name, key, exc
+            )
+            return MISSING
+
+    async def _call(self, what: str, op: Callable[[], Awaitable[T]], *, check: bool = True) -> T:
+        if check:  # coalesced reads asked the breaker when they queued
+            self.breaker.allow()
+        try:
+            if self._limit is None:
+                result = await op()
+            else:
+                async with self._limit:
+                    result = await op()
+        except TRANSLATED_ERRORS as exc:
+            self._fail(exc)
+            raise translate_redis_error(exc, what) from exc
+        self.breaker.record_success()
+        return result
+
+    def _fail(self, exc: BaseException) -> None:
+        self._errors += 1
+        if isinstance(exc, UNAVAILABLE_ERRORS):
+            self.breaker.record_failure(exc)
+        else:
+            self.breaker.record_success()  # it answered
+
+    async def _fetch_batch(self, keys: list[str], ttl_keys: list[str]) -> dict[str, RawReply]:
+        async def fetch() -> list[Any]:
+            if self.is_cluster or ttl_keys:
+                pipe = self.client.pipeline(transaction=False)
+                if self.is_cluster:
+                    for key in keys:
+                        pipe.get(key)
+                else:
+                    pipe.mget(keys)
+                for key in ttl_keys:
+                    pipe.pttl(key)
+                reply: list[Any] = await pipe.execute()
+                return reply if self.is_cluster else [*reply[0], *reply[1:]]
+            values: list[Any] = await self.client.mget(keys)
+            return values
+
+        replies = await self._call("GET", fetch, check=False)
+        pttls = dict(zip(ttl_keys, replies[len(keys) :], strict=True))
+        return {key: (value, pttls.get(key)) for key, value in zip(keys, replies, strict=False)}
+
+    # -- the Cache protocol ------------------------------------------------------------
+
+    async def get(self, key: str, default: Any = MISSING) -> Any:
+        """The value at *key*, or *default*; concurrent calls share one round trip."""
+        self.breaker.allow()
+        raw, _ = await self._coalescer.get(self._prefix + key)
+        value = self._decode(key, raw)
+        if value is MISSING:
+            self._misses += 1
+            return default
+        self._hits += 1
+        return value
+
+    async def get_with_ttl(self, key: str, default: Any = MISSING) -> tuple[Any, float | None]:
+        """``(value, remaining ttl in seconds or None)``, or ``(default, None)`` on a miss."""
+        self.breaker.allow()
+        raw, pttl = await self._coalescer.get(self._prefix + key, with_ttl=True)
+        value = self._decode(key, raw)
+        if value is MISSING or pttl == -2:  # -2: expired between GET and PTTL
+            self._misses += 1
+            return default, None
+        self._hits += 1
+        return value, (pttl / 1000 if pttl is not None and pttl >= 0 else None)
+
+    async def set(
+        self, key: str, value: Any, ttl: float | None = None, *, tags: Iterable[str] = ()
+    ) -> None:
+        """Store *value* at *key* for *ttl* seconds (``None``: the default TTL)."""
+        data = self._encode(value)
+        px = self._ttl_ms(ttl)
+        full = self._prefix + key
+        tag_keys = [self.tag_key(tag) for tag in tags]
+        if not tag_keys:
+            await self._call("SET", lambda: self.client.set(full, data, px=px))
+        else:
+
+            async def set_and_tag() -> Any:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.set(full, data, px=px)
+                for tag_key in tag_keys:
+                    pipe.sadd(tag_key, full)
+                return await pipe.execute()
+
+            await self._call("SET", set_and_tag)
+        self._sets += 1
+
+    async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
+        """Store every item of *mapping* in one pipelined round trip (per node in Cluster)."""
+        items = [(self._prefix + key, self._encode(value)) for key, value in mapping.items()]
+        if not items:
+            return
+        expiries = [self._ttl_ms(ttl) for _ in items]
+
+        async def write() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            for (full, data), px in zip(items, expiries, strict=True):
+                pipe.set(full, data, px=px)
+            return await pipe.execute()
+
+        await self._call("SET", write)
+        self._sets += len(items)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The found keys of *keys* with their values (absent keys are left out)."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        fulls = [self._prefix + key for key in wanted]
+        if isinstance(self.client, RedisCluster):
+            cluster = self.client
+            raws = await self._call("MGET", lambda: cluster.mget_nonatomic(fulls))
+        else:
+            client = self.client
+            raws = await self._call("MGET", lambda: client.mget(fulls))
+        found: dict[str, Any] = {}
+        for key, raw in zip(wanted, raws, strict=True):
+            value = self._decode(key, raw)
+            if value is MISSING:
+                self._misses += 1
+            else:
+                self._hits += 1
+                found[key] = value
+        return found
+
+    async def delete(self, key: str) -> bool:
+        """Remove *key*; ``True`` if it was there."""
+        full = self._prefix + key
+        removed: int = await self._call("UNLINK", lambda: self.client.unlink(full))
+        self._deletes += removed
+        return removed > 0
+
+    async def exists(self, key: str) -> bool:
+        """Whether *key* is stored (and not expired)."""
+        full = self._prefix + key
+        found: int = await self._call("EXISTS", lambda: self.client.exists(full))
+        return found > 0
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        """Add *amount* to the integer at *key* (0 if absent) and return the new value."""
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise TypeError(f"amount must be an int, got {amount!r}")
+        full = self._prefix + key
+        try:
+            result: int = await self._call("INCRBY", lambda: self.client.incrby(full, amount))
+        except CacheError as exc:
+            if isinstance(exc.__cause__, redis_errors.ResponseError) and not isinstance(
+                exc, CacheUnavailable
+            ):
+                raise TypeError(f"cannot incr {key!r}: the stored value is not an integer") from exc
+            raise
+        return result
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds until *key* expires; ``None`` if it has no expiry or is absent."""
+        full = self._prefix + key
+        pttl: int = await self._call("PTTL", lambda: self.client.pttl(full))
+        return pttl / 1000 if pttl >= 0 else None
+
+    async def _scan_unlink(self, match: str, what: str) -> int:
+        """SCAN MATCH on every master (never KEYS) and UNLINK what it finds; the count."""
+        client = self.client
+        removed = 0
+        if isinstance(client, RedisCluster):
+            for node in client.get_primaries():
+                cursor = 0
+                while True:
+
+                    async def scan_node(cursor: int = cursor, node: ClusterNode = node) -> Any:
+                        return await client.scan(cursor, match=match, count=500, target_nodes=node)
+
+                    # cluster SCAN answers ({node name: cursor}, keys)
+                    cursors, found = await self._call(what, scan_node)
+                    cursor = cursors[node.name]
+                    removed += await self._unlink(what, found)
+                    if cursor == 0:
+                        break
+        else:
+            cursor = 0
+            while True:
+
+                async def scan(cursor: int = cursor) -> Any:
+                    return await client.scan(cursor, match=match, count=500)
+
+                cursor, found = await self._call(what, scan)
+                removed += await self._unlink(what, found)
+                if cursor == 0:
+                    break
+        return removed
+
+    async def _unlink(self, what: str, keys: Sequence[Any]) -> int:
+        if not keys:
+            return 0
+        batch = list(keys)
+        # Cluster's unlink splits the keys per slot, so keys of many slots are fine
+        removed: int = await self._call(what, lambda: self.client.unlink(*batch))
+        return removed
+
+    async def delete_pattern(self, pattern: str) -> int:
+        """Delete the keys matching the glob *pattern* (inside the namespace); the count."""
+        removed = await self._scan_unlink(_escape_glob(self._prefix) + pattern, "delete_pattern")
+        self._deletes += removed
+        return removed
+
+    async def invalidate_tags(self, *tags: str) -> int:
+        """Delete every key set with any of *tags*, and the tag records; the count of keys."""
+        if not tags:
+            return 0
+        tag_keys = [self.tag_key(tag) for tag in tags]
+
+        async def members() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for tag_key in tag_keys:
+                pipe.smembers(tag_key)
+            reply: list[Any] = await pipe.execute()
+            return reply
+
+        keys = sorted({key for group in await self._call("SMEMBERS", members) for key in group})
+        removed = await self._unlink("UNLINK", keys)
+        await self._unlink("UNLINK", tag_keys)
+        self._deletes += removed
+        return removed
+
+    async def clear(self) -> None:
+        """Delete every key of this namespace (and its tag records), on every master."""
+        await self._scan_unlink(_escape_glob(self.namespace) + "[:#]*", "clear")
+
+    async def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "down", "breaker": state, "latency_ms": ..., ...}``; never raises."""
+        started = time.perf_counter()
+        report: dict[str, Any] = {
+            "name": self.name,
+            "backend": "redis-cluster" if self.is_cluster else "redis",
+            "namespace": self.namespace,
+        }
+        try:
+            await self._call("PING", lambda: self.client.ping())
+        except CacheError as exc:
+            report.update(status="down", latency_ms=None, error=str(exc))
+        else:
+            latency = round((time.perf_counter() - started) * 1000, 3)
+            report.update(status="ok", latency_ms=latency, error=None)
+        report["breaker"] = self.breaker.state.value
+        return report
+
+    def stats(self) -> CacheStats:
+        """A snapshot of the counters (one tier, called ``name``)."""
+        return CacheStats(
+            tiers=(
+                TierStats(
+                    name=self.name,
+                    hits=self._hits,
+                    misses=self._misses,
+                    sets=self._sets,
+                    deletes=self._deletes,
+                    errors=self._errors,
+                ),
+            )
+        )
+
+    @property
+    def coalesced_batches(self) -> int:
+        """How many round trips the coalesced ``get`` calls took so far."""
+        return self._coalescer.batches
+
+    async def close(self) -> None:
+        """Let in-flight reads finish, then close the client if this cache created it."""
+        await self._coalescer.aclose()
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self.is_cluster else "standalone"
+        return (
+            f"RedisCache(name={self.name!r}, {kind}, namespace={self.namespace!r}, "
+            f"hits={self._hits}, misses={self._misses}, errors={self._errors}, "
+            f"breaker={self.breaker.state.value})"
+        )

@@ -1,0 +1,52 @@
+"""The ``cache`` fixture: every backend of the contract suite, each test in its own namespace."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from redline.cache.base import Cache
+from redline.cache.memory import MemoryCache
+from redline.cache.redis import RedisCache
+from tests._services import RedisClusterServers
+
+BACKENDS = ["memory", "redis", "cluster", "tiered", "tiered-cluster"]
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test (or other engineer's run on the same server) uses."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def _tiered(l2: RedisCache, target: str | list[tuple[str, int]], namespace: str) -> Cache:
+    from redline.cache.invalidation import RedisInvalidation
+    from redline.cache.tiered import TieredCache
+
+    invalidation = RedisInvalidation(target, channel=f"{namespace}:invalidate")
+    return TieredCache(MemoryCache(), l2, invalidation=invalidation)
+
+
+@pytest.fixture(params=BACKENDS)
+async def cache(
+    request: pytest.FixtureRequest, namespace: str, redis_url: str
+) -> AsyncIterator[Cache]:
+    """One cache per backend: memory, Redis, Redis Cluster, and memory+Redis tiered caches."""
+    kind: str = request.param
+    built: Cache
+    if kind == "memory":
+        built = MemoryCache()
+    elif kind in ("redis", "tiered"):
+        redis = RedisCache.from_url(redis_url, namespace=namespace)
+        built = redis if kind == "redis" else _tiered(redis, redis_url, namespace)
+    else:
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        redis = RedisCache.from_cluster_nodes(cluster.startup_nodes, namespace=namespace)
+        built = redis if kind == "cluster" else _tiered(redis, cluster.startup_nodes, namespace)
+    try:
+        yield built
+    finally:
+        await built.clear()
+        await built.close()
