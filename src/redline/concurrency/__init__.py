@@ -2,16 +2,23 @@
 
 Example::
 
-    from redline.concurrency import MicroBatcher, gather_limited
+    from redline.concurrency import MicroBatcher, RateLimiter
 
-    results = await gather_limited((fetch(u) for u in urls), limit=10)
+    limiter = RateLimiter(100, per=1.0)
+    async with limiter:
+        ...
 """
 
 from redline.concurrency.batcher import BatcherHealth, BatcherStats, BatchRecord, MicroBatcher
+from redline.concurrency.ratelimit import RateLimiter, RateLimiterStats
+from redline.concurrency.redis_ratelimit import RedisRateLimiter
 
 __all__ = [
     "BatchRecord",
     "BatcherHealth",
     "BatcherStats",
     "MicroBatcher",
+    "RateLimiter",
+    "RateLimiterStats",
+    "RedisRateLimiter",
 ]
