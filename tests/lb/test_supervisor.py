@@ -1,0 +1,152 @@
+"""ClusterSupervisor with stand-in replicas behind real nginx: balancing, health checks, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import httpx
+
+from redline.lb import ClusterSupervisor, RateLimit, ReplicaState, Strategy, read_status
+from tests.lb.conftest import ClusterFactory, base_url, load, wait_until
+
+
+def upstream_of(supervisor: ClusterSupervisor, index: int) -> str:
+    return f"127.0.0.1:{supervisor.replicas[index].port}"
+
+
+async def test_round_robin_spreads_by_weight(start_cluster: ClusterFactory) -> None:
+    sup = await start_cluster(replicas=2, weights=(3, 1))
+    result = await load(base_url(sup) + "/v1/embeddings", 400, concurrency=4)
+    assert result.failures == 0
+    heavy, light = result.upstreams[upstream_of(sup, 0)], result.upstreams[upstream_of(sup, 1)]
+    assert heavy + light == 400
+    assert 2.2 <= heavy / light <= 4.0, (heavy, light)
+
+
+async def test_hash_consistent_sends_a_key_to_one_replica(start_cluster: ClusterFactory) -> None:
+    sup = await start_cluster(replicas=3, strategy=Strategy.HASH)
+    url = base_url(sup) + "/v1/embeddings"
+    chosen: dict[str, set[str]] = {}
+    for key in (f"key-{k}" for k in range(12)):
+        result = await load(url, 6, concurrency=2, headers=lambda i, key=key: {"X-Cache-Key": key})
+        assert result.failures == 0
+        chosen[key] = set(result.upstreams)
+    assert all(len(upstreams) == 1 for upstreams in chosen.values()), chosen
+    # different keys do spread over the replicas
+    assert len(set().union(*chosen.values())) >= 2
+    # no key header: requests are still spread rather than pinned to one replica
+    unkeyed = await load(url, 30, concurrency=2)
+    assert unkeyed.failures == 0
+    assert len(unkeyed.upstreams) >= 2
+
+
+async def test_rate_limit_answers_429_beyond_the_rate(start_cluster: ClusterFactory) -> None:
+    sup = await start_cluster(replicas=1, rate_limit=RateLimit("2r/s", burst=3, nodelay=True))
+    result = await load(base_url(sup) + "/v1/embeddings", 30, concurrency=1)
+    assert result.statuses[429] >= 20, result.statuses
+    assert 1 <= result.statuses[200] <= 6, result.statuses
+    # nginx's own health location is not rate limited
+    async with httpx.AsyncClient(trust_env=False) as client:
+        codes = [(await client.get(base_url(sup) + "/nginx-health")).status_code for _ in range(10)]
+    assert codes == [200] * 10
+
+
+async def test_failing_ready_marks_replica_down_then_back(
+    start_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    sup = await start_cluster(replicas=2, env={"STANDIN_UNREADY_DIR": str(flags)})
+    conf = sup.run_dir / "nginx.conf"
+    (flags / "unready-1").touch()
+    await wait_until(lambda: sup.replicas[1].state is ReplicaState.DOWN)
+    await wait_until(lambda: f"{upstream_of(sup, 1)} weight=1 max_fails=1 fail_timeout=2s down;" in conf.read_text())
+    await asyncio.sleep(0.5)  # let the reloaded workers take over
+    result = await load(base_url(sup) + "/v1/embeddings", 40, concurrency=2)
+    assert result.failures == 0
+    assert set(result.upstreams) == {upstream_of(sup, 0)}
+    (flags / "unready-1").unlink()
+    await wait_until(lambda: sup.replicas[1].state is ReplicaState.UP)
+    await wait_until(lambda: " down;" not in conf.read_text())
+    await asyncio.sleep(0.5)
+    result = await load(base_url(sup) + "/v1/embeddings", 40, concurrency=2)
+    assert set(result.upstreams) == {upstream_of(sup, 0), upstream_of(sup, 1)}
+    status = read_status(sup.run_dir)
+    assert [r.state for r in status.replicas] == ["up", "up"]
+    assert sup.reloads >= 2
+
+
+async def test_kill_9_under_load_fails_no_request_and_replica_restarts(
+    start_cluster: ClusterFactory,
+) -> None:
+    sup = await start_cluster(replicas=3)
+    victim = sup.replicas[1]
+    old_pid = victim.pid
+    assert old_pid is not None
+
+    async def kill_at(i: int) -> None:
+        if i == 400:
+            os.kill(old_pid, signal.SIGKILL)
+
+    result = await load(
+        base_url(sup) + "/v1/embeddings", 2000, concurrency=8, on_progress=kill_at
+    )
+    assert result.failures == 0, (result.statuses, result.errors[:5])
+    assert sum(result.statuses.values()) == 2000
+    await wait_until(lambda: victim.restarts >= 1 and victim.state is ReplicaState.UP)
+    assert victim.pid not in (None, old_pid)
+    status = read_status(sup.run_dir)
+    assert status.replicas[1].restarts >= 1
+
+
+async def test_rolling_restart_under_load_fails_no_request(start_cluster: ClusterFactory) -> None:
+    sup = await start_cluster(replicas=3)
+    old_pids = [r.pid for r in sup.replicas]
+    restart: asyncio.Task[None] | None = None
+
+    async def roll_at(i: int) -> None:
+        nonlocal restart
+        if i == 100:
+            restart = asyncio.create_task(sup.rolling_restart())
+
+    url = base_url(sup) + "/v1/embeddings"
+    result = await load(url, 600, concurrency=4, on_progress=roll_at)
+    assert restart is not None
+    while not restart.done():  # keep the load on until the whole roll is over
+        more = await load(url, 100, concurrency=4)
+        result.statuses.update(more.statuses)
+        result.errors += more.errors
+    await restart
+    assert result.failures == 0, (result.statuses, result.errors[:5])
+    assert all(r.restarts == 1 and r.state is ReplicaState.UP for r in sup.replicas)
+    assert all(r.pid != old for r, old in zip(sup.replicas, old_pids, strict=True))
+
+
+async def test_stop_leaves_no_process_behind(start_cluster: ClusterFactory) -> None:
+    sup = await start_cluster(replicas=2)
+    pids = [r.pid for r in sup.replicas]
+    assert sup.nginx is not None
+    nginx_pid = sup.nginx.pid
+    await sup.stop()
+    for pid in [*pids, nginx_pid]:
+        assert pid is not None
+        assert not _alive(pid), pid
+    assert [r.state for r in read_status(sup.run_dir).replicas] == ["stopped", "stopped"]
+    assert not (sup.run_dir / "supervisor.pid").exists()
+    assert (sup.run_dir / "nginx.conf").exists()  # nothing the user did not ask to remove
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it is dead for our purposes once reaped by its parent
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
