@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from redline.cache.base import Cache
+from redline.cache.invalidation import RedisInvalidation
 from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
+from redline.cache.tiered import TieredCache
 from tests._services import RedisClusterServers
 
 BACKENDS = ["memory", "redis", "cluster", "tiered", "tiered-cluster"]
@@ -21,12 +25,19 @@ def namespace() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-def _tiered(l2: RedisCache, target: str | list[tuple[str, int]], namespace: str) -> Cache:
-    from redline.cache.invalidation import RedisInvalidation
-    from redline.cache.tiered import TieredCache
-
+async def make_tiered(
+    l2: RedisCache, target: str | list[tuple[str, int]], namespace: str
+) -> TieredCache:
+    """A started memory+Redis TieredCache whose invalidation link is up."""
     invalidation = RedisInvalidation(target, channel=f"{namespace}:invalidate")
-    return TieredCache(MemoryCache(), l2, invalidation=invalidation)
+    tiered = TieredCache(MemoryCache(), l2, invalidation=invalidation)
+    await tiered.start()
+    deadline = time.monotonic() + 15
+    while not invalidation.connected:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the invalidation channel did not connect within 15 s")
+        await asyncio.sleep(0.02)
+    return tiered
 
 
 @pytest.fixture(params=BACKENDS)
@@ -40,11 +51,15 @@ async def cache(
         built = MemoryCache()
     elif kind in ("redis", "tiered"):
         redis = RedisCache.from_url(redis_url, namespace=namespace)
-        built = redis if kind == "redis" else _tiered(redis, redis_url, namespace)
+        built = redis if kind == "redis" else await make_tiered(redis, redis_url, namespace)
     else:
         cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
         redis = RedisCache.from_cluster_nodes(cluster.startup_nodes, namespace=namespace)
-        built = redis if kind == "cluster" else _tiered(redis, cluster.startup_nodes, namespace)
+        built = (
+            redis
+            if kind == "cluster"
+            else await make_tiered(redis, cluster.startup_nodes, namespace)
+        )
     try:
         yield built
     finally:

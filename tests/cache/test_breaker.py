@@ -1,0 +1,164 @@
+"""CircuitBreaker with an injected clock: closed → open → half-open → closed (or open again)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from redline.cache.breaker import BreakerState, CircuitBreaker
+from redline.exceptions import CacheUnavailable
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def breaker(clock: FakeClock) -> CircuitBreaker:
+    return CircuitBreaker(failure_threshold=3, reset_timeout=2.0, timer=clock, name="redis")
+
+
+def fail(breaker: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        breaker.allow()
+        breaker.record_failure(ConnectionError("refused"))
+
+
+def test_it_stays_closed_below_the_threshold(breaker: CircuitBreaker) -> None:
+    fail(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+    breaker.allow()
+    assert breaker.stats().consecutive_failures == 2
+
+
+def test_a_success_resets_the_consecutive_failures(breaker: CircuitBreaker) -> None:
+    fail(breaker, 2)
+    breaker.record_success()
+    fail(breaker, 2)
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_it_opens_at_the_threshold_and_then_fails_fast(breaker: CircuitBreaker) -> None:
+    fail(breaker, 3)
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CacheUnavailable, match=r"circuit breaker 'redis' is open after 3"):
+        breaker.allow()
+    stats = breaker.stats()
+    assert stats.opened_count == 1
+    assert stats.rejected == 1
+    assert stats.last_error == "ConnectionError: refused"
+
+
+def test_after_reset_timeout_one_probe_goes_through(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    fail(breaker, 3)
+    clock.now += 1.99
+    with pytest.raises(CacheUnavailable):
+        breaker.allow()
+    clock.now += 0.01
+    breaker.allow()  # the probe
+    assert breaker.state is BreakerState.HALF_OPEN
+    with pytest.raises(CacheUnavailable, match="is half_open"):
+        breaker.allow()  # everyone else still fails fast
+
+
+def test_a_successful_probe_closes_it(breaker: CircuitBreaker, clock: FakeClock) -> None:
+    fail(breaker, 3)
+    clock.now += 2
+    breaker.allow()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.stats().consecutive_failures == 0
+    breaker.allow()
+
+
+def test_a_failed_probe_opens_it_again_for_another_reset_timeout(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    fail(breaker, 3)
+    clock.now += 2
+    breaker.allow()
+    breaker.record_failure(TimeoutError("slow"))
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.stats().opened_count == 2
+    clock.now += 1
+    with pytest.raises(CacheUnavailable):
+        breaker.allow()
+    clock.now += 1
+    breaker.allow()
+    assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_a_probe_that_never_reports_back_is_replaced_after_reset_timeout(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    fail(breaker, 3)
+    clock.now += 2
+    breaker.allow()  # this probe is cancelled and never records a result
+    clock.now += 2
+    breaker.allow()  # a new probe is allowed
+    assert breaker.state is BreakerState.HALF_OPEN
+
+
+def test_failures_of_calls_started_before_opening_do_not_extend_the_open_time(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    fail(breaker, 3)
+    clock.now += 1.5
+    breaker.record_failure(ConnectionError("late"))
+    clock.now += 0.5
+    breaker.allow()
+    assert breaker.state is BreakerState.HALF_OPEN
+
+
+async def test_call_counts_exceptions_and_successes(breaker: CircuitBreaker) -> None:
+    async def boom() -> int:
+        raise OSError("down")
+
+    async def fine() -> int:
+        return 7
+
+    for _ in range(3):
+        with pytest.raises(OSError, match="down"):
+            await breaker.call(boom)
+    with pytest.raises(CacheUnavailable):
+        await breaker.call(fine)
+    breaker.reset()
+    assert await breaker.call(fine) == 7
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_stats_are_frozen_and_repr_shows_live_state(breaker: CircuitBreaker) -> None:
+    fail(breaker, 1)
+    stats = breaker.stats()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.opened_count = 9  # type: ignore[misc]
+    assert repr(breaker) == (
+        "CircuitBreaker(name='redis', state=closed, failures=1/3, opened=0, reset_timeout=2.0)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"failure_threshold": 0}, ValueError, "failure_threshold must be >= 1, got 0"),
+        ({"failure_threshold": 1.5}, TypeError, "failure_threshold must be an int, got 1.5"),
+        ({"reset_timeout": 0}, ValueError, "reset_timeout must be > 0, got 0"),
+    ],
+)
+def test_bad_settings_are_refused(
+    kwargs: dict[str, float], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        CircuitBreaker(**kwargs)  # type: ignore[arg-type]
