@@ -325,14 +325,14 @@ class _Phase:
         """Wait for ``tasks``; once ``stop`` is set, give them a short grace, then cancel."""
         if not tasks:
             return
-        pending: set[asyncio.Task[None]] = set(tasks)
-        stop_waiter = asyncio.create_task(self.stop.wait())
+        pending: set[asyncio.Future[Any]] = set(tasks)
+        stop_waiter: asyncio.Future[Any] = asyncio.ensure_future(self.stop.wait())
         try:
             while pending and not self.stop.is_set():
-                _done, pending = await asyncio.wait(
+                _done, rest = await asyncio.wait(
                     pending | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED
                 )
-                pending.discard(stop_waiter)  # type: ignore[arg-type]
+                pending = rest - {stop_waiter}
             if pending:
                 _done, pending = await asyncio.wait(pending, timeout=_STOP_GRACE_S)
             for task in pending:
@@ -344,8 +344,9 @@ class _Phase:
             with contextlib.suppress(asyncio.CancelledError):
                 await stop_waiter
         for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            error = None if task.cancelled() or not task.done() else task.exception()
+            if error is not None:
+                raise error
 
     def progress(self, planned: float | None, by_count: int | None) -> LoadProgress:
         now = self.timer()

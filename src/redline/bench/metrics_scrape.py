@@ -48,7 +48,7 @@ def parse_server_timing(header: str) -> dict[str, float]:
 
     Example::
 
-        parse_server_timing("cache;dur=0.5, total;desc=\\"all\\";dur=2")  # {'cache': 0.5, 'total': 2.0}
+        parse_server_timing("cache;dur=0.5, total;dur=2")  # {'cache': 0.5, 'total': 2.0}
     """
     result: dict[str, float] = {}
     for entry in header.split(","):

@@ -24,6 +24,7 @@ _LOWEST_US = 1
 _HIGHEST_US = 3_600_000_000  # one hour
 _SIGNIFICANT_DIGITS = 3
 
+
 @dataclass(frozen=True)
 class LatencySummary:
     """Percentiles of one histogram, in milliseconds (all 0.0 when nothing was recorded)."""

@@ -36,10 +36,30 @@ ROUTES: tuple[str, ...] = ("embeddings", "predict", "custom")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 _ROUTE_PATHS = {"embeddings": "/v1/embeddings", "predict": "/v1/predict"}
-_WORDS = (
-    "cache latency batch token vector model request server queue redis nginx throughput "
-    "replica embedding sentence tail percentile warm cold shard cluster worker"
-).split()
+_WORDS = [
+    "cache",
+    "latency",
+    "batch",
+    "token",
+    "vector",
+    "model",
+    "request",
+    "server",
+    "queue",
+    "redis",
+    "nginx",
+    "throughput",
+    "replica",
+    "embedding",
+    "sentence",
+    "tail",
+    "percentile",
+    "warm",
+    "cold",
+    "shard",
+    "cluster",
+    "worker",
+]
 
 
 def read_inputs_file(path: str | Path) -> tuple[str, ...]:
@@ -90,7 +110,9 @@ class Workload:
             raise BenchError(f"hot_set_size must be >= 1, got {self.hot_set_size}")
         if self.route == "custom":
             if not self.path or not self.path.startswith("/"):
-                raise BenchError(f"--route custom needs --path starting with '/', got {self.path!r}")
+                raise BenchError(
+                    f"--route custom needs --path starting with '/', got {self.path!r}"
+                )
             if self.body is not None:
                 try:
                     json.loads(_fill(self.body, ["x"] * self.inputs_per_request))

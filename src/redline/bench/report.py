@@ -1,0 +1,215 @@
+"""The benchmark report: one versioned JSON document, a rich table, and a PNG plot.
+
+Schema ``redline.bench/1`` (every key always present)::
+
+    {
+      "schema": "redline.bench/1",
+      "created": "2026-01-01T00:00:00+00:00",       # UTC, ISO 8601
+      "label": str | null,                           # --label, shown by `bench compare`
+      "config": {"url", "mode": "closed"|"open", "concurrency", "requests", "duration_s",
+                 "rate", "warmup_s", "timeout_s", "processes", "workload": {...}},
+      "summary": {"requests", "ok", "errors", "error_ratio", "elapsed_s", "throughput_rps",
+                  "interrupted", "warmup_requests", "late_sends", "max_send_lag_ms"},
+      "latency_ms": {"count", "min", "mean", "p50", "p90", "p99", "p99.9", "max"},
+      "errors": {"by_kind": {"HTTP 500": n, "timeout": n, ...}, "by_status": {"200": n, ...}},
+      "cache": {"hit", "miss", "partial", "none", "hit_ratio": float | null},
+      "breakdown": {"source": "server-timing"|"metrics"|null, "client_mean_ms",
+                    "server_total_ms", "stages_ms": {...}, "shares": {...}, "bottleneck"},
+      "server_metrics": {"histograms": {...}, "counters": {...}} | null,
+      "timeline": [{"t", "requests", "errors", "rps", "p50_ms", "p99_ms"}, ...]
+    }
+
+Latencies are of successful responses only; errors are counted by kind and by status.
+
+Example::
+
+    report = build_report(config, workload, result, delta)
+    write_json(report, "run.json"); render_report(report, Console()); write_plot(report, "run.png")
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from redline.bench.breakdown import compute_breakdown
+from redline.bench.loadgen import LoadConfig, LoadResult
+from redline.bench.metrics_scrape import MetricsDelta
+from redline.bench.workload import Workload
+from redline.exceptions import BenchError
+
+__all__ = ["SCHEMA", "build_report", "load_report", "render_report", "write_json", "write_plot"]
+
+#: The schema tag of every JSON report this version writes.
+SCHEMA = "redline.bench/1"
+
+
+def build_report(
+    config: LoadConfig,
+    workload: Workload,
+    result: LoadResult,
+    delta: MetricsDelta | None = None,
+    *,
+    label: str | None = None,
+    processes: int = 1,
+) -> dict[str, Any]:
+    """The JSON-ready report of one run (see the module docstring for the schema)."""
+    latency = result.histogram.summary()
+    errors = sum(result.errors.values())
+    looked_up = result.cache["hit"] + result.cache["miss"] + result.cache["partial"]
+    return {
+        "schema": SCHEMA,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": label,
+        "config": {**config.describe(), "processes": processes, "workload": workload.describe()},
+        "summary": {
+            "requests": result.completed,
+            "ok": result.ok,
+            "errors": errors,
+            "error_ratio": errors / result.completed if result.completed else 0.0,
+            "elapsed_s": result.elapsed_s,
+            "throughput_rps": result.throughput,
+            "interrupted": result.interrupted,
+            "warmup_requests": result.warmup_completed,
+            "late_sends": result.late_sends,
+            "max_send_lag_ms": result.max_send_lag_ms,
+        },
+        "latency_ms": {
+            "count": latency.count,
+            "min": latency.min_ms,
+            "mean": latency.mean_ms,
+            "p50": latency.p50_ms,
+            "p90": latency.p90_ms,
+            "p99": latency.p99_ms,
+            "p99.9": latency.p999_ms,
+            "max": latency.max_ms,
+        },
+        "errors": {
+            "by_kind": dict(sorted(result.errors.items())),
+            "by_status": {str(code): n for code, n in sorted(result.statuses.items())},
+        },
+        "cache": {
+            "hit": result.cache["hit"],
+            "miss": result.cache["miss"],
+            "partial": result.cache["partial"],
+            "none": result.cache["none"],
+            "hit_ratio": result.cache["hit"] / looked_up if looked_up else None,
+        },
+        "breakdown": compute_breakdown(result, delta).as_dict(),
+        "server_metrics": None
+        if delta is None
+        else {"histograms": delta.histograms(), "counters": delta.counters()},
+        "timeline": _timeline(result),
+    }
+
+
+def _timeline(result: LoadResult) -> list[dict[str, Any]]:
+    """Per-second request counts and latency percentiles."""
+    seconds = sorted(set(result.timeline) | set(result.timeline_errors))
+    rows = []
+    for second in seconds:
+        values = np.frombuffer(result.timeline.get(second, b""), dtype=np.float64)
+        errors = result.timeline_errors[second]
+        rows.append(
+            {
+                "t": second,
+                "requests": int(values.size) + errors,
+                "errors": errors,
+                "rps": float(values.size + errors),
+                "p50_ms": float(np.percentile(values, 50)) if values.size else None,
+                "p99_ms": float(np.percentile(values, 99)) if values.size else None,
+            }
+        )
+    return rows
+
+
+def write_json(report: dict[str, Any], path: str | Path) -> None:
+    """Write ``report`` as indented JSON."""
+    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a JSON report; :class:`BenchError` if unreadable or not ``redline.bench/1``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BenchError(f"cannot read report {str(path)!r}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise BenchError(f"report {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise BenchError(f"report {str(path)!r} has schema {found!r}, expected {SCHEMA!r}")
+    return data
+
+
+def render_report(report: dict[str, Any], console: Console) -> None:
+    """Print the report as rich tables: summary, latency, errors, cache, breakdown."""
+    config, summary, latency = report["config"], report["summary"], report["latency_ms"]
+    title = f"redline bench {config['mode']} loop — {config['url']}{config['workload']['path']}"
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("requests", f"{summary['requests']:,} ({summary['errors']:,} errors)")
+    table.add_row("elapsed", f"{summary['elapsed_s']:.2f} s")
+    table.add_row("throughput", f"{summary['throughput_rps']:,.1f} req/s")
+    for key in ("p50", "p90", "p99", "p99.9", "max"):
+        table.add_row(f"latency {key}", f"{latency[key]:.2f} ms")
+    if config["mode"] == "open":
+        table.add_row(
+            "late sends", f"{summary['late_sends']:,} (max lag {summary['max_send_lag_ms']:.1f} ms)"
+        )
+    hit_ratio = report["cache"]["hit_ratio"]
+    table.add_row("cache hit ratio", "n/a" if hit_ratio is None else f"{hit_ratio:.1%}")
+    for kind, count in report["errors"]["by_kind"].items():
+        table.add_row(f"error: {kind}", f"{count:,}")
+    if summary["interrupted"]:
+        table.add_row("[yellow]interrupted[/]", "partial report")
+    console.print(table)
+    breakdown = report["breakdown"]
+    if breakdown["source"] is None:
+        console.print("server-side breakdown: n/a (no Server-Timing header, no redline /metrics)")
+        return
+    stages = Table(title=f"where the time went (from {breakdown['source']})")
+    stages.add_column("stage")
+    stages.add_column("mean ms", justify="right")
+    stages.add_column("share", justify="right")
+    for name, value in breakdown["stages_ms"].items():
+        marker = " ◀ bottleneck" if name == breakdown["bottleneck"] else ""
+        stages.add_row(f"{name}{marker}", f"{value:.2f}", f"{breakdown['shares'][name]:.0%}")
+    console.print(stages)
+    console.print(f"bottleneck: [bold]{breakdown['bottleneck']}[/]")
+
+
+def write_plot(report: dict[str, Any], path: str | Path) -> None:
+    """Write a PNG: latency over time (p50/p99 per second) and the latency distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timeline = [row for row in report["timeline"] if row["p50_ms"] is not None]
+    figure, (over_time, distribution) = plt.subplots(1, 2, figsize=(12, 4.5))
+    try:
+        over_time.plot([r["t"] for r in timeline], [r["p50_ms"] for r in timeline], label="p50")
+        over_time.plot([r["t"] for r in timeline], [r["p99_ms"] for r in timeline], label="p99")
+        over_time.set_xlabel("time (s)")
+        over_time.set_ylabel("latency (ms)")
+        over_time.set_title("latency over time")
+        over_time.legend()
+        latency = report["latency_ms"]
+        labels = ["p50", "p90", "p99", "p99.9", "max"]
+        distribution.bar(labels, [latency[key] for key in labels], color="tab:orange")
+        distribution.set_ylabel("latency (ms)")
+        distribution.set_title(
+            f"latency distribution ({report['summary']['throughput_rps']:,.0f} req/s)"
+        )
+        figure.tight_layout()
+        figure.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(figure)
