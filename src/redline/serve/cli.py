@@ -1,9 +1,118 @@
-"""`redline` commands of the serve area."""
+"""``redline serve``: run the inference API with uvicorn (flags override ``REDLINE_*`` env)."""
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind [REDLINE_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port [REDLINE_PORT].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [REDLINE_WORKERS].")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="'minilm' or 'package.module:factory' [REDLINE_MODEL].")
+    ] = None,
+    cache_url: Annotated[
+        str | None, typer.Option(help="memory://, redis://..., none [REDLINE_CACHE_URL].")
+    ] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL; default SQLite [REDLINE_DATABASE_URL].")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="SQLite dir [REDLINE_DATA_DIR].")] = None,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Inputs per model call [REDLINE_MAX_BATCH_SIZE].")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(help="Batch fill wait in ms [REDLINE_MAX_WAIT_MS].")
+    ] = None,
+    max_queue: Annotated[
+        int | None, typer.Option(help="Queued inputs before 429 [REDLINE_MAX_QUEUE].")
+    ] = None,
+    api_keys: Annotated[
+        str | None, typer.Option(help="Comma-separated bearer keys [REDLINE_API_KEYS].")
+    ] = None,
+    rate_limit: Annotated[
+        str | None, typer.Option(help="Per-client limit, e.g. 100/s [REDLINE_RATE_LIMIT].")
+    ] = None,
+    torch_threads: Annotated[
+        int | None, typer.Option(help="Torch intra-op threads [REDLINE_TORCH_THREADS].")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug|info|warning|error [REDLINE_LOG_LEVEL].")
+    ] = None,
+) -> None:
+    """Serve the embeddings API (OpenAI-compatible) with caching and micro-batching."""
+    from redline.exceptions import ConfigError
+    from redline.serve.settings import load_settings
+
+    flags = {
+        "host": host,
+        "port": port,
+        "workers": workers,
+        "model": model,
+        "cache_url": cache_url,
+        "database_url": database_url,
+        "data_dir": data_dir,
+        "max_batch_size": max_batch_size,
+        "max_wait_ms": max_wait_ms,
+        "max_queue": max_queue,
+        "api_keys": api_keys,
+        "rate_limit": rate_limit,
+        "torch_threads": torch_threads,
+        "log_level": log_level,
+    }
+    try:
+        settings = load_settings(**flags)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        raise typer.Exit(2) from None
+    # Worker processes rebuild the settings from the environment: hand the flags over there.
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[f"REDLINE_{name.upper()}"] = _env_value(value)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    _configure_logging(settings.log_level)
+
+    import uvicorn
+
+    uvicorn.run(
+        "redline.serve.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        log_config=None,
+    )
+
+
+def _configure_logging(level: str) -> None:
+    """One line per record on stderr; the access log lines are already JSON."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
+    """Add ``redline serve`` to the root app."""
+    app.command("serve")(serve)

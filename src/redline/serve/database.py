@@ -1,0 +1,146 @@
+"""The server's database: a ``models`` registry table and a ``usage`` table, through SQLAlchemy
+async 2.x (SQLite via aiosqlite by default, PostgreSQL via asyncpg when configured).
+
+Example::
+
+    db = await Database.open("sqlite+aiosqlite:///.redline/redline.db")
+    await db.register_model(model)
+    info = await db.get_model("all-MiniLM-L6-v2")   # dict or None
+    await db.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from redline.exceptions import ConfigError
+from redline.serve.model import Model
+
+__all__ = ["Database", "models_table", "usage_table"]
+
+_metadata = MetaData()
+
+models_table = Table(
+    "redline_models",
+    _metadata,
+    Column("id", String(200), primary_key=True),
+    Column("version", String(100), nullable=False),
+    Column("dimension", Integer, nullable=False),
+    Column("max_input_tokens", Integer, nullable=True),
+    Column("owned_by", String(100), nullable=False),
+    Column("created", Integer, nullable=False),
+)
+
+usage_table = Table(
+    "redline_usage",
+    _metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("route", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("inputs", Integer, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("cached_inputs", Integer, nullable=False),
+    Column("client", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+
+class Database:
+    """An async engine plus the two tables; create it with :meth:`open`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.url = engine.url.render_as_string(hide_password=True)
+
+    @classmethod
+    async def open(cls, url: str, *, data_dir: Path | None = None) -> Database:
+        """Connect, create the tables if needed; ``ConfigError`` when the URL is unusable."""
+        if url.startswith("sqlite") and data_dir is not None:
+            await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
+        try:
+            engine = create_async_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_metadata.create_all)
+        except (SQLAlchemyError, OSError) as exc:
+            await engine.dispose()
+            raise ConfigError(f"cannot open database {engine.url!r}: {exc}") from exc
+        return cls(engine)
+
+    async def register_model(self, model: Model, *, owned_by: str = "redline") -> None:
+        """Insert or replace the served model's row."""
+        row = {
+            "id": model.name,
+            "version": model.version,
+            "dimension": model.dimension,
+            "max_input_tokens": getattr(model, "max_input_tokens", None),
+            "owned_by": owned_by,
+            "created": int(time.time()),
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(models_table).where(models_table.c.id == model.name))
+            await conn.execute(insert(models_table).values(**row))
+
+    async def get_model(self, model_id: str) -> dict[str, Any] | None:
+        """The registry row of *model_id*, or None."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(models_table).where(models_table.c.id == model_id))
+            row = result.first()
+        return row._asdict() if row is not None else None
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """Every registry row, by id."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(models_table).order_by(models_table.c.id))
+            return [row._asdict() for row in result.all()]
+
+    async def insert_usage(self, records: Sequence[dict[str, Any]]) -> None:
+        """Insert usage rows in one statement."""
+        if records:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(usage_table), list(records))
+
+    async def count_usage(self) -> int:
+        """How many usage rows exist."""
+        async with self.engine.connect() as conn:
+            return int(
+                (await conn.execute(select(func.count()).select_from(usage_table))).scalar_one()
+            )
+
+    async def ping(self) -> bool:
+        """True when a trivial query succeeds."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Dispose of the connection pool."""
+        await self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database(url={self.url!r})"

@@ -1,0 +1,145 @@
+"""Cached embedding: look every input up in the cache, compute only the misses through the
+engine, store them, and report what happened (hit / miss / partial, stage timings).
+
+Cache key = model name + version + output dimensions + SHA-256 of the normalised input
+(Unicode NFC, surrounding whitespace stripped); the value is the float32 numpy vector.
+
+Example::
+
+    result = await embed_texts(state, model, ["a", "b"], dimensions=None)
+    result.vectors.shape, result.cache_result   # (2, 384), "miss"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from redline.exceptions import CacheError
+from redline.serve.model import Model
+from redline.serve.state import ServerState
+
+__all__ = ["EmbedResult", "cache_key", "embed_texts", "normalize_text"]
+
+logger = logging.getLogger(__name__)
+
+
+def normalize_text(text: str) -> str:
+    """The form that is embedded and cached: NFC, surrounding whitespace stripped."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def cache_key(model: Model, text: str, dimensions: int | None) -> str:
+    """Cache key of one normalised input for *model* at *dimensions*."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:40]
+    return f"emb:{model.name}:{model.version}:{dimensions or model.dimension}:{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    """Vectors (one row per input) and what it took to get them."""
+
+    vectors: npt.NDArray[np.float32]
+    cache_result: str  # "hit", "miss", "partial" or "off"
+    cached_inputs: int
+    cache_seconds: float
+    queue_seconds: float
+    inference_seconds: float
+
+
+def _project(vectors: npt.NDArray[np.float32], dimensions: int | None) -> npt.NDArray[np.float32]:
+    """Truncate to *dimensions* and renormalise to unit length (OpenAI semantics)."""
+    if dimensions is None or dimensions >= vectors.shape[1]:
+        return vectors
+    cut = vectors[:, :dimensions]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    projected: npt.NDArray[np.float32] = (cut / norms).astype(np.float32)
+    return projected
+
+
+async def embed_texts(
+    state: ServerState, model: Model, texts: list[str], dimensions: int | None
+) -> EmbedResult:
+    """Embed normalised *texts* through the cache and the engine."""
+    engine = state.require_engine()
+    cache = state.cache
+    out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
+    cache_seconds = 0.0
+    found: dict[str, Any] = {}
+    keys: list[str] = []
+    if cache is not None:
+        keys = [cache_key(model, text, dimensions) for text in texts]
+        started = time.perf_counter()
+        try:
+            found = await cache.get_many(set(keys))
+        except CacheError as exc:
+            logger.warning("cache read failed, computing everything: %s", exc)
+            found = {}
+        cache_seconds += time.perf_counter() - started
+        _count_tiers(state, cache)
+    missing: dict[str, list[int]] = {}
+    cached = 0
+    for index, text in enumerate(texts):
+        hit = found.get(keys[index]) if keys else None
+        if hit is not None:
+            out[index] = np.asarray(hit, dtype=np.float32)
+            cached += 1
+        else:
+            missing.setdefault(text, []).append(index)
+    queue_s = inference_s = 0.0
+    if missing:
+        todo = list(missing)
+        vectors, timing = await engine.embed(todo)
+        vectors = _project(vectors, dimensions)
+        queue_s, inference_s = timing.queue, timing.inference
+        fresh: dict[str, npt.NDArray[np.float32]] = {}
+        for text, vector in zip(todo, vectors, strict=True):
+            for index in missing[text]:
+                out[index] = vector
+            if cache is not None:
+                fresh[cache_key(model, text, dimensions)] = vector
+        if fresh and cache is not None:
+            started = time.perf_counter()
+            await _store(state, fresh)
+            cache_seconds += time.perf_counter() - started
+    if cache is None:
+        result = "off"
+    else:
+        result = "hit" if not missing else ("miss" if cached == 0 else "partial")
+    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s)
+
+
+async def _store(state: ServerState, fresh: dict[str, npt.NDArray[np.float32]]) -> None:
+    """Write new vectors to the cache; a cache outage only costs a log line."""
+    cache = state.cache
+    if cache is None:
+        return
+    ttl = state.settings.cache_ttl or None
+    try:
+        await cache.set_many(fresh, ttl=ttl)
+    except CacheError as exc:
+        logger.warning("cache write failed: %s", exc)
+
+
+def _count_tiers(state: ServerState, cache: Any) -> None:
+    """Mirror the cache's per-tier hit/miss counters into the Prometheus counters."""
+    try:
+        stats = cache.stats()
+    except Exception:  # a broken stats() must not fail a request
+        return
+    seen = state.cache_counts
+    for tier in stats.tiers:
+        for result, value in (("hit", tier.hits), ("miss", tier.misses)):
+            key = (tier.name, result)
+            delta = value - seen.get(key, 0)
+            if delta > 0:
+                state.metrics.cache_requests.labels(tier=tier.name, result=result).inc(delta)
+                seen[key] = value

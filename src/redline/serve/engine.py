@@ -1,0 +1,132 @@
+"""The inference engine: every input text of every request goes through one micro-batcher,
+so concurrent requests share model calls; per-request queue and inference times come back
+for the ``Server-Timing`` header.
+
+Example::
+
+    engine = InferenceEngine(HashingModel(8), max_batch_size=32, max_wait=0.002)
+    await engine.start()
+    vectors, timing = await engine.embed(["a", "b"])   # (2, 8) float32
+    await engine.close()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from redline.concurrency.batcher import BatchRecord, MicroBatcher
+from redline.serve.model import Model, run_batch
+
+__all__ = ["EngineTiming", "InferenceEngine"]
+
+
+@dataclass(slots=True)
+class _Job:
+    """One input text on its way through the batcher; the worker stamps its times."""
+
+    text: str
+    submitted: float
+    started: float = 0.0
+    finished: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineTiming:
+    """Seconds the slowest input of a request waited in the queue and spent in the model."""
+
+    queue: float
+    inference: float
+
+
+class InferenceEngine:
+    """Runs a :class:`Model` behind a :class:`MicroBatcher` (model calls in a worker thread)."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        max_batch_size: int = 32,
+        max_wait: float = 0.002,
+        max_queue: int = 1024,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.model = model
+        self._timer = timer
+        self.max_queue = max_queue
+        self._batcher: MicroBatcher[_Job, npt.NDArray[np.float32]] = MicroBatcher(
+            self._run,
+            max_batch_size=max_batch_size,
+            max_wait=max_wait,
+            max_queue=max_queue,
+            dedup_key=_text_of,
+            name=f"model:{model.name}",
+            on_batch=on_batch,
+        )
+
+    def _run(self, jobs: list[_Job]) -> list[npt.NDArray[np.float32]]:
+        """The batch function (worker thread): one model call for the whole batch."""
+        started = self._timer()
+        array = run_batch(self.model, [job.text for job in jobs])
+        finished = self._timer()
+        for job in jobs:
+            job.started, job.finished = started, finished
+        return list(array)
+
+    async def start(self) -> None:
+        """Start the batch worker."""
+        await self._batcher.start()
+
+    async def embed(
+        self, texts: list[str], *, timeout: float | None = None
+    ) -> tuple[npt.NDArray[np.float32], EngineTiming]:
+        """Embed *texts* (``Overloaded`` when the queue is full, ``Closed`` after close)."""
+        import asyncio
+
+        now = self._timer()
+        jobs = [_Job(text, now) for text in texts]
+        rows = await asyncio.gather(*(self._batcher.submit(job, timeout=timeout) for job in jobs))
+        queue = max((job.started - job.submitted for job in jobs if job.started), default=0.0)
+        inference = max((job.finished - job.started for job in jobs if job.started), default=0.0)
+        array = np.stack(rows) if rows else np.empty((0, self.model.dimension), np.float32)
+        return array, EngineTiming(queue=queue, inference=inference)
+
+    def health(self) -> dict[str, Any]:
+        """The batcher's health (alive, restarts, last_error, queue_depth, max_queue)."""
+        health = self._batcher.health()
+        return dict(health) if isinstance(health, dict) else _as_dict(health)
+
+    def stats(self) -> Any:
+        """The batcher's statistics snapshot."""
+        return self._batcher.stats()
+
+    @property
+    def batcher(self) -> MicroBatcher[_Job, npt.NDArray[np.float32]]:
+        """The underlying batcher (tests kill its worker to check /ready)."""
+        return self._batcher
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Stop taking work; with *drain*, finish what is queued first."""
+        await self._batcher.close(drain=drain)
+
+    def __repr__(self) -> str:
+        return f"InferenceEngine(model={self.model.name!r}, batcher={self._batcher!r})"
+
+
+def _text_of(job: _Job) -> str:
+    """Identical texts in flight at once are computed once."""
+    return job.text
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass-ish health snapshot as a plain dict."""
+    fields = getattr(obj, "__dataclass_fields__", None)
+    if fields is not None:
+        return {name: getattr(obj, name) for name in fields}
+    return dict(vars(obj))

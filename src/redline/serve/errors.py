@@ -1,0 +1,146 @@
+"""OpenAI-style JSON errors for every failure: ``{"error": {"message", "type", "param", "code"}}``.
+
+Example::
+
+    raise APIError(400, "input must not be empty", param="input", code="empty_input")
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from redline.exceptions import Closed, ModelNotReady, Overloaded, RateLimited
+
+__all__ = ["APIError", "error_response", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
+
+
+class APIError(Exception):
+    """An HTTP error with an OpenAI-style JSON body; raise it from route code."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The JSON error response itself (for middleware that cannot raise)."""
+    body = {
+        "error": {
+            "message": message,
+            "type": _TYPES.get(
+                status, "server_error" if status >= 500 else "invalid_request_error"
+            ),
+            "param": param,
+            "code": code,
+        }
+    }
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+def _validation_message(error: dict[str, Any]) -> tuple[str, str | None]:
+    """One readable message and the field name for pydantic's first error."""
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    param = loc[0] if loc else None
+    msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    kind = error.get("type", "")
+    if kind == "missing":
+        return f"'{param}' is required", param
+    if kind == "json_invalid":
+        return "request body is not valid JSON", None
+    if param is None:
+        return f"request body is invalid: {msg}", None
+    where = ".".join(loc)
+    return f"invalid '{where}': {msg}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error (ours, FastAPI's 422, 404s, overload) answer in the JSON shape."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        return error_response(
+            exc.status, exc.message, param=exc.param, code=exc.code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        message, param = _validation_message(errors[0] if errors else {})
+        return error_response(400, message, param=param, code="invalid_value")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail) if exc.detail else "error"
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        return error_response(exc.status_code, message, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> Response:
+        return error_response(
+            429, f"server overloaded: {exc}", code="overloaded", headers=_retry_after(1)
+        )
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, exc: RateLimited) -> Response:
+        return error_response(
+            429, str(exc), code="rate_limited", headers=_retry_after(exc.retry_after)
+        )
+
+    @app.exception_handler(ModelNotReady)
+    async def _not_ready(request: Request, exc: ModelNotReady) -> Response:
+        return error_response(503, str(exc), code="model_not_ready", headers=_retry_after(1))
+
+    @app.exception_handler(Closed)
+    async def _closed(request: Request, exc: Closed) -> Response:
+        return error_response(503, f"server is shutting down: {exc}", code="shutting_down")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, f"internal error: {type(exc).__name__}", code="internal")

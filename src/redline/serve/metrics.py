@@ -1,0 +1,130 @@
+"""Prometheus metrics of one server app, in a per-app ``CollectorRegistry`` (no global state).
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (several uvicorn workers), values are written to that
+directory by every worker and ``/metrics`` aggregates them with ``MultiProcessCollector``.
+
+Example::
+
+    metrics = ServerMetrics()
+    metrics.requests.labels(route="/v1/embeddings", method="POST", status="200").inc()
+    body, content_type = metrics.render()
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Protocol
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["ServerMetrics"]
+
+_LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
+    0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class _Batch(Protocol):
+    """What the micro-batcher's ``on_batch`` record carries (only the fields used here)."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def run_seconds(self) -> float: ...
+    @property
+    def queue_waits(self) -> Sequence[float]: ...
+    @property
+    def error(self) -> object: ...
+
+
+class ServerMetrics:
+    """Every series the server exports, registered on a private registry."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "redline_http_requests", "HTTP requests.", ["route", "method", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "redline_http_request_duration_seconds",
+            "HTTP request duration.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "redline_http_requests_in_flight",
+            "HTTP requests being served.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cache_requests = Counter(
+            "redline_cache_requests", "Cache lookups per tier.", ["tier", "result"], registry=r
+        )
+        self.batch_size = Histogram(
+            "redline_batch_size", "Inputs per model call.", buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            "redline_batch_queue_depth",
+            "Inputs waiting for a batch.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_wait = Histogram(
+            "redline_batch_queue_wait_seconds",
+            "Time an input waited for its batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "redline_inference_duration_seconds",
+            "Duration of one model call.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_load = Gauge(
+            "redline_model_load_seconds",
+            "Seconds it took to load and warm the model.",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.write_behind_backlog = Gauge(
+            "redline_write_behind_backlog",
+            "Usage records waiting to be written.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.batch_errors = Counter("redline_batch_errors", "Model calls that raised.", registry=r)
+
+    def observe_batch(self, record: _Batch) -> None:
+        """``on_batch`` hook of the micro-batcher."""
+        self.batch_size.observe(record.size)
+        self.inference.observe(record.run_seconds)
+        for wait in record.queue_waits:
+            self.queue_wait.observe(wait)
+        if record.error is not None:
+            self.batch_errors.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def __repr__(self) -> str:
+        return f"ServerMetrics(multiprocess={self.multiprocess})"

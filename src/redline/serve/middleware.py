@@ -1,0 +1,120 @@
+"""One ASGI middleware for every request: ``X-Request-ID`` (echoed or generated), the body size
+limit (413 JSON), Prometheus request metrics and one structured JSON log line per request.
+
+Example::
+
+    app.add_middleware(RequestMiddleware, state=state)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from redline.serve.errors import error_response
+from redline.serve.state import ServerState
+
+__all__ = ["RequestMiddleware"]
+
+logger = logging.getLogger("redline.serve.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class _BodyTooLarge(Exception):
+    """The streamed body passed the limit."""
+
+
+class RequestMiddleware:
+    """Request id, size limit, metrics and the access log around the whole app."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        self.max_body = state.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or ())
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        method = scope["method"]
+        status = 500
+        metrics = self.state.metrics
+        metrics.in_flight.inc()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                await self._too_large(send_wrapper)
+                return
+            try:
+                await self.app(scope, self._limited(receive), send_wrapper)
+            except _BodyTooLarge:
+                await self._too_large(send_wrapper)
+        finally:
+            metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            metrics.requests.labels(route=route, method=method, status=str(status)).inc()
+            metrics.request_duration.labels(route=route, method=method).observe(elapsed)
+            self._log(scope, request_id, route, status, elapsed)
+
+    def _limited(self, receive: Receive) -> Receive:
+        """Count streamed body bytes and stop past the limit."""
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise _BodyTooLarge
+            return message
+
+        return limited
+
+    async def _too_large(self, send: Send) -> None:
+        response = error_response(
+            413,
+            f"request body is larger than {self.max_body} bytes (REDLINE_MAX_BODY_BYTES)",
+            code="body_too_large",
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+    def _log(self, scope: Scope, request_id: str, route: str, status: int, elapsed: float) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        state: dict[str, Any] = scope.get("state") or {}
+        record = {
+            "request_id": request_id,
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 3),
+            "cache": state.get("cache_result"),
+            "client": state.get("client"),
+        }
+        logger.info(orjson.dumps(record).decode())
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,102 @@
+"""Per-client rate limiting (``REDLINE_RATE_LIMIT``, e.g. ``100/s``): a token bucket per client.
+
+With a Redis cache URL the buckets live in Redis (:class:`RedisRateLimiter`, shared by every
+worker and replica); otherwise they are in-process (:class:`RateLimiter`). If Redis cannot be
+reached the limiter fails open (the request goes through, with a warning) rather than turning
+a cache outage into an API outage.
+
+Example::
+
+    limiter = await ClientRateLimiter.create(settings)
+    await limiter.check("key:ab12cd")     # raises RateLimited(retry_after=...) when over
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import urlsplit
+
+from redline.concurrency.ratelimit import RateLimiter
+from redline.concurrency.redis_ratelimit import RedisRateLimiter
+from redline.exceptions import CacheUnavailable, ConfigError, RateLimited
+from redline.serve.settings import Settings, parse_rate_limit
+
+__all__ = ["ClientRateLimiter"]
+
+logger = logging.getLogger(__name__)
+_MAX_LOCAL_CLIENTS = 10_000
+
+
+class ClientRateLimiter:
+    """One token bucket per client id, in Redis or in process."""
+
+    def __init__(self, rate: float, per: float, redis_client: Any | None = None) -> None:
+        self.rate = rate
+        self.per = per
+        self._redis = redis_client
+        self._local: OrderedDict[str, RateLimiter] = OrderedDict()
+
+    @classmethod
+    async def create(cls, settings: Settings) -> ClientRateLimiter:
+        """Build from settings (the Redis client comes from ``cache_url`` when it is Redis)."""
+        if settings.rate_limit is None:
+            raise ConfigError("rate_limit is not set")
+        rate, per = parse_rate_limit(settings.rate_limit)
+        return cls(rate, per, _redis_client(settings.cache_url))
+
+    async def check(self, client: str) -> None:
+        """Take one token for *client*; ``RateLimited`` with ``retry_after`` when empty."""
+        if self._redis is not None:
+            limiter = RedisRateLimiter(self._redis, f"redline:rl:{client}", self.rate, self.per)
+            try:
+                wait = await limiter.try_acquire()
+            except CacheUnavailable as exc:
+                logger.warning("rate limiter unavailable, letting the request through: %s", exc)
+                return
+        else:
+            wait = self._bucket(client).try_acquire()
+        if wait > 0:
+            raise RateLimited(
+                f"rate limit {self.rate:g}/{self.per:g}s exceeded for this client; "
+                f"retry in {wait:.2f}s",
+                retry_after=wait,
+            )
+
+    def _bucket(self, client: str) -> RateLimiter:
+        bucket = self._local.get(client)
+        if bucket is None:
+            bucket = self._local[client] = RateLimiter(self.rate, self.per)
+            if len(self._local) > _MAX_LOCAL_CLIENTS:
+                self._local.popitem(last=False)
+        else:
+            self._local.move_to_end(client)
+        return bucket
+
+    async def close(self) -> None:
+        """Close the Redis connection pool, if any."""
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    def __repr__(self) -> str:
+        where = "redis" if self._redis is not None else f"local({len(self._local)} clients)"
+        return f"ClientRateLimiter({self.rate:g}/{self.per:g}s, {where})"
+
+
+def _redis_client(cache_url: str) -> Any | None:
+    """A redis-py asyncio client for a ``redis://`` or ``redis+cluster://`` cache URL."""
+    parts = urlsplit(cache_url)
+    if parts.scheme in ("redis", "rediss"):
+        from redis.asyncio import Redis
+
+        return Redis.from_url(f"{parts.scheme}://{parts.netloc}{parts.path}")
+    if parts.scheme == "redis+cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        nodes = []
+        for hostport in parts.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = hostport.partition(":")
+            nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+        return RedisCluster(startup_nodes=nodes)
+    return None

@@ -1,0 +1,3 @@
+"""HTTP routes of the server, one module per resource."""
+
+__all__: list[str] = []

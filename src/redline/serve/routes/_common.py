@@ -1,0 +1,72 @@
+"""Helpers shared by the routes: the app state, input limits, JSON responses; not public API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from redline.serve.embedder import EmbedResult, normalize_text
+from redline.serve.errors import APIError
+from redline.serve.settings import Settings
+from redline.serve.state import ServerState
+
+__all__ = ["json_response", "prepare_texts", "server_state", "server_timing"]
+
+
+def server_state(request: Request) -> ServerState:
+    """The app's :class:`ServerState`."""
+    state: ServerState = request.app.state.redline
+    return state
+
+
+def json_response(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> Response:
+    """A JSON response encoded by orjson (numpy arrays serialised natively)."""
+    content = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(content, status, headers, media_type="application/json")
+
+
+def prepare_texts(raw: str | list[Any], field: str, settings: Settings) -> list[str]:
+    """Normalise inputs and enforce the per-request limits (400/413 naming the field)."""
+    texts: list[str] = [raw] if isinstance(raw, str) else raw
+    if len(texts) > settings.max_inputs:
+        raise APIError(
+            400,
+            f"'{field}' has {len(texts)} items; at most {settings.max_inputs} are allowed "
+            "(REDLINE_MAX_INPUTS)",
+            param=field,
+            code="too_many_inputs",
+        )
+    prepared = []
+    for index, text in enumerate(texts):
+        where = field if isinstance(raw, str) else f"{field}[{index}]"
+        normal = normalize_text(text)
+        if not normal:
+            raise APIError(
+                400, f"'{where}' is empty; send non-empty strings", param=field, code="empty_input"
+            )
+        if len(normal) > settings.max_chars:
+            if not settings.truncate:
+                raise APIError(
+                    413,
+                    f"'{where}' has {len(normal)} characters; at most {settings.max_chars} are "
+                    "allowed (REDLINE_MAX_CHARS; REDLINE_TRUNCATE=true truncates instead)",
+                    param=field,
+                    code="input_too_long",
+                )
+            normal = normal[: settings.max_chars]
+        prepared.append(normal)
+    return prepared
+
+
+def server_timing(result: EmbedResult, total_seconds: float) -> dict[str, str]:
+    """``X-Cache`` and ``Server-Timing`` (cache, queue, inference, total in ms) headers."""
+    timing = (
+        f"cache;dur={result.cache_seconds * 1000:.3f}, "
+        f"queue;dur={result.queue_seconds * 1000:.3f}, "
+        f"inference;dur={result.inference_seconds * 1000:.3f}, "
+        f"total;dur={total_seconds * 1000:.3f}"
+    )
+    return {"X-Cache": result.cache_result, "Server-Timing": timing}

@@ -1,0 +1,90 @@
+"""Operations endpoints: ``/health`` (liveness), ``/ready`` (readiness), ``/metrics``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from redline.serve.auth import check_api_key
+from redline.serve.routes._common import json_response, server_state
+from redline.serve.state import ServerState
+
+__all__ = ["readiness", "router"]
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> Response:
+    """Liveness: the event loop answers."""
+    return json_response({"status": "ok"})
+
+
+async def readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
+    """(ready?, checks): model warm, batch worker alive, queue below the threshold.
+
+    The cache and the database are reported but do not gate readiness: a Redis outage makes
+    the cache check ``degraded`` while the server keeps answering from the model.
+    """
+    checks: dict[str, Any] = {}
+    ok = True
+    if state.ready:
+        checks["model"] = "ok"
+    else:
+        checks["model"] = f"failed: {state.load_error}" if state.load_error else "loading"
+        ok = False
+    if state.engine is None:
+        checks["batcher"] = "not started"
+        ok = False
+    else:
+        health = state.engine.health()
+        limit = state.settings.ready_queue_ratio * health["max_queue"]
+        if not health["alive"]:
+            checks["batcher"] = f"dead: {health.get('last_error')}"
+            ok = False
+        elif health["queue_depth"] >= limit:
+            checks["batcher"] = f"saturated: queue {health['queue_depth']}/{health['max_queue']}"
+            ok = False
+        else:
+            checks["batcher"] = "ok"
+    checks["cache"] = await _cache_check(state)
+    if state.database is None:
+        checks["database"] = "off"
+    else:
+        checks["database"] = "ok" if await state.database.ping() else "degraded"
+    return ok, checks
+
+
+async def _cache_check(state: ServerState) -> str:
+    if state.cache is None:
+        return "off"
+    try:
+        report = await state.cache.health()
+    except Exception as exc:
+        return f"degraded: {type(exc).__name__}"
+    status = str(report.get("status", "ok")) if isinstance(report, dict) else "ok"
+    healthy = status in ("ok", "healthy", "up") and report.get("ok", True) is not False
+    return "ok" if healthy else "degraded"
+
+
+@router.get("/ready")
+async def ready(request: Request) -> Response:
+    """200 when the server can take traffic, else 503; the JSON body has every check."""
+    ok, checks = await readiness(server_state(request))
+    body = {"status": "ready" if ok else "unavailable", "checks": checks}
+    return json_response(body, status=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition (API key required when ``REDLINE_METRICS_AUTH=true``)."""
+    state = server_state(request)
+    if state.settings.metrics_auth:
+        check_api_key(state.settings, request.headers.get("authorization"))
+    if state.engine is not None:
+        state.metrics.queue_depth.set(state.engine.health()["queue_depth"])
+    body, content_type = state.metrics.render()
+    return Response(body, media_type=content_type)

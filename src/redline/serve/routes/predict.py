@@ -1,0 +1,84 @@
+"""``POST /v1/predict``: zero-shot classification by embedding cosine similarity.
+
+Each text and each label is embedded (through the same cache and batcher as
+``/v1/embeddings``); ``similarities`` are the raw cosines and ``scores`` are
+``softmax(20 * cosine)`` over the labels (they sum to 1); ``label`` is the best one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from starlette.requests import Request
+from starlette.responses import Response
+
+from redline.exceptions import ModelNotFound
+from redline.serve.auth import authorize
+from redline.serve.embedder import embed_texts
+from redline.serve.errors import APIError
+from redline.serve.model import count_tokens
+from redline.serve.routes._common import json_response, prepare_texts, server_state, server_timing
+from redline.serve.schemas import PredictRequest, PredictResponse
+
+__all__ = ["SCORE_SCALE", "router"]
+
+SCORE_SCALE = 20.0
+router = APIRouter(tags=["inference"])
+
+
+@router.post("/v1/predict", response_model=PredictResponse)
+async def predict(
+    body: PredictRequest, request: Request, client: str = Depends(authorize)
+) -> Response:
+    """Classify each text against the caller's labels."""
+    started = time.perf_counter()
+    state = server_state(request)
+    try:
+        model = state.resolve_model(body.model)
+    except ModelNotFound as exc:
+        raise APIError(400, str(exc), param="model", code="model_not_found") from exc
+    texts = prepare_texts(body.text, "text", state.settings)
+    labels = prepare_texts(body.labels, "labels", state.settings)
+    result = await embed_texts(state, model, texts + labels, None)
+    vectors = result.vectors
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    unit = vectors / norms
+    cosines = unit[: len(texts)] @ unit[len(texts) :].T
+    logits = SCORE_SCALE * cosines
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    data = []
+    for index in range(len(texts)):
+        best = int(np.argmax(cosines[index]))
+        data.append(
+            {
+                "index": index,
+                "label": body.labels[best],
+                "scores": {lab: float(p) for lab, p in zip(body.labels, probs[index], strict=True)},
+                "similarities": {
+                    lab: float(c) for lab, c in zip(body.labels, cosines[index], strict=True)
+                },
+            }
+        )
+    tokens = sum(count_tokens(model, texts))
+    request.state.cache_result = result.cache_result
+    if state.usage is not None:
+        state.usage.record(
+            request_id=request.state.request_id,
+            route="/v1/predict",
+            model=model.name,
+            inputs=len(texts),
+            tokens=tokens,
+            cached_inputs=result.cached_inputs,
+            client=client,
+        )
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": model.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return json_response(payload, server_timing(result, time.perf_counter() - started))

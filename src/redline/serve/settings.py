@@ -1,0 +1,171 @@
+"""Server settings: one typed, frozen value object read from ``REDLINE_*`` environment variables.
+
+Example::
+
+    settings = load_settings(port=8080, model="redline.serve.testing:create_hashing_model")
+    settings.max_wait_ms        # 2.0 unless REDLINE_MAX_WAIT_MS says otherwise
+
+Every setting (env var = ``REDLINE_`` + the upper-case name):
+
+==================  ==================  ===================================================
+name                default             meaning
+==================  ==================  ===================================================
+host                127.0.0.1           interface uvicorn binds
+port                8000                TCP port (1..65535)
+workers             1                   uvicorn worker processes
+model               minilm              ``minilm`` (built-in) or ``package.module:factory``
+cache_url           memory://           ``memory://``, ``redis://...``, ``redis+cluster://...``
+                                        (``?tiered=1`` for memory L1 + Redis L2); ``none`` = off
+cache_ttl           86400               seconds an embedding stays cached (0 = no expiry)
+database_url        None                SQLAlchemy async URL; None = SQLite in ``data_dir``
+data_dir            .redline            where the SQLite database lives
+max_batch_size      32                  most inputs one model call sees
+max_wait_ms         2                   longest an input waits for its batch to fill
+max_queue           1024                queued inputs before requests get 429
+max_inputs          256                 inputs per request
+max_chars           8192                characters per input
+max_body_bytes      2097152             request body size (413 above)
+truncate            false               cut over-long inputs to max_chars instead of 413
+api_keys            (none)              comma-separated bearer keys; empty = no auth
+rate_limit          None                per-client limit like ``100/s``, ``600/min``, ``1000/h``
+torch_threads       None                torch intra-op threads (None = torch's default)
+log_level           info                debug, info, warning, error, critical
+metrics_auth        false               /metrics requires an API key too
+ready_queue_ratio   0.9                 /ready fails when the queue is fuller than this
+==================  ==================  ===================================================
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from redline.exceptions import ConfigError
+
+__all__ = ["Settings", "load_settings", "parse_rate_limit"]
+
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_UNIT_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+_UNIT_SECONDS |= {"h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate_limit(spec: str) -> tuple[float, float]:
+    """Parse ``"100/s"``, ``"600/min"``, ``"10/5s"`` into ``(rate, per_seconds)``.
+
+    >>> parse_rate_limit("600/min")
+    (600.0, 60.0)
+    """
+    match = _RATE_RE.match(spec)
+    if match is None:
+        raise ValueError(f"rate limit must look like '100/s', '600/min' or '1000/h', got {spec!r}")
+    rate = float(match.group(1))
+    multiple = float(match.group(2)) if match.group(2) else 1.0
+    if rate <= 0 or multiple <= 0:
+        raise ValueError(f"rate limit must be positive, got {spec!r}")
+    return rate, multiple * _UNIT_SECONDS[match.group(3)]
+
+
+class Settings(BaseSettings):
+    """Typed server settings; see the module docstring for the table of every field."""
+
+    model_config = SettingsConfigDict(env_prefix="REDLINE_", frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    model: str = "minilm"
+    cache_url: str = "memory://"
+    cache_ttl: float = Field(default=86400.0, ge=0)
+    database_url: str | None = None
+    data_dir: Path = Path(".redline")
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_wait_ms: float = Field(default=2.0, ge=0, le=10_000)
+    max_queue: int = Field(default=1024, ge=1)
+    max_inputs: int = Field(default=256, ge=1)
+    max_chars: int = Field(default=8192, ge=1)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=64)
+    truncate: bool = False
+    api_keys: Annotated[tuple[str, ...], NoDecode] = ()
+    rate_limit: str | None = None
+    torch_threads: int | None = Field(default=None, ge=1, le=256)
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    metrics_auth: bool = False
+    ready_queue_ratio: float = Field(default=0.9, gt=0, le=1)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() in ("", "none", "off"):
+            return None
+        if value is not None:
+            parse_rate_limit(value)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        if value != "minilm" and value.count(":") != 1:
+            raise ValueError(f"model must be 'minilm' or 'package.module:factory', got {value!r}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def cache_enabled(self) -> bool:
+        """False when ``cache_url`` is ``none`` (or empty)."""
+        return self.cache_url.strip().lower() not in ("", "none", "off")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """``database_url``, or the SQLite file in ``data_dir`` (aiosqlite driver)."""
+        if self.database_url:
+            url = self.database_url
+            if url.startswith(("postgresql://", "postgres://")):
+                url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'redline.db').resolve()}"
+
+    def __repr__(self) -> str:
+        keys = f"{len(self.api_keys)} keys" if self.api_keys else "off"
+        return (
+            f"Settings(host={self.host!r}, port={self.port}, workers={self.workers}, "
+            f"model={self.model!r}, cache_url={self.cache_url!r}, auth={keys})"
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, with *overrides* (None values ignored) on top.
+
+    Raises :class:`ConfigError` with a one-line message naming the bad setting.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Condense pydantic's report into ``REDLINE_PORT=70000: Input should be ...``."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(loc) for loc in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        value = error.get("input")
+        shown = f"={value!r}" if not isinstance(value, dict) else ""
+        parts.append(f"REDLINE_{field.upper()}{shown}: {message}")
+    return "invalid setting " + "; ".join(parts)

@@ -1,0 +1,147 @@
+"""Everything one server app owns (model, engine, cache, database, usage, limiter, metrics),
+opened in the lifespan and closed on shutdown in reverse order.
+
+The model loads in a background task (in a thread) so the server answers ``/health`` and a
+503 ``/ready`` while it loads; ``ready`` turns true only after the warm-up batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from redline.cache.base import Cache
+from redline.exceptions import ModelNotFound, ModelNotReady
+from redline.serve.engine import InferenceEngine
+from redline.serve.metrics import ServerMetrics
+from redline.serve.model import Model, load_model
+from redline.serve.settings import Settings
+
+__all__ = ["ServerState"]
+
+logger = logging.getLogger(__name__)
+
+
+class ServerState:
+    """The live parts of one app; ``app.state.redline``."""
+
+    def __init__(self, settings: Settings, model: Model | None = None) -> None:
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.model: Model | None = model
+        self.engine: InferenceEngine | None = None
+        self.cache: Cache | None = None
+        self.database: Any = None
+        self.usage: Any = None
+        self.limiter: Any = None
+        self.ready = False
+        self.cache_counts: dict[tuple[str, str], int] = {}
+        self.load_error: str | None = None
+        self.model_load_seconds: float | None = None
+        self._loader: asyncio.Task[None] | None = None
+        self._given_model = model
+
+    async def open(self) -> None:
+        """Open cache and database, then start loading the model in the background."""
+        from redline.serve.resources import open_cache, open_database, open_limiter, open_usage
+
+        self.cache = await open_cache(self.settings)
+        self.database = await open_database(self.settings)
+        self.usage = await open_usage(self.settings, self.database, self.metrics)
+        self.limiter = await open_limiter(self.settings, self.cache)
+        self._loader = asyncio.create_task(self._load(), name="redline-model-loader")
+
+    async def _load(self) -> None:
+        """Load (in a thread), warm up, start the batcher, register the model; then ready."""
+        started = time.perf_counter()
+        try:
+            model = self._given_model
+            if model is None:
+                spec, threads = self.settings.model, self.settings.torch_threads
+                model = await asyncio.to_thread(load_model, spec, torch_threads=threads)
+            warmup = getattr(model, "warmup", None)
+            if callable(warmup):
+                await asyncio.to_thread(warmup)
+            self.model = model
+            engine = InferenceEngine(
+                model,
+                max_batch_size=self.settings.max_batch_size,
+                max_wait=self.settings.max_wait_ms / 1000.0,
+                max_queue=self.settings.max_queue,
+                on_batch=self.metrics.observe_batch,
+            )
+            await engine.start()
+            self.engine = engine
+            if self.database is not None:
+                await self.database.register_model(model)
+        except Exception as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("model %r failed to load", self.settings.model)
+            return
+        self.model_load_seconds = time.perf_counter() - started
+        self.metrics.model_load.set(self.model_load_seconds)
+        self.ready = True
+        logger.info("model %s ready in %.2fs", model.name, self.model_load_seconds)
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait for the background load (tests and benchmarks use this)."""
+        if self._loader is not None:
+            await asyncio.wait_for(asyncio.shield(self._loader), timeout)
+        if not self.ready:
+            raise ModelNotReady(self.load_error or "model is not loaded")
+
+    def require_engine(self) -> InferenceEngine:
+        """The running engine, or ``ModelNotReady`` (503)."""
+        if not self.ready or self.engine is None:
+            detail = f" ({self.load_error})" if self.load_error else ""
+            raise ModelNotReady(f"model {self.settings.model!r} is not ready yet{detail}")
+        return self.engine
+
+    def model_ids(self) -> list[str]:
+        """Names a request may use for the served model."""
+        if self.model is None:
+            return []
+        names = [self.model.name]
+        if self.settings.model == "minilm":
+            names += ["minilm", f"sentence-transformers/{self.model.name}"]
+        return names
+
+    def resolve_model(self, requested: str | None) -> Model:
+        """The served model when *requested* is None or one of its ids; else ModelNotFound."""
+        engine = self.require_engine()
+        if requested is None or requested in self.model_ids():
+            return engine.model
+        raise ModelNotFound(f"model {requested!r} is not served here; allowed: {self.model_ids()}")
+
+    async def close(self) -> None:
+        """Drain the batcher, flush usage, close database and cache (reverse order of open)."""
+        if self._loader is not None and not self._loader.done():
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._loader
+        self.ready = False
+        if self.engine is not None:
+            await _quietly(self.engine.close(drain=True), "batcher")
+        if self.usage is not None:
+            await _quietly(self.usage.close(), "usage")
+        if self.database is not None:
+            await _quietly(self.database.close(), "database")
+        if self.limiter is not None:
+            await _quietly(self.limiter.close(), "rate limiter")
+        if self.cache is not None:
+            await _quietly(self.cache.close(), "cache")
+
+    def __repr__(self) -> str:
+        model = self.model.name if self.model is not None else None
+        return f"ServerState(model={model!r}, ready={self.ready}, cache={self.cache!r})"
+
+
+async def _quietly(closing: Any, what: str) -> None:
+    """Await a close coroutine; log (not raise) failures so the rest still closes."""
+    try:
+        await closing
+    except Exception:
+        logger.exception("closing %s failed", what)
