@@ -303,9 +303,7 @@ class RedisInvalidation(_Subscribers):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, CacheUnavailable) as exc:
-                logger.warning(
-                    "invalidation subscription via %s lost: %s", self._node_label(), exc
-                )
+                logger.warning("invalidation subscription via %s lost: %s", self._node_label(), exc)
             except Exception:
                 logger.exception("invalidation subscriber failed")
             if self._connected:
@@ -359,4 +357,3 @@ class RedisInvalidation(_Subscribers):
             logger.warning("ignoring a malformed invalidation message: %s", exc)
             return
         await self._deliver(message)
-
