@@ -87,11 +87,12 @@ class ClientRateLimiter:
 def _redis_client(cache_url: str) -> Any | None:
     """A redis-py asyncio client for a ``redis://`` or ``redis+cluster://`` cache URL."""
     parts = urlsplit(cache_url)
-    if parts.scheme in ("redis", "rediss"):
+    scheme = parts.scheme.removeprefix("tiered+")
+    if scheme in ("redis", "rediss"):
         from redis.asyncio import Redis
 
-        return Redis.from_url(f"{parts.scheme}://{parts.netloc}{parts.path}")
-    if parts.scheme == "redis+cluster":
+        return Redis.from_url(f"{scheme}://{parts.netloc}{parts.path}")
+    if scheme == "redis+cluster":
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
         nodes = []

@@ -8,7 +8,6 @@ import logging
 from typing import Any
 
 from redline.cache.base import Cache
-from redline.exceptions import ConfigError
 from redline.serve.metrics import ServerMetrics
 from redline.serve.settings import Settings
 
@@ -21,14 +20,8 @@ async def open_cache(settings: Settings) -> Cache | None:
     """The embedding cache named by ``cache_url`` (None when caching is off)."""
     if not settings.cache_enabled:
         return None
-    try:
-        from redline.cache.url import cache_from_url
-    except ImportError:  # pragma: no cover - until the cache URL parser lands
-        if settings.cache_url.startswith("memory://"):
-            from redline.cache.memory import MemoryCache
+    from redline.cache.url import cache_from_url
 
-            return MemoryCache(max_entries=100_000, max_bytes=256 * 2**20)
-        raise ConfigError(f"cache URL {settings.cache_url!r} is not supported yet") from None
     cache = cache_from_url(settings.cache_url)
     opener = getattr(cache, "__aenter__", None)
     if opener is not None:

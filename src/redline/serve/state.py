@@ -105,7 +105,7 @@ class ServerState:
         if self.model is None:
             return []
         names = [self.model.name]
-        if self.settings.model == "minilm":
+        if self.model.name == "all-MiniLM-L6-v2":
             names += ["minilm", f"sentence-transformers/{self.model.name}"]
         return names
 

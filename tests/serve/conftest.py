@@ -1,0 +1,51 @@
+"""Fixtures of the serve tests: in-process apps over ASGI, a real uvicorn server in a thread,
+and the real all-MiniLM-L6-v2 model loaded once per session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from redline.serve.app import create_app
+from redline.serve.minilm import MiniLMModel, create_minilm_model
+from redline.serve.settings import load_settings
+from redline.serve.state import ServerState
+from redline.serve.testing import HashingModel
+from tests.serve._helpers import ThreadedServer, make_settings, running_app
+
+
+@pytest.fixture
+def hashing_model() -> HashingModel:
+    return HashingModel(dimension=32)
+
+
+@pytest.fixture
+async def hashing_client(
+    tmp_path: Path, hashing_model: HashingModel
+) -> AsyncIterator[tuple[httpx.AsyncClient, ServerState]]:
+    """A ready app serving a 32-d HashingModel with a memory cache."""
+    async with running_app(make_settings(tmp_path), hashing_model) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="session")
+def minilm() -> MiniLMModel:
+    """The real model, loaded once for the whole session."""
+    model = create_minilm_model(torch_threads=2)
+    model.warmup()
+    return model
+
+
+@pytest.fixture(scope="session")
+def minilm_server(
+    minilm: MiniLMModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ThreadedServer]:
+    """A real uvicorn server (in a thread) serving the real model; shared by the session."""
+    data = tmp_path_factory.mktemp("minilm-server")
+    app = create_app(load_settings(data_dir=data), model=minilm)
+    server = ThreadedServer(app).start()
+    yield server
+    server.stop()
