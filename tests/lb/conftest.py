@@ -88,7 +88,7 @@ ClusterFactory = Callable[..., Awaitable[ClusterSupervisor]]
 
 @pytest.fixture
 async def start_cluster(nginx_binary: str, tmp_path: Path) -> AsyncIterator[ClusterFactory]:
-    """Start a supervised cluster (stand-in replicas unless told otherwise), serving in the background."""
+    """Start a supervised cluster (stand-in replicas by default), serving in the background."""
     running: list[tuple[ClusterSupervisor, asyncio.Event, asyncio.Task[None]]] = []
 
     async def factory(

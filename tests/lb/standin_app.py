@@ -38,7 +38,9 @@ def build(index: int) -> Starlette:
         )
 
     async def metrics(request: Request) -> Response:
-        return PlainTextResponse(f"# TYPE redline_http_requests_total counter\nredline_http_requests_total {served}\n")
+        return PlainTextResponse(
+            f"# TYPE redline_http_requests_total counter\nredline_http_requests_total {served}\n"
+        )
 
     return Starlette(
         routes=[

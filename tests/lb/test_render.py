@@ -37,7 +37,9 @@ def test_template_ships_as_package_data() -> None:
 
 
 @pytest.mark.parametrize("strategy", list(Strategy))
-def test_every_strategy_passes_nginx_t(nginx_binary: str, tmp_path: Path, strategy: Strategy) -> None:
+def test_every_strategy_passes_nginx_t(
+    nginx_binary: str, tmp_path: Path, strategy: Strategy
+) -> None:
     opts = NginxOptions(
         servers=(*servers(2), UpstreamServer("127.0.0.1", 18009, down=True)),
         strategy=strategy,
@@ -108,7 +110,9 @@ def test_rendered_config_has_the_required_directives() -> None:
     # non_idempotent only where retrying is safe (the pure embedding/predict routes)
     assert text.count("non_idempotent") == 2
     assert "limit_req" not in render_nginx_conf(NginxOptions(servers=servers(1)))
-    assert "daemon off;" not in render_nginx_conf(NginxOptions(servers=servers(1), foreground=False))
+    assert "daemon off;" not in render_nginx_conf(
+        NginxOptions(servers=servers(1), foreground=False)
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,36 +120,65 @@ def test_rendered_config_has_the_required_directives() -> None:
     [
         (lambda: NginxOptions(servers=()), "at least one upstream server is required"),
         (
-            lambda: NginxOptions(servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)), strategy="ip_hash"),
+            lambda: NginxOptions(
+                servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)),
+                strategy="ip_hash",
+            ),
             "strategy 'ip_hash' cannot have backup servers",
         ),
         (
-            lambda: NginxOptions(servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)), strategy="hash"),
+            lambda: NginxOptions(
+                servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)), strategy="hash"
+            ),
             "strategy 'hash' cannot have backup servers",
         ),
         (
-            lambda: NginxOptions(servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)), strategy="random_two"),
+            lambda: NginxOptions(
+                servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)),
+                strategy="random_two",
+            ),
             "strategy 'random_two' cannot have backup servers",
         ),
-        (lambda: NginxOptions(servers=servers(1), strategy="fastest"), "unknown strategy 'fastest'; allowed: round_robin"),
+        (
+            lambda: NginxOptions(servers=servers(1), strategy="fastest"),
+            "unknown strategy 'fastest'; allowed: round_robin",
+        ),
         (lambda: UpstreamServer("127.0.0.1", 0), "port must be in 1..65535, got 0"),
         (lambda: UpstreamServer("127.0.0.1", 70000), "port must be in 1..65535, got 70000"),
         (lambda: UpstreamServer("127.0.0.1", 80, weight=0), "weight must be >= 1, got 0"),
         (lambda: UpstreamServer("bad host;", 80), "invalid upstream host 'bad host;'"),
         (lambda: UpstreamServer("a", 80, backup=True, down=True), "cannot be both backup and down"),
-        (lambda: NginxOptions(servers=(UpstreamServer("a", 1, backup=True),)), "must not be a backup"),
+        (
+            lambda: NginxOptions(servers=(UpstreamServer("a", 1, backup=True),)),
+            "must not be a backup",
+        ),
         (lambda: NginxOptions(servers=servers(1) * 2), "duplicate upstream servers"),
-        (lambda: NginxOptions(servers=servers(1), listen="8080"), "listen must be 'host:port', got '8080'"),
-        (lambda: NginxOptions(servers=servers(1), strategy="hash", hash_key="x; evil"), "hash_key must be one nginx variable"),
-        (lambda: NginxOptions(servers=servers(1), next_upstream_tries=0), "next_upstream_tries must be >= 1, got 0"),
-        (lambda: NginxOptions(servers=servers(1), worker_processes=0), "worker_processes must be 'auto' or >= 1"),
+        (
+            lambda: NginxOptions(servers=servers(1), listen="8080"),
+            "listen must be 'host:port', got '8080'",
+        ),
+        (
+            lambda: NginxOptions(servers=servers(1), strategy="hash", hash_key="x; evil"),
+            "hash_key must be one nginx variable",
+        ),
+        (
+            lambda: NginxOptions(servers=servers(1), next_upstream_tries=0),
+            "next_upstream_tries must be >= 1, got 0",
+        ),
+        (
+            lambda: NginxOptions(servers=servers(1), worker_processes=0),
+            "worker_processes must be 'auto' or >= 1",
+        ),
         (lambda: RateLimit("fast"), "rate must look like '100r/s' or '600r/m', got 'fast'"),
         (lambda: RateLimit("10r/s", burst=-1), "burst must be >= 0, got -1"),
         (lambda: make_rate_limit(None, burst=10), "burst and nodelay need a rate"),
         (lambda: ClusterOptions(replicas=3, weights=(1, 2)), "got 2 weights for 3 replicas"),
         (lambda: ClusterOptions(replicas=2, weights=(1, 0)), "weights must be >= 1, got [1, 0]"),
         (lambda: ClusterOptions(replicas=0), "replicas must be >= 1, got 0"),
-        (lambda: ClusterOptions(replicas=3, base_port=65534), "base_port 65534 with 3 replicas leaves 1..65535"),
+        (
+            lambda: ClusterOptions(replicas=3, base_port=65534),
+            "base_port 65534 with 3 replicas leaves 1..65535",
+        ),
         (lambda: HealthCheck(fall=0), "fall and rise must be >= 1, got 0 and 2"),
         (lambda: HealthCheck(path="ready"), "health check path must start with '/'"),
     ],
@@ -164,5 +197,5 @@ def test_render_rejects_non_options() -> None:
 
 def test_nginx_t_failure_is_an_nginx_error(nginx_binary: str, tmp_path: Path) -> None:
     (tmp_path / "nginx.conf").write_text("events {}\nhttp { bogus_directive on; }\n")
-    with pytest.raises(NginxError, match="unknown directive \"bogus_directive\""):
+    with pytest.raises(NginxError, match='unknown directive "bogus_directive"'):
         check_nginx_conf(nginx_binary, tmp_path)

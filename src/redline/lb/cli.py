@@ -112,7 +112,9 @@ def nginx_config(
         if unknown:
             raise ConfigError(f"--down names servers that are not --server: {sorted(unknown)}")
         servers = [
-            UpstreamServer(host, port, weight=weights[i] if weights else 1, down=(host, port) in down_set)
+            UpstreamServer(
+                host, port, weight=weights[i] if weights else 1, down=(host, port) in down_set
+            )
             for i, (host, port) in enumerate(addresses)
         ]
         servers += [UpstreamServer(*_parse_address(b), backup=True) for b in backup or []]
@@ -183,7 +185,9 @@ def cluster_run(
     from redline.lb.replica import ReplicaCommand, serve_command
     from redline.lb.supervisor import ClusterSupervisor
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         options = ClusterOptions(
             replicas=replicas,
@@ -193,7 +197,9 @@ def cluster_run(
             weights=tuple(weight) if weight else None,
             rate_limit=make_rate_limit(rate, burst, nodelay),
             run_dir=run_dir,
-            health=HealthCheck(interval=check_interval, timeout=check_timeout, fall=fall, rise=rise),
+            health=HealthCheck(
+                interval=check_interval, timeout=check_timeout, fall=fall, rise=rise
+            ),
             drain_seconds=drain,
             startup_timeout=startup_timeout,
         )

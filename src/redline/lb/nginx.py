@@ -13,6 +13,7 @@ system's ``/etc/nginx`` and ``/var/log/nginx`` are never touched::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -28,7 +29,9 @@ __all__ = ["NGINX_MISSING_HINT", "NginxMaster", "check_nginx_conf", "find_nginx"
 
 logger = logging.getLogger(__name__)
 
-NGINX_MISSING_HINT = "nginx not found: install it (apt-get install nginx) or run make test / make run"
+NGINX_MISSING_HINT = (
+    "nginx not found: install it (apt-get install nginx) or run make test / make run"
+)
 
 
 def find_nginx(explicit: str | None = None) -> str:
@@ -120,30 +123,32 @@ class NginxMaster:
         """Start the master with the current config and wait until *port* accepts connections."""
         if self.running:
             raise NginxError("nginx is already running")
-        prepare_prefix(self.run_dir)
-        log = (self.run_dir / "logs" / "nginx.stderr.log").open("ab")
-        try:
-            self._proc = subprocess.Popen(
-                _base_args(self.binary, self.run_dir, self.conf),
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise NginxError(f"cannot start {self.binary}: {exc}") from exc
-        finally:
-            log.close()
+        proc = self._proc = self._spawn()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
                 raise NginxError(
-                    f"nginx exited with {self._proc.returncode} at start; see {self.run_dir}/logs/"
+                    f"nginx exited with {proc.returncode} at start; see {self.run_dir}/logs/"
                 )
             if await asyncio.to_thread(_port_open, port):
                 return
             await asyncio.sleep(0.05)
         raise NginxError(f"nginx did not listen on port {port} within {timeout}s")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start the master process in its own session, output to ``logs/nginx.stderr.log``."""
+        prepare_prefix(self.run_dir)
+        with (self.run_dir / "logs" / "nginx.stderr.log").open("ab") as log:
+            try:
+                return subprocess.Popen(
+                    _base_args(self.binary, self.run_dir, self.conf),
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise NginxError(f"cannot start {self.binary}: {exc}") from exc
 
     async def reload(self) -> None:
         """Graceful reload (``-s reload``): new workers take the new config, old ones finish."""
@@ -180,10 +185,8 @@ class NginxMaster:
 
 def _kill_group(pgid: int) -> None:
     """SIGKILL a process group if anything is left in it."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _port_open(port: int) -> bool:

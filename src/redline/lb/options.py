@@ -181,7 +181,8 @@ class NginxOptions:
             )
         if self.strategy is Strategy.HASH and not _VARIABLE_RE.match(self.hash_key):
             raise ConfigError(
-                f"hash_key must be one nginx variable like '$http_x_cache_key', got {self.hash_key!r}"
+                "hash_key must be one nginx variable like '$http_x_cache_key', "
+                f"got {self.hash_key!r}"
             )
         _check_listen(self.listen)
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.upstream_name):
@@ -225,8 +226,10 @@ def _check_listen(listen: str) -> None:
         raise ConfigError(f"port must be in 1..65535, got {int(port)}")
 
 
-def make_rate_limit(rate: str | None, burst: int | None = None, nodelay: bool = False) -> RateLimit | None:
-    """Build a :class:`RateLimit` from optional CLI-style flags; ``burst`` without ``rate`` is an error.
+def make_rate_limit(
+    rate: str | None, burst: int | None = None, nodelay: bool = False
+) -> RateLimit | None:
+    """Build a :class:`RateLimit` from optional CLI flags; ``burst`` without ``rate`` is an error.
 
     >>> make_rate_limit(None) is None
     True
@@ -311,7 +314,7 @@ class ClusterOptions:
             if any(w < 1 for w in self.weights):
                 raise ConfigError(f"weights must be >= 1, got {list(self.weights)}")
         if self.base_port is not None and not (
-            1 <= self.base_port and self.base_port + self.replicas - 1 <= 65535
+            self.base_port >= 1 and self.base_port + self.replicas - 1 <= 65535
         ):
             raise ConfigError(
                 f"base_port {self.base_port} with {self.replicas} replicas leaves 1..65535"

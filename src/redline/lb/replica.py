@@ -12,6 +12,7 @@ runs real ``redline serve`` replicas by default and any stand-in app in tests::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -165,7 +166,9 @@ class Replica:
                 while proc.poll() is None and self._timer() < deadline:
                     await asyncio.sleep(0.05)
                 if proc.poll() is None:
-                    logger.warning("replica %d ignored SIGTERM for %ss; killing", self.index, timeout)
+                    logger.warning(
+                        "replica %d ignored SIGTERM for %ss; killing", self.index, timeout
+                    )
             self._reap()
         self.state = ReplicaState.STOPPED
 
@@ -184,7 +187,5 @@ class Replica:
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send *sig* to a process group, ignoring an already-empty one."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

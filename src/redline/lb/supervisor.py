@@ -27,12 +27,12 @@ from types import TracebackType
 import httpx
 
 from redline.exceptions import ClusterError, NginxError
+from redline.lb._metrics import in_flight, requests_served
 from redline.lb.nginx import NginxMaster, find_nginx
 from redline.lb.options import ClusterOptions, UpstreamServer
 from redline.lb.render import render_nginx_conf
 from redline.lb.replica import Replica, ReplicaCommand, ReplicaState
 from redline.lb.status import SUPERVISOR_PID_FILE, ClusterStatus, ReplicaStatus
-from redline.lb._metrics import requests_served
 
 __all__ = ["ClusterSupervisor"]
 
@@ -151,7 +151,10 @@ class ClusterSupervisor:
             (self.run_dir / SUPERVISOR_PID_FILE).unlink()
 
     async def serve(self, stop: asyncio.Event, *, handle_signals: bool = False) -> None:
-        """Health-check until *stop* is set; with *handle_signals*, SIGHUP rolls, SIGINT/TERM stop."""
+        """Health-check until *stop* is set.
+
+        With *handle_signals*, SIGHUP starts a rolling restart and SIGINT/SIGTERM set *stop*.
+        """
         loop = asyncio.get_running_loop()
         if handle_signals:
             loop.add_signal_handler(signal.SIGHUP, self.request_rolling_restart)
@@ -220,7 +223,9 @@ class ClusterSupervisor:
             replica.failures += 1
             replica.successes = 0
             if replica.state is ReplicaState.UP and replica.failures >= health.fall:
-                logger.warning("replica %d failed %d checks; marking down", replica.index, health.fall)
+                logger.warning(
+                    "replica %d failed %d checks; marking down", replica.index, health.fall
+                )
                 replica.state = ReplicaState.DOWN
 
     async def _probe(self, replica: Replica) -> bool:
@@ -270,7 +275,7 @@ class ClusterSupervisor:
                 try:
                     replica.state = ReplicaState.RESTARTING
                     await self._sync_nginx()
-                    await asyncio.sleep(self.options.drain_seconds)
+                    await self._drain(replica)
                     await replica.stop(self.options.stop_timeout)
                     replica.restarts += 1
                     replica.start()
@@ -286,6 +291,24 @@ class ClusterSupervisor:
                     self._busy.discard(replica.index)
                     self._write_status()
 
+    async def _drain(self, replica: Replica) -> None:
+        """Wait ``drain_seconds`` for the reload to land, then for in-flight requests to end.
+
+        The in-flight count comes from the replica's ``/metrics`` gauge (the scrape itself
+        counts as one); without the gauge the server's own SIGTERM drain covers the rest.
+        """
+        await asyncio.sleep(self.options.drain_seconds)
+        deadline = self._timer() + self.options.stop_timeout
+        while self._client is not None and self._timer() < deadline:
+            try:
+                response = await self._client.get(replica.url + "/metrics")
+            except httpx.HTTPError:
+                return
+            count = in_flight(response.text) if response.status_code == 200 else None
+            if count is None or count <= 1:
+                return
+            await asyncio.sleep(0.05)
+
     # -- nginx -----------------------------------------------------------------------------
 
     def _down_set(self) -> frozenset[int]:
@@ -298,16 +321,18 @@ class ClusterSupervisor:
         if self.nginx is None:
             return
         down = self._down_set()
-        servers = [
-            UpstreamServer("127.0.0.1", r.port, down=r.index in down) for r in self.replicas
-        ]
+        servers = [UpstreamServer("127.0.0.1", r.port, down=r.index in down) for r in self.replicas]
         await self.nginx.write_and_check(render_nginx_conf(self.options.nginx_options(servers)))
         self._applied_down = down
 
     async def _sync_nginx(self) -> None:
         """Rewrite the config and reload nginx when the set of down replicas changed."""
         async with self._sync_lock:
-            if self.nginx is None or not self.nginx.running or self._down_set() == self._applied_down:
+            if (
+                self.nginx is None
+                or not self.nginx.running
+                or self._down_set() == self._applied_down
+            ):
                 return
             try:
                 await self._write_config()
@@ -370,6 +395,8 @@ def run_dir_pid(run_dir: Path) -> int:
     try:
         return int(path.read_text(encoding="utf-8").strip())
     except FileNotFoundError:
-        raise ClusterError(f"no supervisor pid file at {path}: is `redline cluster` running?") from None
+        raise ClusterError(
+            f"no supervisor pid file at {path}: is `redline cluster` running?"
+        ) from None
     except ValueError as exc:
         raise ClusterError(f"malformed pid file {path}") from exc
