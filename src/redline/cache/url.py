@@ -206,10 +206,11 @@ def cache_from_url(url: str, **overrides: Any) -> Cache:
             raise ConfigError(f"database must be a number, got {db!r} in {url!r}")
         auth = userinfo + "@" if userinfo else ""
         target = f"{base}://{auth}{quote(host, safe='.:[]')}:{port}/{int(db)}"
+        nodes = [(host, port)]
     redis_cache = _redis(target, userinfo, tls, params, secret)
     if not tiered:
         return redis_cache
-    return _tiered(target, redis_cache, params)
+    return _tiered(nodes, redis_cache, params)
 
 
 def _memory(url: str, netloc: str, path: str, params: dict[str, Any]) -> Cache:
@@ -266,7 +267,7 @@ def _redis(
     )
 
 
-def _tiered(target: str | list[tuple[str, int]], l2: RedisCache, params: dict[str, Any]) -> Cache:
+def _tiered(nodes: list[tuple[str, int]], l2: RedisCache, params: dict[str, Any]) -> Cache:
     from redline.cache.invalidation import RedisInvalidation
     from redline.cache.memory import MemoryCache
     from redline.cache.tiered import TieredCache
@@ -278,7 +279,5 @@ def _tiered(target: str | list[tuple[str, int]], l2: RedisCache, params: dict[st
     )
     invalidation = None
     if params.get("invalidation", True):
-        invalidation = RedisInvalidation(
-            target, channel=params.get("channel", "redline:invalidate")
-        )
+        invalidation = RedisInvalidation(nodes, channel=params.get("channel", "redline:invalidate"))
     return TieredCache(l1, l2, invalidation=invalidation, l1_ttl=params.get("l1_ttl"))
