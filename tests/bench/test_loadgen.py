@@ -44,7 +44,9 @@ async def test_server_timing_is_summed_per_stage(app_url: str) -> None:
 
 
 async def test_server_errors_are_counted_by_status_not_raised(app_url: str) -> None:
-    result = await run_load(LoadConfig(url=app_url, concurrency=1, requests=30), _custom("/v1/flaky"))
+    result = await run_load(
+        LoadConfig(url=app_url, concurrency=1, requests=30), _custom("/v1/flaky")
+    )
     # n % 3 == 0 -> 500 (10 of 30); else n % 5 == 0 -> 429 (5, 10.. minus multiples of 15: 4)
     assert result.statuses == {200: 16, 500: 10, 429: 4}
     assert result.errors == {"HTTP 500": 10, "HTTP 429": 4}
@@ -58,7 +60,9 @@ async def test_unknown_path_counts_404s(app_url: str) -> None:
 
 
 async def test_unreachable_url_raises_bench_error(dead_url: str) -> None:
-    with pytest.raises(BenchError, match=r"^cannot reach http://127.0.0.1:\d+: connection refused$"):
+    with pytest.raises(
+        BenchError, match=r"^cannot reach http://127.0.0.1:\d+: connection refused$"
+    ):
         await run_load(LoadConfig(url=dead_url, requests=1), Workload())
 
 
