@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from redline.exceptions import CacheUnavailable
@@ -282,6 +284,9 @@ class RedisInvalidation(_Subscribers):
             port=port,
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=self.connect_timeout + self.ping_interval,
+            # No silent reconnect: redis-py would re-subscribe behind our back and the
+            # messages published meanwhile would be lost without anyone flushing L1.
+            retry=Retry(NoBackoff(), 0),
         )
 
     def _publisher_client(self) -> aioredis.Redis:

@@ -1,0 +1,237 @@
+"""Invalidation channels over real Redis pub/sub: delivery, failover, reconnect after a kill."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from redline.cache.invalidation import (
+    CHANNEL_ORIGIN,
+    Invalidation,
+    InvalidationMessage,
+    LocalInvalidation,
+    RedisInvalidation,
+)
+from tests._services import RedisClusterServers, RedisServer, free_port
+
+
+class Inbox:
+    """Collects the messages a channel delivers."""
+
+    def __init__(self) -> None:
+        self.messages: list[InvalidationMessage] = []
+
+    async def __call__(self, message: InvalidationMessage) -> None:
+        self.messages.append(message)
+
+    async def wait_for(
+        self, predicate: Callable[[InvalidationMessage], bool]
+    ) -> InvalidationMessage:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            for message in self.messages:
+                if predicate(message):
+                    return message
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no matching message; got {self.messages}")
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 15
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def channel_name() -> str:
+    return f"test-inv-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[list[RedisInvalidation]]:
+    """Channels a test made; closed afterwards."""
+    made: list[RedisInvalidation] = []
+    yield made
+    for channel in made:
+        await channel.close()
+
+
+def test_messages_round_trip_through_the_wire_form() -> None:
+    message = InvalidationMessage(origin="a", keys=("k1", "k2"), patterns=("p*",), tags=("t",))
+    assert InvalidationMessage.decode(message.encode()) == message
+    flush = InvalidationMessage(origin="b", flush=True)
+    assert InvalidationMessage.decode(flush.encode().decode()) == flush
+    for bad in (b"not json", b"[]", b'{"k": []}'):
+        with pytest.raises(ValueError, match="not an invalidation message"):
+            InvalidationMessage.decode(bad)
+
+
+def test_nodes_come_from_lists_and_urls() -> None:
+    assert RedisInvalidation("redis://127.0.0.1:7000/0").nodes == [("127.0.0.1", 7000)]
+    url = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"
+    assert RedisInvalidation(url).nodes == [("127.0.0.1", 7000), ("127.0.0.1", 7001)]
+    assert RedisInvalidation([("127.0.0.1", 1)]).nodes == [("127.0.0.1", 1)]
+    with pytest.raises(ValueError, match="must be redis:// or redis\\+cluster://"):
+        RedisInvalidation("http://127.0.0.1:1")
+    with pytest.raises(ValueError, match="at least one node"):
+        RedisInvalidation([])
+    with pytest.raises(ValueError, match=r"^ping_interval must be > 0, got 0$"):
+        RedisInvalidation("redis://127.0.0.1:1", ping_interval=0)
+
+
+async def test_local_invalidation_delivers_to_every_subscriber() -> None:
+    channel = LocalInvalidation()
+    first, second = Inbox(), Inbox()
+    channel.subscribe(first)
+    channel.subscribe(second)
+    assert isinstance(channel, Invalidation)
+    await channel.start()
+    assert channel.connected
+    message = InvalidationMessage(origin="x", keys=("k",))
+    await channel.publish(message)
+    assert first.messages == second.messages == [message]
+    await channel.close()
+    assert not channel.connected
+
+
+async def test_a_message_reaches_another_subscriber_through_redis(
+    redis_url: str, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    sender = RedisInvalidation(redis_url, channel_name)
+    receiver = RedisInvalidation(redis_url, channel_name)
+    channels += [sender, receiver]
+    inbox = Inbox()
+    receiver.subscribe(inbox)
+    await receiver.start()
+    assert receiver.connected
+    message = InvalidationMessage(origin="sender", keys=("user:1",), patterns=("item:*",))
+    await sender.publish(message)
+    assert await inbox.wait_for(lambda m: m.origin == "sender") == message
+    assert isinstance(receiver, Invalidation)
+    assert "connected=True" in repr(receiver)
+
+
+async def test_malformed_messages_are_ignored_and_the_subscription_survives(
+    redis_server: RedisServer, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    receiver = RedisInvalidation(redis_server.url, channel_name)
+    channels.append(receiver)
+    inbox = Inbox()
+    receiver.subscribe(inbox)
+    await receiver.start()
+    redis_server.cli("PUBLISH", channel_name, "garbage{")
+    good = InvalidationMessage(origin="cli", keys=("k",))
+    redis_server.cli("PUBLISH", channel_name, good.encode().decode())
+    assert await inbox.wait_for(lambda m: m.origin == "cli") == good
+    assert receiver.received == 2
+    assert receiver.connected
+
+
+async def test_a_killed_subscription_flushes_and_reconnects(
+    fresh_redis: RedisServer, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    receiver = RedisInvalidation(fresh_redis.url, channel_name, backoff_initial=0.01)
+    channels.append(receiver)
+    inbox = Inbox()
+    receiver.subscribe(inbox)
+    await receiver.start()
+    assert receiver.connected
+    inbox.messages.clear()
+    killed = fresh_redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
+    assert killed.strip() == "1"
+    await inbox.wait_for(lambda m: m.flush and m.origin == CHANNEL_ORIGIN)
+    await wait_until(lambda: receiver.connected and receiver.reconnects >= 1, "reconnect")
+    flushes = [m for m in inbox.messages if m.flush]
+    assert len(flushes) >= 2  # one on the loss, one on the way back
+    client = aioredis.Redis(port=fresh_redis.port)
+    try:
+        await client.publish(
+            channel_name, InvalidationMessage(origin="after", keys=("k",)).encode()
+        )
+    finally:
+        await client.aclose()
+    await inbox.wait_for(lambda m: m.origin == "after")
+
+
+async def test_a_dead_server_flushes_and_the_channel_comes_back_with_it(
+    fresh_redis: RedisServer, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    receiver = RedisInvalidation(
+        fresh_redis.url, channel_name, backoff_initial=0.01, backoff_max=0.2
+    )
+    channels.append(receiver)
+    inbox = Inbox()
+    receiver.subscribe(inbox)
+    await receiver.start()
+    inbox.messages.clear()
+    fresh_redis.kill()
+    await inbox.wait_for(lambda m: m.flush)
+    await wait_until(lambda: not receiver.connected, "disconnect")
+    sender = RedisInvalidation(fresh_redis.url, channel_name)
+    channels.append(sender)
+    await sender.publish(InvalidationMessage(origin="lost", keys=("k",)))  # must not raise
+    fresh_redis.start()
+    await wait_until(lambda: receiver.connected, "reconnect")
+    await sender.publish(InvalidationMessage(origin="back", keys=("k",)))
+    await inbox.wait_for(lambda m: m.origin == "back")
+
+
+async def test_fails_over_to_the_next_candidate_node(
+    redis_url: str, redis_server: RedisServer, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    dead = ("127.0.0.1", free_port())
+    receiver = RedisInvalidation(
+        [dead, ("127.0.0.1", redis_server.port)], channel_name, backoff_initial=0.01
+    )
+    channels.append(receiver)
+    inbox = Inbox()
+    receiver.subscribe(inbox)
+    await receiver.start()
+    await wait_until(lambda: receiver.connected, "failover")
+    sender = RedisInvalidation([dead, ("127.0.0.1", redis_server.port)], channel_name)
+    channels.append(sender)
+    await sender.publish(InvalidationMessage(origin="s", keys=("k",)))
+    await inbox.wait_for(lambda m: m.origin == "s")
+
+
+async def test_cluster_publish_on_one_node_reaches_a_subscriber_on_another(
+    redis_cluster: RedisClusterServers, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    nodes = redis_cluster.startup_nodes
+    receiver = RedisInvalidation([nodes[0]], channel_name)
+    sender = RedisInvalidation([nodes[-1]], channel_name)
+    channels += [receiver, sender]
+    inbox = Inbox()
+    receiver.subscribe(inbox)
+    await receiver.start()
+    assert receiver.connected
+    await sender.publish(InvalidationMessage(origin="far", tags=("t",)))
+    message = await inbox.wait_for(lambda m: m.origin == "far")
+    assert message.tags == ("t",)
+
+
+async def test_a_failing_callback_does_not_stop_delivery(
+    redis_url: str, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    receiver = RedisInvalidation(redis_url, channel_name)
+    channels.append(receiver)
+
+    async def broken(message: InvalidationMessage) -> Any:
+        raise RuntimeError("callback bug")
+
+    inbox = Inbox()
+    receiver.subscribe(broken)
+    receiver.subscribe(inbox)
+    await receiver.start()
+    for origin in ("one", "two"):
+        await receiver.publish(InvalidationMessage(origin=origin, keys=("k",)))
+    await inbox.wait_for(lambda m: m.origin == "two")
+    assert receiver.connected
