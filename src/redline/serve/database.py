@@ -65,6 +65,11 @@ usage_table = Table(
 )
 
 
+def _plain(mapping: Any) -> dict[str, Any]:
+    """A row as a dict with plain ``str`` keys (SQLAlchemy's ``quoted_name`` trips orjson)."""
+    return {str.__str__(key): value for key, value in mapping.items()}
+
+
 class Database:
     """An async engine plus the two tables; create it with :meth:`open`."""
 
@@ -108,13 +113,13 @@ class Database:
         async with self.engine.connect() as conn:
             result = await conn.execute(select(models_table).where(models_table.c.id == model_id))
             row = result.first()
-        return row._asdict() if row is not None else None
+        return _plain(row._mapping) if row is not None else None
 
     async def list_models(self) -> list[dict[str, Any]]:
         """Every registry row, by id."""
         async with self.engine.connect() as conn:
             result = await conn.execute(select(models_table).order_by(models_table.c.id))
-            return [row._asdict() for row in result.all()]
+            return [_plain(row._mapping) for row in result.all()]
 
     async def insert_usage(self, records: Sequence[dict[str, Any]]) -> None:
         """Insert usage rows in one statement."""
