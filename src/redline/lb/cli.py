@@ -84,6 +84,10 @@ def nginx_config(
     foreground: Annotated[
         bool, typer.Option("--foreground/--daemon", help="Emit `daemon off;`.")
     ] = True,
+    pid_path: Annotated[str, typer.Option(help="pid file (relative to -p prefix).")] = "nginx.pid",
+    temp_dir: Annotated[str, typer.Option(help="Temp files directory.")] = "temp",
+    access_log: Annotated[str, typer.Option(help="Access log path.")] = "logs/access.log",
+    error_log: Annotated[str, typer.Option(help="Error log path.")] = "logs/error.log",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
@@ -130,6 +134,10 @@ def nginx_config(
             else worker_processes,
             client_max_body_size=client_max_body_size,
             foreground=foreground,
+            pid_path=pid_path,
+            temp_dir=temp_dir,
+            access_log=access_log,
+            error_log=error_log,
         )
     except ConfigError as exc:
         raise _fail(str(exc), 2) from None

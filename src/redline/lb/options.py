@@ -208,6 +208,10 @@ class NginxOptions:
             raise ConfigError(
                 f"client_max_body_size must look like '8m', got {self.client_max_body_size!r}"
             )
+        for name in ("pid_path", "temp_dir", "access_log", "error_log"):
+            value = getattr(self, name)
+            if not value or any(c.isspace() or c in ";{}'\"" for c in value):
+                raise ConfigError(f"{name} must be a plain path, got {value!r}")
         for path in (*self.streaming_paths, *self.retry_paths):
             if not path.startswith("/") or any(c.isspace() or c in ";{}" for c in path):
                 raise ConfigError(f"route paths must start with '/' and be plain, got {path!r}")
