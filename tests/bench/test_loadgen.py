@@ -27,6 +27,15 @@ async def test_closed_loop_sends_exactly_the_requested_count(app_url: str) -> No
     assert result.throughput == pytest.approx(333 / result.elapsed_s)
 
 
+async def test_model_is_discovered_from_v1_models_unless_given(app_url: str) -> None:
+    config = LoadConfig(url=app_url, requests=5)
+    discovered = await run_load(config, Workload())
+    assert discovered.model == _app.MODEL_ID
+    assert discovered.ok == 5
+    wrong = await run_load(config, Workload(model="other"))
+    assert wrong.errors == {"HTTP 400": 5}
+
+
 async def test_x_cache_hit_ratio_is_counted(app_url: str) -> None:
     # The app answers hit for an input it has seen before: every hot-set body after its first.
     workload = Workload(repeat=1.0, hot_set_size=5)

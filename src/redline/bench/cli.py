@@ -92,7 +92,9 @@ def run_command(
     repeat: Annotated[
         float, typer.Option(help="Fraction of requests drawn from a small hot set (0..1).")
     ] = 0.0,
-    model: Annotated[str | None, typer.Option(help="Model name sent to /v1/embeddings.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model sent to /v1/embeddings (default: from /v1/models).")
+    ] = None,
     header: Annotated[
         list[str] | None, typer.Option("--header", "-H", help="Extra header 'Name: value'.")
     ] = None,
@@ -110,7 +112,7 @@ def run_command(
 ) -> None:
     """Load a server: closed loop (-c/-n/-d) or open loop (--rate); print the report."""
     from redline.bench.runner import BenchRun, execute
-    from redline.bench.workload import DEFAULT_MODEL, Workload, read_inputs_file
+    from redline.bench.workload import Workload, read_inputs_file
 
     try:
         from redline.bench.loadgen import LoadConfig
@@ -132,7 +134,7 @@ def run_command(
             inputs=read_inputs_file(inputs_file) if inputs_file is not None else (),
             inputs_per_request=inputs_per_request,
             repeat=repeat,
-            model=model or DEFAULT_MODEL,
+            model=model,
         )
         if processes < 1:
             raise BenchError(f"--processes must be >= 1, got {processes}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 from array import array
@@ -146,6 +147,7 @@ class LoadResult:
     max_send_lag_ms: float = 0.0
     interrupted: bool = False
     warmup_completed: int = 0
+    model: str | None = None
     timeline: dict[int, array[float]] = field(default_factory=dict)
     timeline_errors: Counter[int] = field(default_factory=Counter)
 
@@ -388,6 +390,24 @@ async def check_reachable(url: str, timeout: float = 5.0) -> None:
         await writer.wait_closed()
 
 
+async def discover_model(session: aiohttp.ClientSession, url: str) -> str | None:
+    """The first model id of the server's OpenAI-style ``/v1/models`` (``None`` if absent)."""
+    try:
+        async with session.get(
+            url.rstrip("/") + "/v1/models", timeout=aiohttp.ClientTimeout(total=10)
+        ) as response:
+            if response.status != 200:
+                return None
+            payload = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    try:
+        model_id = payload["data"][0]["id"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return model_id if isinstance(model_id, str) else None
+
+
 async def run_load(
     config: LoadConfig,
     workload: Workload,
@@ -409,7 +429,6 @@ async def run_load(
     """
     await check_reachable(config.url)
     stop = stop if stop is not None else asyncio.Event()
-    sampler = workload.sampler(seed)
     connector = aiohttp.TCPConnector(limit=config.in_flight_limit, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=config.timeout)
     headers = {"Content-Type": "application/json", **dict(config.headers)}
@@ -417,6 +436,11 @@ async def run_load(
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers, raise_for_status=False
     ) as session:
+        if workload.route == "embeddings" and workload.model is None:
+            workload = dataclasses.replace(
+                workload, model=await discover_model(session, config.url)
+            )
+        sampler = workload.sampler(seed)
         if config.warmup > 0:
             warm = _Phase(session, config, sampler, stop, timer)
             await _run_phase(warm, config, None, config.warmup, on_progress, progress_interval)
@@ -433,6 +457,7 @@ async def run_load(
         result = phase.result
         result.elapsed_s = timer() - phase.started
     result.interrupted = stop.is_set()
+    result.model = workload.model
     result.warmup_completed = warmup_completed
     return result
 

@@ -67,7 +67,11 @@ def build_report(
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "label": label,
-        "config": {**config.describe(), "processes": processes, "workload": workload.describe()},
+        "config": {
+            **config.describe(),
+            "processes": processes,
+            "workload": {**workload.describe(), "model": result.model or workload.model},
+        },
         "summary": {
             "requests": result.completed,
             "ok": result.ok,

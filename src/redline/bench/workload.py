@@ -25,15 +25,13 @@ from typing import Literal
 
 from redline.exceptions import BenchError
 
-__all__ = ["DEFAULT_MODEL", "ROUTES", "RequestSampler", "Workload", "read_inputs_file"]
+__all__ = ["ROUTES", "RequestSampler", "Workload", "read_inputs_file"]
 
 Route = Literal["embeddings", "predict", "custom"]
 
 #: The routes ``--route`` accepts.
 ROUTES: tuple[str, ...] = ("embeddings", "predict", "custom")
 
-#: The model name sent to ``/v1/embeddings`` unless ``--model`` says otherwise.
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
 _ROUTE_PATHS = {"embeddings": "/v1/embeddings", "predict": "/v1/predict"}
 _WORDS = [
@@ -82,7 +80,9 @@ class Workload:
     ``body`` (custom route only; the body is a JSON template in which ``{{input}}`` becomes one
     JSON string and ``{{inputs}}`` a JSON list of ``inputs_per_request`` strings; no body sends
     GET), ``inputs`` (empty: generated sentences), ``inputs_per_request``, ``repeat`` (0..1,
-    the fraction of requests drawn from the hot set of ``hot_set_size`` requests).
+    the fraction of requests drawn from the hot set of ``hot_set_size`` requests), ``model``
+    (sent as ``"model"`` to ``/v1/embeddings``; ``None``: the load generator asks the server's
+    ``/v1/models`` for the first id, and omits the field if that fails).
 
     Example::
 
@@ -96,7 +96,7 @@ class Workload:
     inputs_per_request: int = 1
     repeat: float = 0.0
     hot_set_size: int = 16
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     labels: tuple[str, ...] = ("positive", "negative")
 
     def __post_init__(self) -> None:
@@ -191,7 +191,9 @@ class RequestSampler:
         single = workload.inputs_per_request == 1
         payload: dict[str, object]
         if workload.route == "embeddings":
-            payload = {"input": inputs[0] if single else inputs, "model": workload.model}
+            payload = {"input": inputs[0] if single else inputs}
+            if workload.model is not None:
+                payload["model"] = workload.model
         else:
             payload = {"text": inputs[0] if single else inputs, "labels": list(workload.labels)}
         return json.dumps(payload).encode()
