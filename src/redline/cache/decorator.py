@@ -157,6 +157,9 @@ def cached(
         signature = inspect.signature(func)
         l1_authoritative = isinstance(cache, MemoryCache)
         peek: Callable[[str, Any], Any] | None = getattr(cache, "get_nowait", None)
+        l1_peek = getattr(cache, "l1_peek", None)
+        if l1_peek is not None:  # a TieredCache: read its L1 directly
+            peek = l1_peek
         loader: _Loader[R] = _Loader(
             func,
             cache,
@@ -200,7 +203,28 @@ def cached(
                 memo[memo_key] = found
             return found
 
-        if peek is not None:
+        memo_get = memo.get
+        safe = _MEMO_SAFE
+
+        if peek is not None and key is None:
+
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                # key_of() inlined for the common all-positional call: this is the hot path.
+                cache_key: str | None = None
+                if not kwargs:
+                    for arg in args:
+                        if type(arg) not in safe:
+                            break
+                    else:
+                        cache_key = memo_get(args)
+                if cache_key is None:
+                    cache_key = key_of(args, kwargs)
+                value = peek(cache_key, MISSING)
+                if value is not MISSING:
+                    return cast(R, value)
+                return await loader.load(cache_key, args, kwargs)
+
+        elif peek is not None:
 
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 cache_key = key_of(args, kwargs)

@@ -136,6 +136,7 @@ class MemoryCache:
         self.name = name
         self._timer = timer
         self._data: OrderedDict[str, _Entry] = OrderedDict()
+        self._move_to_end = self._data.move_to_end
         self._tags: dict[str, set[str]] = {}
         self._bytes = 0
         self._hits = self._misses = self._sets = self._deletes = self._evictions = 0
@@ -157,16 +158,15 @@ class MemoryCache:
         if entry is None:
             self._misses += 1
             return default
-        expires_at = entry.expires_at
+        value, expires_at, copier, _, _ = entry
         if expires_at is not None and self._timer() >= expires_at:
             self._remove(key, entry)
             self._evictions += 1
             self._misses += 1
             return default
-        self._data.move_to_end(key)
+        self._move_to_end(key)
         self._hits += 1
-        copier = entry.copier
-        return entry.value if copier is None else copier(entry.value)
+        return value if copier is None else copier(value)
 
     async def get(self, key: str, default: Any = MISSING) -> Any:
         return self.get_nowait(key, default)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -73,7 +73,7 @@ class TieredCache:
         self.l1_ttl = l1_ttl
         self.name = name
         self.instance_id = uuid.uuid4().hex
-        self._peek = getattr(l1, "get_nowait", None)
+        self._peek: Callable[[str, Any], Any] | None = getattr(l1, "get_nowait", None)
         self._started = invalidation is None
         # Bumped by every invalidation and local write: an L2 read that overlapped one
         # must not fill L1 with what may already be stale.
@@ -103,6 +103,11 @@ class TieredCache:
         if self._peek is None:
             return default
         return self._peek(key, default)
+
+    @property
+    def l1_peek(self) -> Callable[[str, Any], Any] | None:
+        """L1's own synchronous ``get_nowait`` (``None`` if it has none), for hot paths."""
+        return self._peek
 
     async def get_below_l1(self, key: str, default: Any = MISSING) -> Any:
         """The rest of :meth:`get` after :meth:`get_nowait` missed: L2, filling L1."""
