@@ -1,0 +1,308 @@
+"""Private: the queues behind :class:`~redline.cache.write_behind.WriteBehind`.
+
+:class:`MemoryQueue` is in-process and bounded: fast, but what it holds is LOST if the
+process dies. :class:`RedisStreamQueue` is a Redis Stream read by a consumer group: a write
+is acknowledged only after ``XADD`` succeeded, the flusher ``XACK``-s (and ``XDEL``-s) only
+after the sink succeeded, and entries a dead consumer had read but not acknowledged are
+``XAUTOCLAIM``-ed by a live one after ``claim_idle`` seconds — at-least-once delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from redis.exceptions import ResponseError
+
+from redline.cache.lock import RedisClient, translate_redis_errors
+from redline.exceptions import Overloaded, SerializationError
+
+__all__ = ["Delivery", "MemoryQueue", "RedisStreamQueue", "WriteQueue", "WriteRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """One change for the sink: *key* now holds *value*.
+
+    ``seq`` orders the changes of the queue (a newer write of a key has a larger ``seq``),
+    so a sink can ignore a replayed older record; ``written_at`` is the wall-clock time
+    (seconds) of the write.
+    """
+
+    key: str
+    value: Any
+    seq: int
+    written_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A record taken from a queue, with the id to acknowledge it by."""
+
+    id: str
+    record: WriteRecord
+
+
+class WriteQueue(Protocol):
+    """Where write-behind keeps changes between the write and the sink."""
+
+    async def put(self, key: str, value: Any, *, timeout: float) -> None:
+        """Enqueue durably (as durable as the queue is); ``Overloaded`` if full past *timeout*."""
+
+    async def take(self, max_items: int, timeout: float) -> list[Delivery]:
+        """Up to *max_items* deliveries, waiting at most *timeout* seconds for the first."""
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Forget *deliveries*: the sink has them."""
+
+    def approximate_backlog(self) -> int:
+        """Records not yet acknowledged, as last seen (no I/O)."""
+
+    async def backlog(self) -> int:
+        """Records not yet acknowledged (enqueued or taken)."""
+
+    async def close(self) -> None:
+        """Release the queue's resources."""
+
+
+def _seq(ms: int, n: int) -> int:
+    return ms * 1_000_000 + n
+
+
+class MemoryQueue:
+    """A bounded in-process queue. Lost on crash; full → wait up to the timeout → ``Overloaded``."""
+
+    def __init__(self, maxsize: int = 10_000) -> None:
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
+        self.maxsize = maxsize
+        self._items: deque[Delivery] = deque()
+        self._taken = 0
+        self._changed = asyncio.Condition()
+        self._ids = itertools.count()
+
+    async def put(self, key: str, value: Any, *, timeout: float) -> None:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: len(self._items) + self._taken < self.maxsize),
+                    timeout,
+                )
+            except TimeoutError:
+                raise Overloaded(
+                    f"write-behind queue is full ({self.maxsize} pending) after waiting {timeout}s"
+                ) from None
+            n = next(self._ids)
+            now = time.time()
+            record = WriteRecord(key, value, _seq(int(now * 1000), n % 1_000_000), now)
+            self._items.append(Delivery(str(n), record))
+            self._changed.notify_all()
+
+    async def take(self, max_items: int, timeout: float) -> list[Delivery]:
+        async with self._changed:
+            if not self._items and timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: bool(self._items)), timeout
+                    )
+            taken = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
+            self._taken += len(taken)
+            return taken
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        async with self._changed:
+            self._taken -= len(deliveries)
+            self._changed.notify_all()  # room for blocked writers
+
+    def approximate_backlog(self) -> int:
+        return len(self._items) + self._taken
+
+    async def backlog(self) -> int:
+        return self.approximate_backlog()
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return f"<MemoryQueue queued={len(self._items)} taken={self._taken} maxsize={self.maxsize}>"
+
+
+_PUT_IF_ROOM = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
+    return false
+end
+return redis.call('XADD', KEYS[1], '*', 'k', ARGV[2], 'v', ARGV[3], 't', ARGV[4])
+"""
+
+
+class RedisStreamQueue:
+    """A durable queue on one Redis Stream and consumer group (Redis or Redis Cluster).
+
+    *stream* is one key, so one slot in a cluster. *consumer* names this flusher; give each
+    live process its own. Entries another consumer read but never acknowledged are claimed
+    after *claim_idle* seconds (that consumer is presumed dead). ``max_pending`` bounds the
+    stream; a full stream applies backpressure, then raises ``Overloaded``.
+
+    Example::
+
+        queue = RedisStreamQueue(client, "{orders}:wb", "flushers", f"worker-{os.getpid()}")
+    """
+
+    def __init__(
+        self,
+        client: RedisClient,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        max_pending: int = 100_000,
+        claim_idle: float = 30.0,
+        block: float = 0.2,
+        poll_interval: float = 0.05,
+    ) -> None:
+        if not stream or not group or not consumer:
+            raise ValueError("stream, group and consumer must be non-empty strings")
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        if claim_idle <= 0:
+            raise ValueError(f"claim_idle must be > 0, got {claim_idle}")
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.max_pending = max_pending
+        self.claim_idle = claim_idle
+        self.block = block
+        self.poll_interval = poll_interval
+        self._put_script = client.register_script(_PUT_IF_ROOM)
+        self._group_ready = False
+        self._own_pending_drained = False
+        self._next_claim = 0.0
+        self._backlog = 0
+
+    async def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def put(self, key: str, value: Any, *, timeout: float) -> None:
+        try:
+            payload = orjson.dumps(value)
+        except TypeError as exc:
+            raise SerializationError(f"write-behind value of {key!r} is not JSON: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        with translate_redis_errors(f"cannot append to stream {self.stream!r}"):
+            while True:
+                added = await self._put_script(
+                    keys=[self.stream], args=[self.max_pending, key, payload, repr(time.time())]
+                )
+                if added:
+                    self._backlog += 1
+                    return
+                if loop.time() >= deadline:
+                    raise Overloaded(
+                        f"write-behind stream {self.stream!r} is full "
+                        f"({self.max_pending} pending) after waiting {timeout}s"
+                    )
+                await asyncio.sleep(min(self.poll_interval, max(deadline - loop.time(), 0)))
+
+    async def take(self, max_items: int, timeout: float) -> list[Delivery]:
+        with translate_redis_errors(f"cannot read stream {self.stream!r}"):
+            await self._ensure_group()
+            if not self._own_pending_drained:
+                # Entries this consumer name read before a restart and never acknowledged.
+                got = await self._read("0", max_items, None)
+                if got:
+                    return got
+                self._own_pending_drained = True
+            loop = asyncio.get_running_loop()
+            if loop.time() >= self._next_claim:
+                self._next_claim = loop.time() + self.claim_idle / 2
+                claimed = await self._claim(max_items)
+                if claimed:
+                    return claimed
+            block = min(timeout, self.block)
+            got = await self._read(">", max_items, int(block * 1000) if block > 0 else None)
+            self._backlog = int(await self.client.xlen(self.stream))
+            return got
+
+    async def _read(self, start: str, count: int, block_ms: int | None) -> list[Delivery]:
+        reply: Any = await self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return await self._decode(entries)
+
+    async def _claim(self, count: int) -> list[Delivery]:
+        reply: Any = await self.client.xautoclaim(
+            self.stream, self.group, self.consumer, int(self.claim_idle * 1000), "0-0", count=count
+        )
+        return await self._decode(reply[1])
+
+    async def _decode(self, entries: list[Any]) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        gone: list[str] = []
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            if not fields:  # deleted while pending: nothing to deliver, just acknowledge
+                gone.append(entry_id)
+                continue
+            ms, _, n = entry_id.partition("-")
+            fields = {_text(k): v for k, v in fields.items()}
+            record = WriteRecord(
+                key=_text(fields["k"]),
+                value=orjson.loads(fields["v"]),
+                seq=_seq(int(ms), int(n)),
+                written_at=float(_text(fields["t"])),
+            )
+            deliveries.append(Delivery(entry_id, record))
+        if gone:
+            await self.client.xack(self.stream, self.group, *gone)
+        return deliveries
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        ids = [d.id for d in deliveries]
+        with translate_redis_errors(f"cannot acknowledge on stream {self.stream!r}"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xack(self.stream, self.group, *ids)
+            pipe.xdel(self.stream, *ids)
+            await pipe.execute()
+        self._backlog = max(0, self._backlog - len(ids))
+
+    def approximate_backlog(self) -> int:
+        return self._backlog
+
+    async def backlog(self) -> int:
+        with translate_redis_errors(f"cannot read stream {self.stream!r}"):
+            self._backlog = int(await self.client.xlen(self.stream))
+        return self._backlog
+
+    async def close(self) -> None:
+        """The client belongs to the caller; nothing to release."""
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisStreamQueue {self.stream!r} group={self.group!r} "
+            f"consumer={self.consumer!r} backlog~{self._backlog}>"
+        )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

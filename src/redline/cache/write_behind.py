@@ -1,0 +1,257 @@
+"""Write-behind: writes update the cache at once and reach the database later, in batches.
+
+``await wb.write(key, value)`` enqueues the change (for :class:`RedisStreamQueue`, the
+call returns only after ``XADD`` succeeded, so an acknowledged write survives a crash) and
+then updates the cache. A background flusher takes batches — up to ``max_batch`` records,
+or whatever arrived within ``max_interval`` seconds of the first — keeps only the newest
+value of each key, and hands them to ``await sink(batch)``. A failing sink is retried with
+exponential backoff (tenacity); records are acknowledged only after the sink succeeded.
+If the retries run out the batch is kept and retried on the next cycle (counted in
+``failures``), never dropped.
+
+With :class:`MemoryQueue` (the default) pending writes are lost if the process dies; a
+full queue makes ``write`` wait up to ``put_timeout`` and then raise ``Overloaded``.
+
+Example::
+
+    async with WriteBehind(cache, PostgresSink(pool, "users"), queue=queue) as wb:
+        await wb.write("user:42", {"name": "Ada"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeAlias
+
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
+
+from redline.cache._queues import Delivery, MemoryQueue, RedisStreamQueue, WriteQueue, WriteRecord
+from redline.cache.base import Cache
+from redline.exceptions import Closed
+
+__all__ = [
+    "MemoryQueue",
+    "RedisStreamQueue",
+    "RetryPolicy",
+    "Sink",
+    "WriteBehind",
+    "WriteBehindStats",
+    "WriteQueue",
+    "WriteRecord",
+]
+
+logger = logging.getLogger(__name__)
+
+Sink: TypeAlias = Callable[[list[WriteRecord]], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failing sink is retried: *attempts* tries, backoff from *initial* up to *maximum*."""
+
+    attempts: int = 5
+    initial: float = 0.05
+    maximum: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be >= 1, got {self.attempts}")
+        if not 0 <= self.initial <= self.maximum:
+            raise ValueError(f"need 0 <= initial <= maximum, got {self.initial}, {self.maximum}")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBehindStats:
+    """Counters of one :class:`WriteBehind`; ``pending`` is the backlog as last seen."""
+
+    written: int
+    flushed: int
+    batches: int
+    coalesced: int
+    retries: int
+    failures: int
+    pending: int
+
+
+class WriteBehind:
+    """Batch writes to a *sink* behind a cache; see the module docstring.
+
+    *cache* may be ``None`` (queue only). *ttl* is the cache TTL of written values.
+    *queue* defaults to ``MemoryQueue(max_pending)``.
+    """
+
+    def __init__(
+        self,
+        cache: Cache | None,
+        sink: Sink,
+        *,
+        max_batch: int = 500,
+        max_interval: float = 0.5,
+        max_pending: int = 10_000,
+        queue: WriteQueue | None = None,
+        retry: RetryPolicy | None = None,
+        put_timeout: float = 1.0,
+        ttl: float | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_interval <= 0:
+            raise ValueError(f"max_interval must be > 0, got {max_interval}")
+        if put_timeout < 0:
+            raise ValueError(f"put_timeout must be >= 0, got {put_timeout}")
+        self.cache = cache
+        self.sink = sink
+        self.max_batch = max_batch
+        self.max_interval = max_interval
+        self.queue: WriteQueue = queue if queue is not None else MemoryQueue(max_pending)
+        self.retry = retry or RetryPolicy()
+        self.put_timeout = put_timeout
+        self.ttl = ttl
+        self._held: list[Delivery] = []  # taken, not yet accepted by the sink
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._written = self._flushed = self._batches = 0
+        self._coalesced = self._retries = self._failures = 0
+
+    def start(self) -> None:
+        """Start the background flusher (``write`` and ``async with`` do it for you)."""
+        if self._closed:
+            raise Closed("write-behind is closed")
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="write-behind flusher")
+
+    async def write(self, key: str, value: Any) -> None:
+        """Enqueue ``key = value`` for the sink, then update the cache.
+
+        Returns once the change is in the queue (durably for a Redis stream). A cache
+        error after that still raises, but the change will reach the sink.
+        """
+        if self._closed:
+            raise Closed("write-behind is closed")
+        self.start()
+        await self.queue.put(key, value, timeout=self.put_timeout)
+        self._written += 1
+        if self.cache is not None:
+            await self.cache.set(key, value, self.ttl)
+
+    async def flush(self) -> None:
+        """Hand everything the queue can give now to the sink; raise if the sink keeps failing."""
+        async with self._lock:
+            while True:
+                if not self._held:
+                    self._held = await self.queue.take(self.max_batch, 0)
+                if not self._held:
+                    return
+                await self._deliver()
+
+    async def backlog(self) -> int:
+        """Records written but not yet accepted by the sink (asks the queue)."""
+        return await self.queue.backlog()
+
+    async def _run(self) -> None:
+        """The flusher: collect a batch, deliver it, back off after a failed one."""
+        while True:
+            try:
+                async with self._lock:
+                    if not self._held:
+                        self._held = await self._collect()
+                    if self._held:
+                        await self._deliver()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("write-behind flush failed; the batch is kept for a retry")
+                await asyncio.sleep(self.retry.maximum)
+
+    async def _collect(self) -> list[Delivery]:
+        """Up to ``max_batch`` deliveries, waiting ``max_interval`` after the first one."""
+        loop = asyncio.get_running_loop()
+        batch = await self.queue.take(self.max_batch, self.max_interval)
+        if not batch:
+            return []
+        deadline = loop.time() + self.max_interval
+        while len(batch) < self.max_batch and (remaining := deadline - loop.time()) > 0:
+            batch += await self.queue.take(self.max_batch - len(batch), remaining)
+        return batch
+
+    async def _deliver(self) -> None:
+        """Coalesce the held batch per key, run the sink with retries, then acknowledge."""
+        newest: dict[str, WriteRecord] = {}
+        for delivery in self._held:
+            record = delivery.record
+            current = newest.get(record.key)
+            if current is None or record.seq >= current.seq:
+                newest[record.key] = record
+        records = list(newest.values())
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            wait=wait_exponential(multiplier=self.retry.initial, max=self.retry.maximum),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            await retrying(self.sink, records)
+        except Exception:
+            self._failures += 1
+            raise
+        await self.queue.ack(self._held)
+        self._coalesced += len(self._held) - len(records)
+        self._flushed += len(records)
+        self._batches += 1
+        self._held = []
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        self._retries += 1
+        logger.warning("write-behind sink failed (attempt %d), retrying", state.attempt_number)
+
+    async def close(self) -> None:
+        """Stop taking writes, flush what is pending, stop the flusher. Raises if the sink fails."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        finally:
+            await self.queue.close()
+
+    def stats(self) -> WriteBehindStats:
+        return WriteBehindStats(
+            written=self._written,
+            flushed=self._flushed,
+            batches=self._batches,
+            coalesced=self._coalesced,
+            retries=self._retries,
+            failures=self._failures,
+            pending=self.queue.approximate_backlog(),
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._task else "idle"
+        s = self.stats()
+        return (
+            f"<WriteBehind {state} pending~{s.pending} flushed={s.flushed} "
+            f"batches={s.batches} failures={s.failures}>"
+        )
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
