@@ -112,6 +112,22 @@ async def test_results_are_cached_and_invalidate_drops_one_call() -> None:
     assert await cache.get(add.key(2, 2)) == 4
 
 
+async def test_equal_values_of_different_types_never_share_a_result() -> None:
+    @cached(MemoryCache())
+    async def show(x: Any) -> str:
+        return repr(x)
+
+    for _ in range(2):  # the second round is served from the cache (and its key memo)
+        assert [await show(1), await show(True), await show(1.0), await show("1")] == [
+            "1",
+            "True",
+            "1.0",
+            "'1'",
+        ]
+        assert await show(x=1) == "1"
+        assert await show(x=True) == "True"
+
+
 async def test_none_results_are_cached() -> None:
     calls = 0
 

@@ -171,17 +171,24 @@ async def test_a_dead_server_flushes_and_the_channel_comes_back_with_it(
     inbox = Inbox()
     receiver.subscribe(inbox)
     await receiver.start()
+    sender = RedisInvalidation(fresh_redis.url, channel_name)
+    spare = RedisInvalidation(fresh_redis.url, channel_name)
+    channels += [sender, spare]
+    await sender.publish(InvalidationMessage(origin="before", keys=("k",)))
+    await spare.publish(InvalidationMessage(origin="spare-before", keys=("k",)))
+    await inbox.wait_for(lambda m: m.origin == "spare-before")
     inbox.messages.clear()
     fresh_redis.kill()
     await inbox.wait_for(lambda m: m.flush)
     await wait_until(lambda: not receiver.connected, "disconnect")
-    sender = RedisInvalidation(fresh_redis.url, channel_name)
-    channels.append(sender)
     await sender.publish(InvalidationMessage(origin="lost", keys=("k",)))  # must not raise
     fresh_redis.start()
     await wait_until(lambda: receiver.connected, "reconnect")
     await sender.publish(InvalidationMessage(origin="back", keys=("k",)))
     await inbox.wait_for(lambda m: m.origin == "back")
+    # spare still holds a connection from before the restart: its first message must arrive
+    await spare.publish(InvalidationMessage(origin="spare-after", keys=("k",)))
+    await inbox.wait_for(lambda m: m.origin == "spare-after")
 
 
 async def test_fails_over_to_the_next_candidate_node(

@@ -251,7 +251,9 @@ class RedisInvalidation(_Subscribers):
 
     async def publish(self, message: InvalidationMessage) -> None:
         data = message.encode()
-        for _ in range(len(self.nodes)):
+        # One more try than there are nodes: a pooled connection that died with a server
+        # restart fails once, and the message must still go out on a fresh one.
+        for _ in range(len(self.nodes) + 1):
             client = self._publisher_client()
             try:
                 await client.publish(self.channel, data)
