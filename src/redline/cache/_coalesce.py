@@ -36,8 +36,11 @@ class GetCoalescer:
         self.batches = 0
         self.requests = 0
 
-    async def get(self, key: str, *, with_ttl: bool = False) -> RawReply:
-        """The raw reply for *key*, fetched together with the other keys of this tick."""
+    def submit(self, key: str, *, with_ttl: bool = False) -> asyncio.Future[RawReply]:
+        """A future of the raw reply for *key*, fetched with the other keys of this tick.
+
+        Must be called from a coroutine running in the loop; await the returned future.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[RawReply] = loop.create_future()
         entry = self._pending.get(key)
@@ -53,7 +56,7 @@ class GetCoalescer:
             task = loop.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        return future
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, {}

@@ -308,7 +308,7 @@ class RedisCache:
     async def get(self, key: str, default: Any = MISSING) -> Any:
         """The value at *key*, or *default*; concurrent calls share one round trip."""
         self.breaker.allow()
-        raw, _ = await self._coalescer.get(self._prefix + key)
+        raw, _ = await self._coalescer.submit(self._prefix + key)
         value = self._decode(key, raw)
         if value is MISSING:
             self._misses += 1
@@ -319,7 +319,7 @@ class RedisCache:
     async def get_with_ttl(self, key: str, default: Any = MISSING) -> tuple[Any, float | None]:
         """``(value, remaining ttl in seconds or None)``, or ``(default, None)`` on a miss."""
         self.breaker.allow()
-        raw, pttl = await self._coalescer.get(self._prefix + key, with_ttl=True)
+        raw, pttl = await self._coalescer.submit(self._prefix + key, with_ttl=True)
         value = self._decode(key, raw)
         if value is MISSING or pttl == -2:  # -2: expired between GET and PTTL
             self._misses += 1
