@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from redline.exceptions import CacheUnavailable
 
 __all__ = [
+    "CHANNEL_ORIGIN",
     "Invalidation",
     "InvalidationCallback",
     "InvalidationMessage",
