@@ -144,46 +144,49 @@ class WriteBehind:
         """Hand everything the queue can give now to the sink; raise if the sink keeps failing."""
         async with self._lock:
             while True:
-                if not self._held:
-                    self._held = await self.queue.take(self.max_batch, 0)
+                self._held += await self.queue.take(self.max_batch, 0)
                 if not self._held:
                     return
-                await self._deliver()
+                await self._deliver_held()
 
     async def backlog(self) -> int:
         """Records written but not yet accepted by the sink (asks the queue)."""
         return await self.queue.backlog()
 
     async def _run(self) -> None:
-        """The flusher: collect a batch, deliver it, back off after a failed one."""
-        while True:
-            try:
-                async with self._lock:
-                    if not self._held:
-                        self._held = await self._collect()
-                    if self._held:
-                        await self._deliver()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("write-behind flush failed; the batch is kept for a retry")
-                await asyncio.sleep(self.retry.maximum)
+        """The flusher: gather up to ``max_batch`` or ``max_interval`` after the first, deliver.
 
-    async def _collect(self) -> list[Delivery]:
-        """Up to ``max_batch`` deliveries, waiting ``max_interval`` after the first one."""
+        Taken records go straight into ``_held`` (never a local), so cancelling the flusher
+        (``close``) loses nothing; waiting for records does not hold the delivery lock, so
+        ``flush`` never waits for a gathering interval.
+        """
         loop = asyncio.get_running_loop()
-        batch = await self.queue.take(self.max_batch, self.max_interval)
-        if not batch:
-            return []
-        deadline = loop.time() + self.max_interval
-        while len(batch) < self.max_batch and (remaining := deadline - loop.time()) > 0:
-            batch += await self.queue.take(self.max_batch - len(batch), remaining)
-        return batch
+        first_at = 0.0
+        while True:
+            if not self._held:
+                first_at = 0.0
+            elif not first_at:  # records left by a failed delivery or by flush
+                first_at = loop.time()
+            wait = self.max_interval if not first_at else first_at + self.max_interval - loop.time()
+            if self._held and (wait <= 0 or len(self._held) >= self.max_batch):
+                try:
+                    async with self._lock:
+                        if self._held:
+                            await self._deliver_held()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("write-behind flush failed; the batch is kept for a retry")
+                    await asyncio.sleep(self.retry.maximum)
+                first_at = 0.0
+                continue
+            self._held += await self.queue.take(self.max_batch - len(self._held), wait)
 
-    async def _deliver(self) -> None:
-        """Coalesce the held batch per key, run the sink with retries, then acknowledge."""
+    async def _deliver_held(self) -> None:
+        """Coalesce the oldest held batch per key, run the sink with retries, acknowledge it."""
+        batch = self._held[: self.max_batch]
         newest: dict[str, WriteRecord] = {}
-        for delivery in self._held:
+        for delivery in batch:
             record = delivery.record
             current = newest.get(record.key)
             if current is None or record.seq >= current.seq:
@@ -200,11 +203,11 @@ class WriteBehind:
         except Exception:
             self._failures += 1
             raise
-        await self.queue.ack(self._held)
-        self._coalesced += len(self._held) - len(records)
+        await self.queue.ack(batch)
+        del self._held[: len(batch)]
+        self._coalesced += len(batch) - len(records)
         self._flushed += len(records)
         self._batches += 1
-        self._held = []
 
     def _count_retry(self, state: RetryCallState) -> None:
         self._retries += 1
