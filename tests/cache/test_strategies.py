@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from redline.cache.base import MISSING, Cache
 from redline.cache.bloom import BloomFilter
+from redline.cache.invalidation import RedisInvalidation
 from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
 from redline.cache.strategies import (
@@ -20,8 +25,11 @@ from redline.cache.strategies import (
     is_negative,
     write_through,
 )
+from redline.cache.tiered import TieredCache
 from redline.exceptions import CacheUnavailable
 from tests._services import RedisClusterServers, RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Clock:
@@ -216,3 +224,45 @@ async def test_write_through_with_redis_down_raises_after_the_write(
         assert db.rows == {"k": 1}  # the source of truth has it; the cache error is surfaced
     finally:
         await cache.close()
+
+
+def _start_tiered_worker(url: str, namespace: str, channel: str, key: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.cache._procs.tiered_worker", url, namespace, channel, key],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_write_through_invalidates_the_l1_of_another_process(redis_url: str) -> None:
+    namespace, channel = f"wt-{uuid.uuid4().hex[:8]}", f"inv-{uuid.uuid4().hex[:8]}"
+
+    def tiered() -> TieredCache:
+        return TieredCache(
+            MemoryCache(),
+            RedisCache.from_url(redis_url, namespace=namespace),
+            invalidation=RedisInvalidation(redis_url, channel),
+            l1_ttl=300,
+        )
+
+    db = Database()
+    async with tiered() as cache:
+        await write_through(cache, "user:1", {"v": 1}, db.write)
+        worker = _start_tiered_worker(redis_url, namespace, channel, "user:1")
+        try:
+            assert worker.stdout is not None
+            ready = await asyncio.wait_for(asyncio.to_thread(worker.stdout.readline), 60)
+            assert ready.strip() == 'ready {"v": 1}'  # the other process has it in its L1
+
+            db.fail = RuntimeError("rejected")
+            with pytest.raises(RuntimeError, match="rejected"):
+                await write_through(cache, "user:1", {"v": 99}, db.write)
+            db.fail = None
+            await write_through(cache, "user:1", {"v": 2}, db.write)
+
+            line = await asyncio.wait_for(asyncio.to_thread(worker.stdout.readline), 30)
+            assert line.strip() == 'changed {"v": 2}'  # never saw the failed {"v": 99}
+        finally:
+            worker.kill()
+            worker.wait(10)
