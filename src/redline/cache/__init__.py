@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         serializer_from_name,
     )
     from redline.cache.singleflight import SingleFlight, SingleFlightStats
+    from redline.cache.sinks import PostgresSink
     from redline.cache.strategies import (
         CacheAside,
         CacheAsideStats,
@@ -44,6 +45,16 @@ if TYPE_CHECKING:
     )
     from redline.cache.tiered import TieredCache
     from redline.cache.url import cache_from_url
+    from redline.cache.write_behind import (
+        MemoryQueue,
+        RedisStreamQueue,
+        RetryPolicy,
+        Sink,
+        WriteBehind,
+        WriteBehindStats,
+        WriteQueue,
+        WriteRecord,
+    )
 
 _EXPORTS: dict[str, str] = {
     "MISSING": "base",
@@ -82,6 +93,15 @@ _EXPORTS: dict[str, str] = {
     "write_through": "strategies",
     "TieredCache": "tiered",
     "cache_from_url": "url",
+    "PostgresSink": "sinks",
+    "MemoryQueue": "write_behind",
+    "RedisStreamQueue": "write_behind",
+    "RetryPolicy": "write_behind",
+    "Sink": "write_behind",
+    "WriteBehind": "write_behind",
+    "WriteBehindStats": "write_behind",
+    "WriteQueue": "write_behind",
+    "WriteRecord": "write_behind",
 }
 
 __all__ = [
@@ -102,17 +122,26 @@ __all__ = [
     "LocalInvalidation",
     "LockStats",
     "MemoryCache",
+    "MemoryQueue",
     "Missing",
     "MsgpackSerializer",
+    "PostgresSink",
     "RedisBloomFilter",
     "RedisCache",
     "RedisInvalidation",
+    "RedisStreamQueue",
+    "RetryPolicy",
     "Serializer",
     "SignedPickleSerializer",
     "SingleFlight",
     "SingleFlightStats",
+    "Sink",
     "TierStats",
     "TieredCache",
+    "WriteBehind",
+    "WriteBehindStats",
+    "WriteQueue",
+    "WriteRecord",
     "bloom_parameters",
     "cache_aside",
     "cache_aside_stats",
