@@ -136,12 +136,43 @@ async def test_a_cancelled_get_does_not_disturb_the_rest_of_its_batch(
         await doomed
 
 
-async def test_cluster_gets_are_coalesced_across_nodes(cluster_cache: RedisCache) -> None:
+async def test_cluster_gets_are_one_pipeline_per_master(
+    cluster_cache: RedisCache, redis_cluster: RedisClusterServers
+) -> None:
     await cluster_cache.set_many({f"k{i}": i for i in range(60)})
+    primaries = masters(redis_cluster)
+    before = [command_calls(node, "get") for node in primaries]
     batches = cluster_cache.coalesced_batches
-    values = await asyncio.gather(*(cluster_cache.get(f"k{i}") for i in range(60)))
-    assert values == list(range(60))
+    values = await asyncio.gather(*(cluster_cache.get(f"k{i % 60}") for i in range(120)))
+    assert values == [i % 60 for i in range(120)]
     assert cluster_cache.coalesced_batches == batches + 1
+    served = [command_calls(node, "get") - calls for node, calls in zip(primaries, before, strict=True)]
+    assert sum(served) == 60  # each distinct key once, duplicates shared
+    assert all(served), "each master answers for its own slots"
+
+
+async def test_a_failed_batch_fails_every_waiter_and_counts_once(
+    fresh_cache: RedisCache, fresh_redis: RedisServer
+) -> None:
+    await fresh_cache.set("k", 1)
+    fresh_redis.kill()
+    results = await asyncio.gather(
+        *(fresh_cache.get(f"k{i}") for i in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(result, CacheUnavailable) for result in results)
+    assert fresh_cache.breaker.stats().consecutive_failures == 1
+    assert fresh_cache.stats().errors == 1
+
+
+async def test_more_concurrent_commands_than_connections_wait_their_turn(
+    redis_url: str, namespace: str
+) -> None:
+    async with RedisCache.from_url(redis_url, namespace=namespace, max_connections=4) as cache:
+        await asyncio.gather(*(cache.set(f"k{i}", i) for i in range(300)))
+        assert await cache.get_many([f"k{i}" for i in range(300)]) == {
+            f"k{i}": i for i in range(300)
+        }
+        await cache.clear()
 
 
 # -- Cluster fan-out ----------------------------------------------------------------------
@@ -384,7 +415,7 @@ def test_socket_errors_are_unavailable() -> None:
 async def test_a_rejected_command_does_not_trip_the_breaker(redis_cache: RedisCache) -> None:
     await redis_cache.client.set(redis_cache.tag_key("t"), "not a set")
     for _ in range(10):
-        with pytest.raises(CacheError, match="redis rejected SMEMBERS: ResponseError: .*WRONGTYPE"):
+        with pytest.raises(CacheError, match=r"redis rejected SMEMBERS: ResponseError: .*WRONGTYPE"):
             await redis_cache.invalidate_tags("t")
     assert redis_cache.breaker.state is BreakerState.CLOSED
     assert redis_cache.stats().errors == 10
