@@ -146,7 +146,9 @@ async def test_cluster_gets_are_one_pipeline_per_master(
     values = await asyncio.gather(*(cluster_cache.get(f"k{i % 60}") for i in range(120)))
     assert values == [i % 60 for i in range(120)]
     assert cluster_cache.coalesced_batches == batches + 1
-    served = [command_calls(node, "get") - calls for node, calls in zip(primaries, before, strict=True)]
+    served = [
+        command_calls(node, "get") - calls for node, calls in zip(primaries, before, strict=True)
+    ]
     assert sum(served) == 60  # each distinct key once, duplicates shared
     assert all(served), "each master answers for its own slots"
 
@@ -415,7 +417,9 @@ def test_socket_errors_are_unavailable() -> None:
 async def test_a_rejected_command_does_not_trip_the_breaker(redis_cache: RedisCache) -> None:
     await redis_cache.client.set(redis_cache.tag_key("t"), "not a set")
     for _ in range(10):
-        with pytest.raises(CacheError, match=r"redis rejected SMEMBERS: ResponseError: .*WRONGTYPE"):
+        with pytest.raises(
+            CacheError, match=r"redis rejected SMEMBERS: ResponseError: .*WRONGTYPE"
+        ):
             await redis_cache.invalidate_tags("t")
     assert redis_cache.breaker.state is BreakerState.CLOSED
     assert redis_cache.stats().errors == 10
