@@ -1,14 +1,15 @@
-"""Helpers of the cache package that are not API: Redis-glob matching and size estimates."""
+"""Helpers of the cache package that are not API: Redis globs, sizes, copy-on-store policy."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["estimate_size", "glob_matcher"]
+__all__ = ["Copier", "estimate_size", "glob_matcher", "prepare_for_storage"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -64,3 +65,59 @@ def estimate_size(value: Any) -> int:
         for item in value:
             size += getsize(item)
     return size
+
+
+_IMMUTABLE: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
+Copier = Callable[[Any], Any]
+
+
+def _is_immutable(value: Any) -> bool:
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(_is_immutable(item) for item in value)
+    return False
+
+
+def _structural_copy(value: Any) -> Any:
+    """A deep copy that is fast for the JSON-like containers caches usually hold."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {k: _structural_copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_structural_copy(v) for v in value]
+    if kind is tuple:
+        return tuple(_structural_copy(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def _readonly_view(value: Any) -> Any:
+    view = value.view()
+    view.flags.writeable = False
+    return view
+
+
+def prepare_for_storage(value: Any) -> tuple[Any, Copier | None]:
+    """The value a MemoryCache stores (a private copy if needed) and how to hand it out."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value, None
+    if kind is dict:
+        if all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items()):
+            return dict(value), dict.copy
+        return _structural_copy(value), _structural_copy
+    if kind is list:
+        if all(type(v) in _IMMUTABLE for v in value):
+            return list(value), list.copy
+        return _structural_copy(value), _structural_copy
+    if (kind is tuple or kind is frozenset) and _is_immutable(value):
+        return value, None
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and kind is numpy.ndarray:
+        stored = value.copy()
+        stored.flags.writeable = False
+        return stored, _readonly_view
+    return copy.deepcopy(value), copy.deepcopy

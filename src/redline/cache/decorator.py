@@ -17,7 +17,9 @@ function builds the last part instead: ``"{namespace}:{module}.{qualname}:{versi
 ``None`` results are cached like any value. The TTL gets +/-``jitter`` (10% by default) so
 entries written together do not expire together. Concurrent misses of one key run the body
 once (in-process single-flight). A cache that is down or cannot encode the value never
-breaks the call: reads fall back to computing, failed writes are logged.
+breaks the call: reads fall back to computing, failed writes are logged. Arguments without
+a canonical encoding (``self`` of a method, open files, clients...) raise ``TypeError``:
+pass ``key=`` to say what identifies the call.
 
 The hit path is built for speed: a bounded memo maps raw argument tuples of plain
 ``str``/``int``/``bytes``/``None`` values to their key (skipping binding and hashing), and a

@@ -24,82 +24,26 @@ as ``evictions``. Not thread-safe: use it from one event loop.
 
 from __future__ import annotations
 
-import copy
 import random
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Self
+from typing import Any, NamedTuple, Self
 
-from redline.cache._private import estimate_size, glob_matcher
+from redline.cache._private import Copier, estimate_size, glob_matcher, prepare_for_storage
 from redline.cache.base import MISSING, CacheStats, TierStats
 
 __all__ = ["MemoryCache"]
-
-_IMMUTABLE: Final = frozenset({type(None), bool, int, float, complex, str, bytes})
-_Copier = Callable[[Any], Any]
 
 
 class _Entry(NamedTuple):
     value: Any
     expires_at: float | None
-    copier: _Copier | None
+    copier: Copier | None
     size: int
     tags: tuple[str, ...]
-
-
-def _is_immutable(value: Any) -> bool:
-    kind = type(value)
-    if kind in _IMMUTABLE:
-        return True
-    if kind is tuple or kind is frozenset:
-        return all(_is_immutable(item) for item in value)
-    return False
-
-
-def _structural_copy(value: Any) -> Any:
-    """A deep copy that is fast for the JSON-like containers caches usually hold."""
-    kind = type(value)
-    if kind in _IMMUTABLE:
-        return value
-    if kind is dict:
-        return {k: _structural_copy(v) for k, v in value.items()}
-    if kind is list:
-        return [_structural_copy(v) for v in value]
-    if kind is tuple:
-        return tuple(_structural_copy(v) for v in value)
-    return copy.deepcopy(value)
-
-
-def _readonly_view(value: Any) -> Any:
-    view = value.view()
-    view.flags.writeable = False
-    return view
-
-
-def _prepare(value: Any) -> tuple[Any, _Copier | None]:
-    """The value to store (a private copy when needed) and how to hand it out."""
-    kind = type(value)
-    if kind in _IMMUTABLE:
-        return value, None
-    if kind is dict:
-        if all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items()):
-            return dict(value), dict.copy
-        return _structural_copy(value), _structural_copy
-    if kind is list:
-        if all(type(v) in _IMMUTABLE for v in value):
-            return list(value), list.copy
-        return _structural_copy(value), _structural_copy
-    if (kind is tuple or kind is frozenset) and _is_immutable(value):
-        return value, None
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and kind is numpy.ndarray:
-        stored = value.copy()
-        stored.flags.writeable = False
-        return stored, _readonly_view
-    return copy.deepcopy(value), copy.deepcopy
 
 
 class MemoryCache:
@@ -216,7 +160,7 @@ class MemoryCache:
             if self.ttl_jitter:
                 ttl *= 1.0 + random.uniform(-self.ttl_jitter, self.ttl_jitter)
             expires_at = self._timer() + ttl
-        stored, copier = _prepare(value)
+        stored, copier = prepare_for_storage(value)
         size = estimate_size(stored) + sys.getsizeof(key)
         tag_tuple = tuple(tags) if tags else ()
         old = self._data.get(key)
