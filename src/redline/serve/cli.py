@@ -87,6 +87,11 @@ def serve(
     for name, value in flags.items():
         if value is not None:
             os.environ[f"REDLINE_{name.upper()}"] = _env_value(value)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several workers: /metrics must aggregate every process's values.
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redline-metrics-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     _configure_logging(settings.log_level)
