@@ -89,19 +89,29 @@ def test_nginx_config_bad_flags_exit_2_with_message(args: list[str], message: st
 
 
 def test_cluster_without_nginx_prints_hint_and_exits_1(tmp_path: Path) -> None:
-    done = redline("cluster", "--nginx", str(tmp_path / "no-nginx"), "--run-dir", str(tmp_path))
-    assert done.returncode == 1
-    assert NGINX_MISSING_HINT in done.stderr
-    assert "Traceback" not in done.stderr
+    result = CliRunner().invoke(
+        build_app(), ["cluster", "--nginx", str(tmp_path / "no-nginx"), "--run-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert NGINX_MISSING_HINT in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not list(tmp_path.glob("logs/replica-*.log"))  # nothing was started
 
 
-def test_cluster_status_without_cluster_fails_cleanly(tmp_path: Path) -> None:
+def test_cluster_status_and_restart_without_cluster_fail_cleanly(tmp_path: Path) -> None:
     for command in ("status", "restart"):
-        done = redline("cluster", command, "--run-dir", str(tmp_path))
-        assert done.returncode == 1
-        assert "is `redline cluster` running?" in done.stderr
-        assert "Traceback" not in done.stderr
+        result = CliRunner().invoke(build_app(), ["cluster", command, "--run-dir", str(tmp_path)])
+        assert result.exit_code == 1
+        assert "is `redline cluster` running?" in result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_cluster_bad_flags_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        build_app(), ["cluster", "--replicas", "2", "--weight", "1", "--run-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "got 1 weights for 2 replicas" in result.stderr
 
 
 @pytest.fixture

@@ -210,6 +210,8 @@ class ClusterSupervisor:
                 replica.start()
             return
         ok = await self._probe(replica)
+        if replica.index in self._busy:  # a rolling restart took it over meanwhile
+            return
         replica.last_check = self._wall()
         health = self.options.health
         if ok:
