@@ -1,36 +1,38 @@
 """Usage accounting: one record per request, written behind the response in batches.
 
-Requests never wait for the database: :meth:`UsageRecorder.record` appends to a bounded
-in-process buffer, and a background task inserts the buffer every ``max_interval`` seconds
-or as soon as ``max_batch`` records are waiting. When the buffer is full the oldest record is
-dropped (and counted) rather than slowing the API down. ``close()`` flushes what is left.
+Requests never wait for the database: :meth:`UsageRecorder.record` puts the record on a
+:class:`~redline.cache.write_behind.WriteBehind` queue (no cache, in-process queue), whose
+flusher inserts batches into the ``usage`` table every ``max_interval`` seconds or as soon
+as ``max_batch`` records are waiting, retrying a failing database with backoff. When the
+queue stays full the record is dropped (and counted) rather than slowing the API down.
+``close()`` flushes what is left.
 
 Example::
 
     recorder = UsageRecorder(database, max_batch=200, max_interval=0.5)
     await recorder.start()
-    recorder.record(request_id="r1", route="/v1/embeddings", model="m", inputs=2,
-                    tokens=9, cached_inputs=1, client="key:ab12")
+    await recorder.record(request_id="r1", route="/v1/embeddings", model="m", inputs=2,
+                          tokens=9, cached_inputs=1, client="key:ab12")
     await recorder.close()
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from redline.cache.write_behind import WriteBehind, WriteRecord
+from redline.exceptions import Closed, Overloaded
 
 __all__ = ["UsageRecorder", "UsageStats"]
 
 logger = logging.getLogger(__name__)
 
 
-class _Sink(Protocol):
+class _Database(Protocol):
     async def insert_usage(self, records: list[dict[str, Any]]) -> None: ...
 
 
@@ -43,17 +45,18 @@ class UsageStats:
     """Counters of a :class:`UsageRecorder`."""
 
     backlog: int
+    recorded: int
     written: int
     dropped: int
-    failed_flushes: int
+    failures: int
 
 
 class UsageRecorder:
-    """Buffers usage records and inserts them in batches from a background task."""
+    """Queues usage records and writes them to the database in batches, behind the API."""
 
     def __init__(
         self,
-        sink: _Sink,
+        database: _Database,
         *,
         max_batch: int = 200,
         max_interval: float = 0.5,
@@ -61,75 +64,65 @@ class UsageRecorder:
         backlog_gauge: _Gauge | None = None,
         timer: Callable[[], float] = time.time,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if max_interval <= 0:
-            raise ValueError(f"max_interval must be > 0, got {max_interval}")
-        self._sink = sink
-        self._max_batch = max_batch
-        self._max_interval = max_interval
-        self._buffer: deque[dict[str, Any]] = deque(maxlen=max_backlog)
+        self._database = database
         self._gauge = backlog_gauge
         self._timer = timer
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._flush_lock = asyncio.Lock()
-        self._written = 0
+        self._writer = WriteBehind(
+            None,
+            self._sink,
+            max_batch=max_batch,
+            max_interval=max_interval,
+            max_pending=max_backlog,
+            put_timeout=0.01,
+        )
+        self._recorded = 0
         self._dropped = 0
-        self._failed = 0
+
+    async def _sink(self, batch: list[WriteRecord]) -> None:
+        """Insert one batch (the write-behind flusher calls this, with retries)."""
+        await self._database.insert_usage([record.value for record in batch])
+        self._update_gauge()
 
     async def start(self) -> None:
-        """Start the background flusher (idempotent)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="redline-usage-writer")
+        """Start the background flusher."""
+        self._writer.start()
 
-    def record(self, **fields: Any) -> None:
-        """Queue one usage record (``created_at`` is added); never blocks."""
-        if len(self._buffer) == self._buffer.maxlen:
+    async def record(self, **fields: Any) -> None:
+        """Queue one usage record (``request_id`` is the key; ``created_at`` is added)."""
+        row = {**fields, "created_at": self._timer()}
+        try:
+            await self._writer.write(str(fields["request_id"]), row)
+        except (Overloaded, Closed) as exc:
             self._dropped += 1
-        self._buffer.append({**fields, "created_at": self._timer()})
-        if self._gauge is not None:
-            self._gauge.set(len(self._buffer))
-        if len(self._buffer) >= self._max_batch:
-            self._wake.set()
+            logger.warning("usage record dropped: %s", exc)
+            return
+        self._recorded += 1
+        self._update_gauge()
 
-    async def _run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._max_interval)
-            self._wake.clear()
-            await self.flush()
+    def _update_gauge(self) -> None:
+        if self._gauge is not None:
+            self._gauge.set(self._writer.queue.approximate_backlog())
 
     async def flush(self) -> None:
-        """Write everything buffered now; on failure keep the records for the next try."""
-        async with self._flush_lock:
-            while self._buffer:
-                batch = [
-                    self._buffer.popleft() for _ in range(min(self._max_batch, len(self._buffer)))
-                ]
-                try:
-                    await self._sink.insert_usage(batch)
-                except Exception:
-                    self._failed += 1
-                    self._buffer.extendleft(reversed(batch))
-                    logger.warning("usage flush failed; %d records kept", len(batch), exc_info=True)
-                    break
-                self._written += len(batch)
-            if self._gauge is not None:
-                self._gauge.set(len(self._buffer))
+        """Write everything queued now (raises if the database keeps failing)."""
+        await self._writer.flush()
+        self._update_gauge()
 
     def stats(self) -> UsageStats:
         """A snapshot of the counters."""
-        return UsageStats(len(self._buffer), self._written, self._dropped, self._failed)
+        inner = self._writer.stats()
+        return UsageStats(
+            backlog=self._writer.queue.approximate_backlog(),
+            recorded=self._recorded,
+            written=inner.flushed,
+            dropped=self._dropped,
+            failures=inner.failures,
+        )
 
     async def close(self) -> None:
         """Stop the flusher and write what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.flush()
+        await self._writer.close()
+        self._update_gauge()
 
     def __repr__(self) -> str:
         s = self.stats()

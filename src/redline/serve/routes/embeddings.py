@@ -60,7 +60,7 @@ async def create_embeddings(
     }
     request.state.cache_result = result.cache_result
     if state.usage is not None:
-        state.usage.record(
+        await state.usage.record(
             request_id=request.state.request_id,
             route="/v1/embeddings",
             model=model.name,

@@ -66,7 +66,7 @@ async def predict(
     tokens = sum(count_tokens(model, texts))
     request.state.cache_result = result.cache_result
     if state.usage is not None:
-        state.usage.record(
+        await state.usage.record(
             request_id=request.state.request_id,
             route="/v1/predict",
             model=model.name,
