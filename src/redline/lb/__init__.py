@@ -5,10 +5,9 @@
   restarts and zero-failure rolling restarts (``redline cluster``).
 """
 
+from redline.lb.cluster_options import ClusterOptions, HealthCheck
 from redline.lb.nginx import NGINX_MISSING_HINT, NginxMaster, check_nginx_conf, find_nginx
 from redline.lb.options import (
-    ClusterOptions,
-    HealthCheck,
     NginxOptions,
     RateLimit,
     Strategy,

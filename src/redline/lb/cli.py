@@ -189,7 +189,8 @@ def cluster_run(
     import logging
 
     from redline.exceptions import ClusterError, ConfigError, NginxError
-    from redline.lb.options import ClusterOptions, HealthCheck, make_rate_limit
+    from redline.lb.cluster_options import ClusterOptions, HealthCheck
+    from redline.lb.options import make_rate_limit
     from redline.lb.replica import ReplicaCommand, serve_command
     from redline.lb.supervisor import ClusterSupervisor
 
@@ -277,10 +278,10 @@ def cluster_restart(run_dir: RunDirOption = DEFAULT_RUN_DIR) -> None:
     import signal
 
     from redline.exceptions import ClusterError
-    from redline.lb.supervisor import run_dir_pid
+    from redline.lb.status import read_supervisor_pid
 
     try:
-        pid = run_dir_pid(run_dir)
+        pid = read_supervisor_pid(run_dir)
         os.kill(pid, signal.SIGHUP)
     except ClusterError as exc:
         raise _fail(str(exc)) from None

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from redline.exceptions import ConfigError
 
 __all__ = [
-    "ClusterOptions",
-    "HealthCheck",
     "NginxOptions",
     "RateLimit",
     "Strategy",
@@ -184,7 +181,7 @@ class NginxOptions:
                 "hash_key must be one nginx variable like '$http_x_cache_key', "
                 f"got {self.hash_key!r}"
             )
-        _check_listen(self.listen)
+        check_listen(self.listen)
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.upstream_name):
             raise ConfigError(f"invalid upstream name {self.upstream_name!r}")
         for name in ("keepalive", "next_upstream_tries", "worker_connections"):
@@ -222,7 +219,8 @@ class NginxOptions:
         return int(self.listen.rsplit(":", 1)[-1])
 
 
-def _check_listen(listen: str) -> None:
+def check_listen(listen: str) -> None:
+    """Raise ConfigError unless *listen* is ``host:port`` with a valid port."""
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"listen must be 'host:port', got {listen!r}")
@@ -243,122 +241,3 @@ def make_rate_limit(
             raise ConfigError("burst and nodelay need a rate (e.g. rate='100r/s')")
         return None
     return RateLimit(rate=rate, burst=burst or 0, nodelay=nodelay)
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """Active health checks, HAProxy style: GET *path* every *interval* seconds.
-
-    A replica goes down after *fall* consecutive failures and comes back after *rise*
-    consecutive successes; a probe slower than *timeout* seconds is a failure.
-
-    >>> HealthCheck(interval=0.5, fall=3).rise
-    2
-    """
-
-    path: str = "/ready"
-    interval: float = 1.0
-    timeout: float = 1.0
-    fall: int = 2
-    rise: int = 2
-
-    def __post_init__(self) -> None:
-        if not self.path.startswith("/"):
-            raise ConfigError(f"health check path must start with '/', got {self.path!r}")
-        if self.interval <= 0 or self.timeout <= 0:
-            raise ConfigError(
-                f"interval and timeout must be > 0 seconds, got {self.interval} and {self.timeout}"
-            )
-        if self.fall < 1 or self.rise < 1:
-            raise ConfigError(f"fall and rise must be >= 1, got {self.fall} and {self.rise}")
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterOptions:
-    """What ``redline cluster`` runs: N replicas behind one nginx, and how to supervise them.
-
-    ``base_port=None`` picks free loopback ports. ``weights`` (one per replica) feed the
-    upstream ``weight=``. Backoff after a crash is ``backoff_base * 2**(crashes - 1)`` seconds,
-    capped at ``backoff_max``.
-
-    >>> ClusterOptions(replicas=3, base_port=9001).ports()
-    [9001, 9002, 9003]
-    """
-
-    replicas: int = 2
-    base_port: int | None = None
-    listen: str = "127.0.0.1:8080"
-    strategy: Strategy = Strategy.ROUND_ROBIN
-    weights: tuple[int, ...] | None = None
-    hash_key: str = "$http_x_cache_key"
-    rate_limit: RateLimit | None = None
-    worker_processes: int | str = 1
-    max_fails: int = 1
-    fail_timeout: float = 2.0
-    run_dir: Path = Path(".redline/cluster")
-    health: HealthCheck = field(default_factory=HealthCheck)
-    startup_timeout: float = 120.0
-    drain_seconds: float = 1.0
-    stop_timeout: float = 15.0
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "strategy", Strategy.parse(self.strategy))
-        object.__setattr__(self, "run_dir", Path(self.run_dir))
-        if self.replicas < 1:
-            raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
-        if self.weights is not None:
-            object.__setattr__(self, "weights", tuple(self.weights))
-            if len(self.weights) != self.replicas:
-                raise ConfigError(
-                    f"got {len(self.weights)} weights for {self.replicas} replicas; "
-                    "give one weight per replica"
-                )
-            if any(w < 1 for w in self.weights):
-                raise ConfigError(f"weights must be >= 1, got {list(self.weights)}")
-        if self.base_port is not None and not (
-            self.base_port >= 1 and self.base_port + self.replicas - 1 <= 65535
-        ):
-            raise ConfigError(
-                f"base_port {self.base_port} with {self.replicas} replicas leaves 1..65535"
-            )
-        _check_listen(self.listen)
-        for name in ("startup_timeout", "stop_timeout", "backoff_base", "backoff_max"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
-        if self.drain_seconds < 0:
-            raise ConfigError(f"drain_seconds must be >= 0, got {self.drain_seconds}")
-        # Fail now, not at the first reload: build the nginx options once.
-        self.nginx_options([])
-
-    def ports(self, free: list[int] | None = None) -> list[int]:
-        """Replica ports: consecutive from ``base_port``, else the *free* ones given."""
-        if self.base_port is not None:
-            return [self.base_port + i for i in range(self.replicas)]
-        return list(free or [])
-
-    def nginx_options(self, servers: list[UpstreamServer]) -> NginxOptions:
-        """The :class:`NginxOptions` for *servers* (placeholders when the list is empty)."""
-        servers = servers or [UpstreamServer("127.0.0.1", 1 + i) for i in range(self.replicas)]
-        weights = self.weights or (1,) * len(servers)
-        upstream = tuple(
-            UpstreamServer(
-                s.host,
-                s.port,
-                weight=w,
-                max_fails=self.max_fails,
-                fail_timeout=self.fail_timeout,
-                down=s.down,
-            )
-            for s, w in zip(servers, weights, strict=True)
-        )
-        return NginxOptions(
-            servers=upstream,
-            listen=self.listen,
-            strategy=self.strategy,
-            hash_key=self.hash_key,
-            rate_limit=self.rate_limit,
-            worker_processes=self.worker_processes,
-            foreground=True,
-        )

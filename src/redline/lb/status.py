@@ -17,7 +17,14 @@ from typing import Any
 
 from redline.exceptions import ClusterError
 
-__all__ = ["STATUS_FILE", "SUPERVISOR_PID_FILE", "ClusterStatus", "ReplicaStatus", "read_status"]
+__all__ = [
+    "STATUS_FILE",
+    "SUPERVISOR_PID_FILE",
+    "ClusterStatus",
+    "ReplicaStatus",
+    "read_status",
+    "read_supervisor_pid",
+]
 
 STATUS_FILE = "status.json"
 SUPERVISOR_PID_FILE = "supervisor.pid"
@@ -81,3 +88,16 @@ def read_status(run_dir: Path) -> ClusterStatus:
     except FileNotFoundError:
         raise ClusterError(f"no cluster status at {path}: is `redline cluster` running?") from None
     return ClusterStatus.from_json(text)
+
+
+def read_supervisor_pid(run_dir: Path) -> int:
+    """Pid of the supervisor running in *run_dir* (from its pid file)."""
+    path = run_dir / SUPERVISOR_PID_FILE
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except FileNotFoundError:
+        raise ClusterError(
+            f"no supervisor pid file at {path}: is `redline cluster` running?"
+        ) from None
+    except ValueError as exc:
+        raise ClusterError(f"malformed pid file {path}") from exc

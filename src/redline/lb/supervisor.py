@@ -18,20 +18,18 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from types import TracebackType
-
-import httpx
 
 from redline.exceptions import ClusterError, NginxError
 from redline.lb._metrics import in_flight, requests_served
+from redline.lb.cluster_options import ClusterOptions
+from redline.lb.health import ReplicaProbe, backoff_delay, record_check
 from redline.lb.nginx import NginxMaster, find_nginx
-from redline.lb.options import ClusterOptions, UpstreamServer
+from redline.lb.options import UpstreamServer
 from redline.lb.render import render_nginx_conf
-from redline.lb.replica import Replica, ReplicaCommand, ReplicaState
+from redline.lb.replica import Replica, ReplicaCommand, ReplicaState, free_ports
 from redline.lb.status import SUPERVISOR_PID_FILE, ClusterStatus, ReplicaStatus
 
 __all__ = ["ClusterSupervisor"]
@@ -71,7 +69,7 @@ class ClusterSupervisor:
         self._sync_lock = asyncio.Lock()
         self._restart_lock = asyncio.Lock()
         self._restart_task: asyncio.Task[None] | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._probe: ReplicaProbe | None = None
         self._last_metrics = 0.0
         self.reloads = 0
 
@@ -101,8 +99,8 @@ class ClusterSupervisor:
         binary = find_nginx(self._nginx_binary)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
-        ports = self.options.ports(_free_ports(self.options.replicas))
-        self._client = httpx.AsyncClient(trust_env=False, timeout=self.options.health.timeout)
+        ports = self.options.ports(free_ports(self.options.replicas))
+        self._probe = ReplicaProbe(self.options.health)
         self.replicas = [
             Replica(
                 i,
@@ -142,9 +140,9 @@ class ClusterSupervisor:
         if self.nginx is not None:
             await self.nginx.quit(self.options.stop_timeout)
         await asyncio.gather(*(r.stop(self.options.stop_timeout) for r in self.replicas))
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._probe is not None:
+            await self._probe.aclose()
+            self._probe = None
         if self.replicas:
             self._write_status()
         with contextlib.suppress(FileNotFoundError):
@@ -193,8 +191,8 @@ class ClusterSupervisor:
         """Advance one replica's state machine."""
         if replica.exited:
             replica.crashes += 1
-            delay = min(
-                self.options.backoff_base * 2 ** (replica.crashes - 1), self.options.backoff_max
+            delay = backoff_delay(
+                replica.crashes, base=self.options.backoff_base, cap=self.options.backoff_max
             )
             logger.warning(
                 "replica %d (port %d) died; restarting in %.1fs", replica.index, replica.port, delay
@@ -209,47 +207,27 @@ class ClusterSupervisor:
                 replica.restarts += 1
                 replica.start()
             return
-        ok = await self._probe(replica)
+        ok = await self._ready(replica)
         if replica.index in self._busy:  # a rolling restart took it over meanwhile
             return
         replica.last_check = self._wall()
-        health = self.options.health
-        if ok:
-            replica.successes += 1
-            replica.failures = 0
-            if replica.state is not ReplicaState.UP and replica.successes >= health.rise:
-                logger.info("replica %d is up", replica.index)
-                replica.state = ReplicaState.UP
-                replica.crashes = 0
-        else:
-            replica.failures += 1
-            replica.successes = 0
-            if replica.state is ReplicaState.UP and replica.failures >= health.fall:
-                logger.warning(
-                    "replica %d failed %d checks; marking down", replica.index, health.fall
-                )
-                replica.state = ReplicaState.DOWN
+        record_check(replica, ok, self.options.health)
 
-    async def _probe(self, replica: Replica) -> bool:
-        """GET the health path; True on HTTP 200."""
-        if self._client is None:
-            return False
-        try:
-            response = await self._client.get(replica.url + self.options.health.path)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+    async def _ready(self, replica: Replica) -> bool:
+        """One readiness probe (False once the supervisor is stopped)."""
+        return self._probe is not None and await self._probe.ready(replica)
+
+    async def _scrape(self, replica: Replica) -> str | None:
+        """The replica's metrics text, if it is running and exports any."""
+        if self._probe is None or not replica.alive:
+            return None
+        return await self._probe.metrics(replica)
 
     async def _fetch_metrics(self, replica: Replica) -> None:
         """Refresh ``requests_served`` from the replica's ``/metrics`` (best effort)."""
-        if self._client is None or not replica.alive:
-            return
-        try:
-            response = await self._client.get(replica.url + "/metrics")
-        except httpx.HTTPError:
-            return
-        if response.status_code == 200:
-            replica.requests_served = requests_served(response.text)
+        text = await self._scrape(replica)
+        if text is not None:
+            replica.requests_served = requests_served(text)
 
     async def _wait_ready(self, replica: Replica) -> bool:
         """Probe until the replica is ready (state UP) or the startup timeout passes."""
@@ -258,7 +236,7 @@ class ClusterSupervisor:
             if replica.exited:
                 logger.error("replica %d exited during startup", replica.index)
                 break
-            if await self._probe(replica):
+            if await self._ready(replica):
                 replica.state = ReplicaState.UP
                 replica.last_check = self._wall()
                 return True
@@ -301,12 +279,9 @@ class ClusterSupervisor:
         """
         await asyncio.sleep(self.options.drain_seconds)
         deadline = self._timer() + self.options.stop_timeout
-        while self._client is not None and self._timer() < deadline:
-            try:
-                response = await self._client.get(replica.url + "/metrics")
-            except httpx.HTTPError:
-                return
-            count = in_flight(response.text) if response.status_code == 200 else None
+        while self._timer() < deadline:
+            text = await self._scrape(replica)
+            count = None if text is None else in_flight(text)
             if count is None or count <= 1:
                 return
             await asyncio.sleep(0.05)
@@ -375,30 +350,3 @@ class ClusterSupervisor:
             self.status().write(self.run_dir)
         except OSError:
             logger.exception("cannot write cluster status to %s", self.run_dir)
-
-
-def _free_ports(count: int) -> list[int]:
-    """*count* distinct free loopback ports."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def run_dir_pid(run_dir: Path) -> int:
-    """Pid of the supervisor running in *run_dir* (from its pid file)."""
-    path = run_dir / SUPERVISOR_PID_FILE
-    try:
-        return int(path.read_text(encoding="utf-8").strip())
-    except FileNotFoundError:
-        raise ClusterError(
-            f"no supervisor pid file at {path}: is `redline cluster` running?"
-        ) from None
-    except ValueError as exc:
-        raise ClusterError(f"malformed pid file {path}") from exc
