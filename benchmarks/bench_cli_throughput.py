@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from redline.bench.loadgen import LoadConfig
+from redline.bench import LoadConfig
 from redline.bench.runner import BenchRun, bench
 from redline.bench.workload import Workload
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from redline.bench.loadgen import LoadConfig, LoadProgress, run_load
+from redline.bench import LoadConfig, LoadProgress, run_load
 from redline.bench.workload import Workload
 from redline.exceptions import BenchError
 from tests.bench import _app

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from redline.bench.loadgen import LoadConfig
+from redline.bench import LoadConfig
 from redline.bench.runner import BenchRun, bench
 from redline.bench.scenarios import batching_scenario
 from redline.bench.server_process import ServerProcess
@@ -28,7 +28,7 @@ async def server() -> AsyncIterator[ServerProcess]:
         yield process
 
 
-async def test_bench_against_redline_serve(server: ServerProcess) -> None:
+async def test_bench_embeddings_and_predict_against_redline_serve(server: ServerProcess) -> None:
     run = BenchRun(
         config=LoadConfig(url=server.url, concurrency=4, requests=300),
         workload=Workload(repeat=0.9, hot_set_size=4),
@@ -46,14 +46,12 @@ async def test_bench_against_redline_serve(server: ServerProcess) -> None:
     counters = report["server_metrics"]["counters"]
     assert any("/v1/embeddings" in key and 'status="200"' in key for key in counters)
 
-
-async def test_predict_route_against_redline_serve(server: ServerProcess) -> None:
-    run = BenchRun(
+    # the predict route, two inputs a request, on the same server
+    predict = BenchRun(
         config=LoadConfig(url=server.url, concurrency=2, requests=40),
         workload=Workload(route="predict", inputs_per_request=2),
     )
-    report = await bench(run)
-    assert report["summary"]["ok"] == 40
+    assert (await bench(predict))["summary"]["ok"] == 40
 
 
 def test_cache_scenario_via_cli_hit_ratio_follows_repeat(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from redline.bench import LoadConfig, LoadResult
 from redline.bench.compare import compare_reports, comparison_rows
-from redline.bench.loadgen import LoadConfig, LoadResult
 from redline.bench.report import (
     SCHEMA,
     load_report,

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from redline.bench.loadgen import LoadResult
+from redline.bench import LoadResult
 from redline.bench.stats import LatencyHistogram
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from redline.bench.loadgen import LoadResult
 from redline.bench.metrics_scrape import MetricsDelta
+from redline.bench.result import LoadResult
 
 __all__ = ["Breakdown", "compute_breakdown"]
 

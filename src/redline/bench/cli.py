@@ -115,7 +115,7 @@ def run_command(
     from redline.bench.workload import Workload, read_inputs_file
 
     try:
-        from redline.bench.loadgen import LoadConfig
+        from redline.bench.config import LoadConfig
 
         config = LoadConfig(
             url=url,

@@ -18,173 +18,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import time
 from array import array
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from redline.bench.config import LoadConfig
 from redline.bench.metrics_scrape import parse_server_timing
+from redline.bench.result import LoadProgress, LoadResult
 from redline.bench.stats import LatencyHistogram
 from redline.bench.workload import RequestSampler, Workload
 from redline.exceptions import BenchError
 
-__all__ = ["LATE_SEND_S", "LoadConfig", "LoadProgress", "LoadResult", "run_load"]
+__all__ = ["LATE_SEND_S", "check_reachable", "discover_model", "run_load"]
 
 #: An open-loop send this much later than its scheduled slot counts as late.
 LATE_SEND_S = 0.010
 
-_DEFAULT_DURATION_S = 10.0
 _STOP_GRACE_S = 1.0
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    """How hard and how long to push.
-
-    ``concurrency``: closed-loop workers, or the open-loop cap on requests in flight (default
-    1024 then). ``requests`` or ``duration`` (not both; neither means 10 s). ``rate`` (req/s)
-    switches to open loop. ``warmup`` seconds of the same load run first and are not counted.
-
-    Example::
-
-        LoadConfig(url="http://127.0.0.1:8000", rate=200.0, duration=5.0)
-    """
-
-    url: str
-    concurrency: int | None = None
-    requests: int | None = None
-    duration: float | None = None
-    rate: float | None = None
-    warmup: float = 0.0
-    timeout: float = 30.0
-    headers: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise BenchError(f"URL must look like http://HOST:PORT, got {self.url!r}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise BenchError(f"--concurrency must be >= 1, got {self.concurrency}")
-        if self.requests is not None and self.duration is not None:
-            raise BenchError("give --requests or --duration, not both")
-        if self.requests is not None and self.requests < 1:
-            raise BenchError(f"--requests must be >= 1, got {self.requests}")
-        if self.duration is not None and not self.duration > 0:
-            raise BenchError(f"--duration must be > 0 seconds, got {self.duration}")
-        if self.rate is not None and not (self.rate > 0 and math.isfinite(self.rate)):
-            raise BenchError(f"--rate must be > 0 requests per second, got {self.rate}")
-        if not self.warmup >= 0:
-            raise BenchError(f"--warmup must be >= 0 seconds, got {self.warmup}")
-        if not self.timeout > 0:
-            raise BenchError(f"--timeout must be > 0 seconds, got {self.timeout}")
-
-    @property
-    def mode(self) -> str:
-        """``open`` (fixed rate) or ``closed`` (fixed concurrency)."""
-        return "open" if self.rate is not None else "closed"
-
-    @property
-    def in_flight_limit(self) -> int:
-        """Most requests in flight at once."""
-        if self.concurrency is not None:
-            return self.concurrency
-        return 1024 if self.mode == "open" else 8
-
-    @property
-    def effective_duration(self) -> float | None:
-        """The run length in seconds (``None`` when bounded by ``requests``)."""
-        if self.requests is not None:
-            return None
-        return self.duration if self.duration is not None else _DEFAULT_DURATION_S
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready description (for the report)."""
-        return {
-            "url": self.url,
-            "mode": self.mode,
-            "concurrency": self.in_flight_limit,
-            "requests": self.requests,
-            "duration_s": self.effective_duration,
-            "rate": self.rate,
-            "warmup_s": self.warmup,
-            "timeout_s": self.timeout,
-        }
-
-
-@dataclass(frozen=True)
-class LoadProgress:
-    """A live snapshot for a progress bar."""
-
-    elapsed_s: float
-    completed: int
-    errors: int
-    recent_rps: float
-    recent_p99_ms: float
-    fraction: float | None
-
-
-@dataclass
-class LoadResult:
-    """Everything measured in one run (warm-up excluded); merge results of several processes."""
-
-    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
-    elapsed_s: float = 0.0
-    completed: int = 0
-    ok: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[int] = field(default_factory=Counter)
-    cache: Counter[str] = field(default_factory=Counter)
-    server_timing_ms: dict[str, float] = field(default_factory=dict)
-    server_timing_requests: int = 0
-    server_timing_client_ms: float = 0.0
-    late_sends: int = 0
-    max_send_lag_ms: float = 0.0
-    interrupted: bool = False
-    warmup_completed: int = 0
-    model: str | None = None
-    timeline: dict[int, array[float]] = field(default_factory=dict)
-    timeline_errors: Counter[int] = field(default_factory=Counter)
-
-    @property
-    def throughput(self) -> float:
-        """Completed requests per second (errors included)."""
-        return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def merge(self, other: LoadResult) -> None:
-        """Fold another process's result into this one (elapsed: the longer of the two)."""
-        self.histogram.merge(other.histogram)
-        self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
-        self.completed += other.completed
-        self.ok += other.ok
-        self.errors.update(other.errors)
-        self.statuses.update(other.statuses)
-        self.cache.update(other.cache)
-        for name, value in other.server_timing_ms.items():
-            self.server_timing_ms[name] = self.server_timing_ms.get(name, 0.0) + value
-        self.server_timing_requests += other.server_timing_requests
-        self.server_timing_client_ms += other.server_timing_client_ms
-        self.late_sends += other.late_sends
-        self.max_send_lag_ms = max(self.max_send_lag_ms, other.max_send_lag_ms)
-        self.interrupted = self.interrupted or other.interrupted
-        self.warmup_completed += other.warmup_completed
-        for second, values in other.timeline.items():
-            self.timeline.setdefault(second, array("d")).extend(values)
-        self.timeline_errors.update(other.timeline_errors)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["histogram"] = self.histogram.encode()
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state["histogram"] = LatencyHistogram.decode(state["histogram"])
-        self.__dict__.update(state)
 
 
 class _Phase:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from redline.bench.loadgen import LoadProgress
+from redline.bench.result import LoadProgress
 
 __all__ = ["ProgressDisplay"]
 

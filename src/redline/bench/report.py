@@ -39,8 +39,9 @@ from rich.console import Console
 from rich.table import Table
 
 from redline.bench.breakdown import compute_breakdown
-from redline.bench.loadgen import LoadConfig, LoadResult
+from redline.bench.config import LoadConfig
 from redline.bench.metrics_scrape import MetricsDelta
+from redline.bench.result import LoadResult
 from redline.bench.workload import Workload
 from redline.exceptions import BenchError
 

@@ -28,7 +28,8 @@ from typing import Any
 import aiohttp
 from rich.console import Console
 
-from redline.bench.loadgen import LoadConfig, LoadProgress, LoadResult, run_load
+from redline.bench.config import LoadConfig
+from redline.bench.loadgen import check_reachable, run_load
 from redline.bench.metrics_scrape import (
     MetricsDelta,
     metrics_delta,
@@ -37,6 +38,7 @@ from redline.bench.metrics_scrape import (
 )
 from redline.bench.progress import ProgressDisplay
 from redline.bench.report import build_report, render_report, write_json, write_plot
+from redline.bench.result import LoadProgress, LoadResult
 from redline.bench.workload import Workload
 from redline.exceptions import BenchError
 
@@ -143,8 +145,6 @@ async def _run_processes(
     run: BenchRun, stop: asyncio.Event, on_progress: Callable[[LoadProgress], None] | None
 ) -> LoadResult:
     """Run the load in ``run.processes`` spawned workers and merge their results."""
-    from redline.bench.loadgen import check_reachable
-
     await check_reachable(run.config.url)
     context = multiprocessing.get_context("spawn")
     channel: Any = context.Queue()

@@ -26,7 +26,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from redline.bench.loadgen import LoadConfig, run_load
+from redline.bench.config import LoadConfig
+from redline.bench.loadgen import run_load
 from redline.bench.server_process import ServerProcess
 from redline.bench.workload import Workload
 
@@ -105,7 +106,8 @@ async def concurrency_scenario(
 
 
 async def _load_cell(url: str, concurrency: int, duration: float, repeat: float) -> list[Any]:
-    config = LoadConfig(url=url, concurrency=concurrency, duration=duration, warmup=0.5)
+    warmup = min(0.5, duration / 2)
+    config = LoadConfig(url=url, concurrency=concurrency, duration=duration, warmup=warmup)
     result = await run_load(config, Workload(repeat=repeat, hot_set_size=8))
     summary = result.histogram.summary()
     looked_up = result.cache["hit"] + result.cache["miss"] + result.cache["partial"]
