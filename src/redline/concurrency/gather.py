@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Literal, TypeVar, overload
 
@@ -73,12 +74,23 @@ async def gather_limited(
     caller cancels every child.
     """
     require_positive_int("limit", limit)
+    loop = asyncio.get_running_loop()
     iterator = iter(aws)
     results: dict[int, Any] = {}
     index_of: dict[asyncio.Future[Any], int] = {}
     pending: set[asyncio.Future[Any]] = set()
+    # Completions are pushed here by a callback: O(1) per child, where asyncio.wait would
+    # re-register on every pending child at each wake-up.
+    finished: deque[asyncio.Future[Any]] = deque()
+    wake: asyncio.Future[None] | None = None
     count = 0
     exhausted = False
+
+    def on_done(future: asyncio.Future[Any]) -> None:
+        finished.append(future)
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
     try:
         while True:
             while not exhausted and len(pending) < limit:
@@ -90,11 +102,16 @@ async def gather_limited(
                 future = _start(work)
                 index_of[future] = count
                 pending.add(future)
+                future.add_done_callback(on_done)
                 count += 1
             if not pending:
                 break
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for future in done:
+            while not finished:
+                wake = loop.create_future()
+                await wake
+            while finished:
+                future = finished.popleft()
+                pending.discard(future)
                 index = index_of.pop(future)
                 error: BaseException | None = (
                     asyncio.CancelledError() if future.cancelled() else future.exception()
