@@ -140,3 +140,22 @@ async def test_redis_down_raises_cache_unavailable(fresh_redis: RedisServer) -> 
         assert await limiter.try_acquire() == 0.0  # recovers when Redis is back
     finally:
         await client.aclose()
+
+
+async def test_redis_command_errors_are_translated(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    try:
+        key = unique_key()
+        await client.set(key, "not a bucket")  # WRONGTYPE for the script's HMGET
+        limiter = RedisRateLimiter(client, key, rate=10)
+        with pytest.raises(CacheUnavailable, match="Redis refused the command") as info:
+            await limiter.try_acquire()
+        assert "WRONGTYPE" in str(info.value.__cause__)
+        await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+def test_bad_key_is_rejected() -> None:
+    with pytest.raises(ValueError, match=r"^key must be a non-empty string$"):
+        RedisRateLimiter(None, "", rate=1)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from redline.concurrency._private import validate_cost, validate_rate
 from redline.exceptions import CacheUnavailable, RateLimited
@@ -95,7 +95,7 @@ class RedisRateLimiter:
             except NoScriptError:
                 reply = await self._client.eval(_TOKEN_BUCKET, 1, self.key, *args)
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"rate limiter {self.key!r}: Redis unavailable: {exc}") from exc
+            raise self._translate(exc) from exc
         granted, wait = int(reply[0]), float(reply[1])
         return granted == 1, wait
 
@@ -132,7 +132,13 @@ class RedisRateLimiter:
         try:
             await self._client.delete(self.key)
         except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"rate limiter {self.key!r}: Redis unavailable: {exc}") from exc
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: BaseException) -> CacheUnavailable:
+        """Every redis-py failure becomes ``CacheUnavailable``; the message says which kind."""
+        if isinstance(exc, ResponseError):
+            return CacheUnavailable(f"rate limiter {self.key!r}: Redis refused the command: {exc}")
+        return CacheUnavailable(f"rate limiter {self.key!r}: Redis unavailable: {exc}")
 
     def __repr__(self) -> str:
         return (
