@@ -92,6 +92,10 @@ class RedisCache:
     ``breaker``; when Redis is down calls raise :class:`CacheUnavailable` (at once while the
     breaker is open). ``ttl_jitter`` shortens every TTL by a random fraction up to that value,
     so keys written together do not all expire together.
+
+    Tags live in one Redis set per tag (``"{namespace}#tag:{tag}"``, outside the key space
+    that patterns match); ``invalidate_tags`` deletes the members and the set. Tag sets do
+    not expire, so a tag that is never invalidated keeps the names of expired keys.
     """
 
     def __init__(
