@@ -131,3 +131,13 @@ async def test_overload_answers_429_with_retry_after(tmp_path: Path) -> None:
     rejected = next(r for r in responses if r.status_code == 429)
     assert int(rejected.headers["retry-after"]) >= 1
     assert rejected.json()["error"]["code"] == "overloaded"
+
+
+async def test_openapi_documents_the_api(hashing_client: Pair) -> None:
+    client, _ = hashing_client
+    schema = (await client.get("/openapi.json")).json()
+    for path in ("/v1/embeddings", "/v1/predict", "/v1/models", "/health", "/ready", "/metrics"):
+        assert path in schema["paths"], path
+    request = schema["components"]["schemas"]["EmbeddingRequest"]
+    assert set(request["properties"]) >= {"input", "model", "encoding_format", "dimensions"}
+    assert (await client.get("/docs")).status_code == 200
