@@ -21,6 +21,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from redline.cache._coalesce import GetCoalescer, RawReply
+from redline.cache._redis_errors import (
+    TRANSLATED_ERRORS,
+    UNAVAILABLE_ERRORS,
+    translate_redis_error,
+)
 from redline.cache.base import MISSING, CacheStats, TierStats
 from redline.cache.breaker import CircuitBreaker
 from redline.exceptions import CacheError, CacheUnavailable
@@ -28,38 +33,11 @@ from redline.exceptions import CacheError, CacheUnavailable
 if TYPE_CHECKING:
     from redline.cache.serialization import Serializer
 
-__all__ = ["RedisCache", "translate_redis_error"]
+__all__ = ["RedisCache", "translate_redis_error"]  # the latter re-exported for callers
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 RedisClient = Redis | RedisCluster
-
-# Errors that say "this tier cannot serve right now": they trip the breaker. Any other
-# redis error (WRONGTYPE, bad arguments...) is a CacheError that leaves the breaker alone.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    redis_errors.ConnectionError,  # also BusyLoading, Authentication, MaxConnections
-    redis_errors.TimeoutError,
-    redis_errors.ClusterError,  # also ClusterDown, MasterDown
-    redis_errors.RedisClusterException,  # also SlotNotCovered
-    redis_errors.TryAgainError,
-    redis_errors.AskError,  # also Moved: redirects that outlived the client's retries
-    redis_errors.ReadOnlyError,
-    redis_errors.OutOfMemoryError,
-    redis_errors.InvalidResponse,
-    OSError,
-    TimeoutError,
-)
-TRANSLATED_ERRORS: tuple[type[BaseException], ...] = (
-    *UNAVAILABLE_ERRORS,
-    redis_errors.RedisError,
-)
-
-
-def translate_redis_error(exc: BaseException, what: str) -> CacheError:
-    """The redline error for a redis-py (or socket) error raised while doing *what*."""
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return CacheUnavailable(f"redis unavailable during {what}: {type(exc).__name__}: {exc}")
-    return CacheError(f"redis rejected {what}: {type(exc).__name__}: {exc}")
 
 
 def _escape_glob(text: str) -> str:
