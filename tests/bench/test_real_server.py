@@ -37,6 +37,9 @@ async def test_bench_embeddings_and_predict_against_redline_serve(server: Server
     assert report["summary"]["requests"] == report["summary"]["ok"] == 300
     assert report["config"]["workload"]["model"] == "hashing"  # discovered from /v1/models
     assert report["cache"]["hit_ratio"] > 0.6
+    memory_tier = report["cache"]["tiers"]["memory"]
+    assert memory_tier["hit"] + memory_tier["miss"] >= 300
+    assert memory_tier["hit_ratio"] > 0.6
     breakdown = report["breakdown"]
     assert breakdown["source"] == "server-timing"
     assert {"cache", "queue", "inference", "other"} <= set(breakdown["stages_ms"])

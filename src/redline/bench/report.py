@@ -12,7 +12,8 @@ Schema ``redline.bench/1`` (every key always present)::
                   "interrupted", "warmup_requests", "late_sends", "max_send_lag_ms"},
       "latency_ms": {"count", "min", "mean", "p50", "p90", "p99", "p99.9", "max"},
       "errors": {"by_kind": {"HTTP 500": n, "timeout": n, ...}, "by_status": {"200": n, ...}},
-      "cache": {"hit", "miss", "partial", "none", "hit_ratio": float | null},
+      "cache": {"hit", "miss", "partial", "none", "hit_ratio": float | null,   # from X-Cache
+                "tiers": {"memory": {"hit", "miss", "hit_ratio"}, ...}},   # from /metrics
       "breakdown": {"source": "server-timing"|"metrics"|null, "client_mean_ms",
                     "server_total_ms", "stages_ms": {...}, "shares": {...}, "bottleneck"},
       "server_metrics": {"histograms": {...}, "counters": {...}} | null,
@@ -105,6 +106,7 @@ def build_report(
             "partial": result.cache["partial"],
             "none": result.cache["none"],
             "hit_ratio": result.cache["hit"] / looked_up if looked_up else None,
+            "tiers": {} if delta is None else _cache_tiers(delta),
         },
         "breakdown": compute_breakdown(result, delta).as_dict(),
         "server_metrics": None
@@ -112,6 +114,23 @@ def build_report(
         else {"histograms": delta.histograms(), "counters": delta.counters()},
         "timeline": _timeline(result),
     }
+
+
+def _cache_tiers(delta: MetricsDelta) -> dict[str, dict[str, float | None]]:
+    """Hits and misses per cache tier from ``redline_cache_requests_total{tier,result}``."""
+    tiers: dict[str, dict[str, float | None]] = {}
+    for (name, labels), value in delta.samples.items():
+        label = dict(labels)
+        if name != "redline_cache_requests_total" or "tier" not in label:
+            continue
+        tier = tiers.setdefault(label["tier"], {"hit": 0.0, "miss": 0.0, "hit_ratio": None})
+        result = label.get("result", "")
+        if result in ("hit", "miss"):
+            tier[result] = (tier[result] or 0.0) + value
+    for tier in tiers.values():
+        looked_up = (tier["hit"] or 0.0) + (tier["miss"] or 0.0)
+        tier["hit_ratio"] = (tier["hit"] or 0.0) / looked_up if looked_up else None
+    return dict(sorted(tiers.items()))
 
 
 def _timeline(result: LoadResult) -> list[dict[str, Any]]:
@@ -171,6 +190,9 @@ def render_report(report: dict[str, Any], console: Console) -> None:
         )
     hit_ratio = report["cache"]["hit_ratio"]
     table.add_row("cache hit ratio", "n/a" if hit_ratio is None else f"{hit_ratio:.1%}")
+    for tier, counts in report["cache"]["tiers"].items():
+        if counts["hit_ratio"] is not None:
+            table.add_row(f"  {tier} tier (server)", f"{counts['hit_ratio']:.1%}")
     for kind, count in report["errors"]["by_kind"].items():
         table.add_row(f"error: {kind}", f"{count:,}")
     if summary["interrupted"]:

@@ -127,13 +127,23 @@ def execute(run: BenchRun, *, json_path: Path | None = None, plot_path: Path | N
     async def main() -> dict[str, Any]:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, stop.set)
+        task = asyncio.current_task()
+
+        def on_sigint() -> None:
+            if stop.is_set() and task is not None:
+                task.cancel()  # a second Ctrl-C: stop waiting for the grace period
+            stop.set()
+
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
         try:
             return await bench(run, stop=stop, console=Console(stderr=True))
         finally:
             loop.remove_signal_handler(signal.SIGINT)
 
-    report = asyncio.run(main())
+    try:
+        report = asyncio.run(main())
+    except asyncio.CancelledError:
+        raise BenchError("interrupted twice; no report written") from None
     render_report(report, console)
     if json_path is not None:
         write_json(report, json_path)
