@@ -23,7 +23,7 @@ from redline.cache.redis import RedisCache, translate_redis_error
 from redline.cache.serialization import SignedPickleSerializer
 from redline.cache.tiered import TieredCache
 from redline.exceptions import CacheError, CacheUnavailable
-from tests._services import RedisClusterServers, RedisServer
+from tests._services import RedisClusterServers, RedisServer, free_port
 
 
 def info_field(server: RedisServer, section: str, field: str) -> int:
@@ -351,8 +351,8 @@ async def test_tiered_reads_keep_working_from_l1_while_redis_is_down(
 
 
 async def test_a_dead_redis_at_start_is_unavailable_not_a_hang(namespace: str) -> None:
-    server = RedisServer()  # never started: connection refused
-    async with RedisCache.from_url(server.url, namespace=namespace) as cache:
+    url = f"redis://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+    async with RedisCache.from_url(url, namespace=namespace) as cache:
         with pytest.raises(CacheUnavailable) as raised:
             await cache.get("k")
         assert isinstance(raised.value.__cause__, redis_errors.ConnectionError)
