@@ -34,6 +34,7 @@ async def test_kill_9_one_of_three_real_replicas_under_load(start_cluster: Clust
     await wait_until(lambda: victim.restarts >= 1 and victim.state is ReplicaState.UP, 60)
     assert victim.pid not in (None, old_pid)
     assert read_status(sup.run_dir).replicas[2].restarts >= 1
+    assert sup.reloads >= 2  # nginx took it out and put it back
 
 
 async def test_rolling_restart_of_real_replicas_under_load(start_cluster: ClusterFactory) -> None:

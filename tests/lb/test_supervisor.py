@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from redline.exceptions import ClusterError
 from redline.lb import ClusterSupervisor, RateLimit, ReplicaState, Strategy, read_status
 from tests.lb.conftest import ClusterFactory, base_url, load, wait_until
 
@@ -107,3 +112,49 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_no_replica_is_marked_down_when_all_fail_checks(
+    start_cluster: ClusterFactory, tmp_path: Path
+) -> None:
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    sup = await start_cluster(replicas=2, env={"STANDIN_UNREADY_DIR": str(flags)})
+    (flags / "unready-0").touch()
+    await wait_until(lambda: sup.replicas[0].state is ReplicaState.DOWN)
+    await wait_until(lambda: " down;" in (sup.run_dir / "nginx.conf").read_text())
+    (flags / "unready-1").touch()
+    await wait_until(lambda: sup.replicas[1].state is ReplicaState.DOWN)
+    # with every replica failing, nginx keeps them all and relies on its passive checks
+    await wait_until(lambda: " down;" not in (sup.run_dir / "nginx.conf").read_text())
+    await asyncio.sleep(0.5)
+    result = await load(base_url(sup) + "/v1/embeddings", 10, concurrency=2)
+    assert result.failures == 0
+    assert [r.state for r in read_status(sup.run_dir).replicas] == ["down", "down"]
+
+
+@pytest.fixture
+def foreign_process() -> Iterator[subprocess.Popen[bytes]]:
+    """Some other live process, whose pid a stale-looking pid file can name."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+async def test_a_second_supervisor_refuses_a_busy_run_dir(
+    start_cluster: ClusterFactory, tmp_path: Path, foreign_process: subprocess.Popen[bytes]
+) -> None:
+    run_dir = tmp_path / "busy"
+    run_dir.mkdir()
+    other = foreign_process.pid
+    (run_dir / "supervisor.pid").write_text(f"{other}\n")
+    with pytest.raises(ClusterError, match=f"a supervisor \\(pid {other}\\) is already"):
+        await start_cluster(replicas=1, run_dir=run_dir)
+    assert (run_dir / "supervisor.pid").read_text() == f"{other}\n"
+    # a stale pid file (the process is gone) does not block a new supervisor
+    foreign_process.kill()
+    foreign_process.wait()
+    sup = await start_cluster(replicas=1, run_dir=run_dir)
+    assert (run_dir / "supervisor.pid").read_text() == f"{os.getpid()}\n"
+    assert sup.replicas[0].state is ReplicaState.UP

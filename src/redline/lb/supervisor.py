@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import TracebackType
 
 from redline.exceptions import ClusterError, NginxError
@@ -30,7 +31,12 @@ from redline.lb.nginx import NginxMaster, find_nginx
 from redline.lb.options import UpstreamServer
 from redline.lb.render import render_nginx_conf
 from redline.lb.replica import Replica, ReplicaCommand, ReplicaState, free_ports
-from redline.lb.status import SUPERVISOR_PID_FILE, ClusterStatus, ReplicaStatus
+from redline.lb.status import (
+    SUPERVISOR_PID_FILE,
+    ClusterStatus,
+    ReplicaStatus,
+    read_supervisor_pid,
+)
 
 __all__ = ["ClusterSupervisor"]
 
@@ -98,7 +104,7 @@ class ClusterSupervisor:
         """Start the replicas, wait for them to be ready, write nginx.conf and start nginx."""
         binary = find_nginx(self._nginx_binary)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        _claim_run_dir(self.run_dir)
         ports = self.options.ports(free_ports(self.options.replicas))
         self._probe = ReplicaProbe(self.options.health)
         self.replicas = [
@@ -350,3 +356,25 @@ class ClusterSupervisor:
             self.status().write(self.run_dir)
         except OSError:
             logger.exception("cannot write cluster status to %s", self.run_dir)
+
+
+def _claim_run_dir(run_dir: Path) -> None:
+    """Write our pid file; ClusterError if a live supervisor already owns *run_dir*."""
+    try:
+        other = read_supervisor_pid(run_dir)
+    except ClusterError:
+        other = None  # no pid file (or a torn one): the directory is free
+    if other is not None and other != os.getpid() and _pid_alive(other):
+        raise ClusterError(f"a supervisor (pid {other}) is already running in {run_dir}")
+    (run_dir / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with *pid* exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
