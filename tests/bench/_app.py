@@ -4,8 +4,8 @@ Routes: ``GET /v1/models`` (one model, MODEL_ID), ``POST /v1/embeddings`` and ``
 (400 for another model than MODEL_ID; X-Cache hit for an input seen before,
 Server-Timing with fixed stage durations), ``/v1/flaky`` (every 3rd request 500, every 5th
 429), ``/v1/stall`` (the STALL_AT-th request holds a global lock for STALL_S seconds, so every
-request behind it waits), ``/v1/slow`` (sleeps 50 ms), ``GET /trivial``, ``GET /metrics``,
-``POST /reset``.
+request behind it waits), ``/v1/slow`` (sleeps 50 ms), ``/v1/hang`` (sleeps 8 s),
+``GET /trivial``, ``GET /metrics``, ``POST /reset``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ STALL_AT = 20
 STALL_S = 1.0
 SERVER_TIMING = b"cache;dur=0.5, queue;dur=1.5, inference;dur=3.0, total;dur=5.5"
 
-_state: dict[str, Any] = {"seen": set(), "count": 0, "stall_count": 0, "flaky": 0}
+_state: dict[str, Any] = {"seen": set(), "count": 0, "stall_count": 0, "flaky": 0, "hang": 0}
 _lock = asyncio.Lock()
 
 
@@ -34,6 +34,7 @@ def _metrics() -> bytes:
         f"redline_inference_duration_seconds_count {count}\n"
         f"redline_batch_queue_wait_seconds_sum {count * 0.0015}\n"
         f"redline_batch_queue_wait_seconds_count {count}\n"
+        f"test_hanging_requests_total {_state['hang']}\n"
     ).encode()
 
 
@@ -73,7 +74,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/metrics":
         await _respond(send, 200, _metrics(), [])
     elif path == "/reset":
-        _state.update(seen=set(), count=0, stall_count=0, flaky=0)
+        _state.update(seen=set(), count=0, stall_count=0, flaky=0, hang=0)
         await _respond(send, 200, b"{}", [])
     elif path == "/v1/models":
         await _respond(send, 200, json.dumps({"data": [{"id": MODEL_ID}]}).encode(), [])
@@ -99,6 +100,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             _state["stall_count"] += 1
             if _state["stall_count"] == STALL_AT:
                 await asyncio.sleep(STALL_S)
+        await _respond(send, 200, b"{}", [])
+    elif path == "/v1/hang":
+        _state["hang"] += 1
+        await asyncio.sleep(8)
         await _respond(send, 200, b"{}", [])
     elif path == "/v1/slow":
         await asyncio.sleep(0.05)

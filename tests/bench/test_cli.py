@@ -156,45 +156,41 @@ def test_unknown_scenario_exits_2() -> None:
     )
 
 
-def _embeddings_served(app_url: str) -> float:
+def _served(app_url: str, metric: str) -> float:
     with urllib.request.urlopen(f"{app_url}/metrics", timeout=5) as response:
         text = response.read().decode()
-    return parse_prometheus(text)[("redline_inference_duration_seconds_count", ())]
+    return parse_prometheus(text)[(metric, ())]
 
 
-def _wait_for_load(app_url: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_for_load(
+    app_url: str,
+    proc: subprocess.Popen[bytes],
+    metric: str = "redline_inference_duration_seconds_count",
+    at_least: int = 20,
+) -> None:
     """Block until the bench subprocess has sent some requests (its startup time varies)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if _embeddings_served(app_url) >= 20:
+        if _served(app_url, metric) >= at_least:
             return
         time.sleep(0.1)
     raise AssertionError(f"bench never loaded the server (exit code {proc.poll()})")
 
 
-def test_sigint_ends_cleanly_with_a_partial_report(app_url: str, tmp_path: Path) -> None:
+def _bench_process(*args: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    out_json = tmp_path / "partial.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "redline",
-            "bench",
-            app_url,
-            "-d",
-            "60",
-            "-c",
-            "2",
-            "-q",
-            "--json",
-            str(out_json),
-        ],
+    return subprocess.Popen(
+        [sys.executable, "-m", "redline", "bench", *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+
+
+def test_sigint_ends_cleanly_with_a_partial_report(app_url: str, tmp_path: Path) -> None:
+    out_json = tmp_path / "partial.json"
+    proc = _bench_process(app_url, "-d", "60", "-c", "2", "-q", "--json", str(out_json))
     try:
         _wait_for_load(app_url, proc)
         proc.send_signal(signal.SIGINT)
@@ -209,3 +205,24 @@ def test_sigint_ends_cleanly_with_a_partial_report(app_url: str, tmp_path: Path)
     assert report["summary"]["interrupted"] is True
     assert report["summary"]["requests"] > 0
     assert report["summary"]["elapsed_s"] < 30
+
+
+def test_second_sigint_gives_up_at_once(app_url: str, tmp_path: Path) -> None:
+    out_json = tmp_path / "never.json"
+    args = ["--route", "custom", "--path", "/v1/hang", "-c", "2", "-d", "60", "-q"]
+    proc = _bench_process(app_url, *args, "--json", str(out_json))
+    try:
+        _wait_for_load(app_url, proc, "test_hanging_requests_total", at_least=2)
+        # The first SIGINT starts a grace period for the two hanging requests; the second
+        # ends it at once.
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2
+    assert stderr.decode().strip() == "error: interrupted twice; no report written"
+    assert not out_json.exists()
