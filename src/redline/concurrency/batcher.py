@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
+from redline.concurrency._batch_queue import BatchQueue, Entry
 from redline.concurrency._private import is_async_callable, require_positive_int
 from redline.exceptions import Closed, Overloaded, WorkerCrashed
 
@@ -79,31 +78,6 @@ class BatcherHealth:
     last_error: str | None
     queue_depth: int
     max_queue: int
-
-
-class _Entry:
-    """One distinct queued item and the callers waiting for its result."""
-
-    __slots__ = ("cost", "enqueued_at", "group", "item", "key", "seq", "started", "waiters")
-
-    def __init__(
-        self, item: Any, key: Hashable | None, group: Hashable, cost: int, seq: int, now: float
-    ) -> None:
-        self.item = item
-        self.key = key
-        self.group = group
-        self.cost = cost
-        self.seq = seq
-        self.enqueued_at = now
-        self.started = False
-        self.waiters: list[asyncio.Future[Any]] = []
-
-    @property
-    def live(self) -> bool:
-        return bool(self.waiters)
-
-
-_NO_KEY: Any = object()
 
 
 class MicroBatcher(Generic[T, R]):
@@ -163,14 +137,11 @@ class MicroBatcher(Generic[T, R]):
         self.name = name
         self._on_batch = on_batch
 
-        self._groups: dict[Hashable, deque[_Entry]] = {}
-        self._inflight: dict[Hashable, _Entry] = {}
-        self._seq = itertools.count()
-        self._depth = 0
+        self._queue = BatchQueue(self._max_batch_size, max_batch_cost)
         self._arrived = asyncio.Event()
         self._consecutive_crashes = 0
         self._worker: asyncio.Task[None] | None = None
-        self._current: list[_Entry] = []
+        self._current: list[Entry] = []
         self._closing = False
         self._closed = False
         self._last_error: str | None = None
@@ -252,27 +223,23 @@ class MicroBatcher(Generic[T, R]):
             self._detach(entry, waiter)
             raise
 
-    def _enqueue(self, item: T, waiter: asyncio.Future[Any]) -> _Entry:
+    def _enqueue(self, item: T, waiter: asyncio.Future[Any]) -> Entry:
         key = self._key_of(item) if self._dedup else None
         if key is not None:
-            existing = self._inflight.get(key)
-            if existing is not None and existing.live:
+            existing = self._queue.live_duplicate(key)
+            if existing is not None:
                 existing.waiters.append(waiter)
                 self._dedup_hits += 1
                 return existing
-        if self._depth >= self._max_queue:
+        if self._queue.depth >= self._max_queue:
             self._rejected += 1
             raise Overloaded(
                 f"MicroBatcher {self.name!r} queue is full ({self._max_queue} items); retry later"
             )
         cost = self._cost_of(item)
         group = self._group_fn(item) if self._group_fn is not None else None
-        entry = _Entry(item, key, group, cost, next(self._seq), self._timer())
+        entry = self._queue.push(item, key, group, cost, self._timer())
         entry.waiters.append(waiter)
-        self._groups.setdefault(group, deque()).append(entry)
-        if key is not None:
-            self._inflight[key] = entry
-        self._depth += 1
         self._arrived.set()
         return entry
 
@@ -293,30 +260,16 @@ class MicroBatcher(Generic[T, R]):
             raise ValueError(f"cost_fn must return an int >= 0, got {cost!r}")
         return cost
 
-    def _detach(self, entry: _Entry, waiter: asyncio.Future[Any]) -> None:
+    def _detach(self, entry: Entry, waiter: asyncio.Future[Any]) -> None:
         """Forget a caller that gave up; drop its item if nobody else waits and it has not run."""
         with contextlib.suppress(ValueError):
             entry.waiters.remove(waiter)
-        if not entry.waiters and not entry.started:
-            self._forget(entry)
-            self._depth -= 1
-            queue = self._groups.get(entry.group)
-            if queue is not None:
-                with contextlib.suppress(ValueError):
-                    queue.remove(entry)
-                if not queue:
-                    del self._groups[entry.group]
-
-    def _forget(self, entry: _Entry) -> None:
-        if entry.key is not None and self._inflight.get(entry.key) is entry:
-            del self._inflight[entry.key]
+        if not entry.waiters:
+            self._queue.discard(entry)
 
     def _fail_queued(self, exc: BaseException) -> None:
-        for queue in self._groups.values():
-            for entry in queue:
-                self._settle(entry, exc)
-        self._groups.clear()
-        self._depth = 0
+        for entry in self._queue.clear():
+            self._settle(entry, exc)
 
     # -- the worker ----------------------------------------------------------------------
 
@@ -353,27 +306,27 @@ class MicroBatcher(Generic[T, R]):
             self._current = []
             self._consecutive_crashes = 0
 
-    async def _next_batch(self) -> list[_Entry] | None:
+    async def _next_batch(self) -> list[Entry] | None:
         arrived = self._arrived
-        while self._depth == 0:
+        while self._queue.depth == 0:
             if self._closing:
                 return None
             arrived.clear()
             await arrived.wait()
         # Let submitters that are already scheduled enqueue before deciding.
-        before = self._depth
+        before = self._queue.depth
         await asyncio.sleep(0)
-        if self._max_wait > 0 and not self._closing and before < self._depth:
+        if self._max_wait > 0 and not self._closing and before < self._queue.depth:
             await self._fill(arrived)
         return self._take()
 
     async def _fill(self, arrived: asyncio.Event) -> None:
         """More work is arriving: wait up to ``max_wait`` after the oldest item for a full batch."""
-        oldest = self._oldest_group()
-        if oldest is _NO_KEY:
+        found, oldest = self._queue.oldest_group()
+        if not found:
             return
-        deadline = self._groups[oldest][0].enqueued_at + self._max_wait
-        while not self._closing and self._ready_count(oldest) < self._max_batch_size:
+        deadline = self._queue.head_enqueued_at(oldest) + self._max_wait
+        while not self._closing and self._queue.group_size(oldest) < self._max_batch_size:
             remaining = deadline - self._timer()
             if remaining <= 0:
                 return
@@ -384,42 +337,10 @@ class MicroBatcher(Generic[T, R]):
             except TimeoutError:
                 return
 
-    def _oldest_group(self) -> Hashable:
-        """The group whose head item is oldest (FIFO across groups), or ``_NO_KEY``."""
-        best: Hashable = None
-        best_seq = -1
-        found = False
-        for group, queue in self._groups.items():
-            if queue and (not found or queue[0].seq < best_seq):
-                best, best_seq, found = group, queue[0].seq, True
-        return best if found else _NO_KEY
+    def _take(self) -> list[Entry]:
+        return self._queue.take()
 
-    def _ready_count(self, group: Hashable) -> int:
-        queue = self._groups.get(group)
-        return len(queue) if queue is not None else 0
-
-    def _take(self) -> list[_Entry]:
-        group = self._oldest_group()
-        if group is _NO_KEY:
-            return []
-        queue = self._groups[group]
-        batch: list[_Entry] = []
-        cost = 0
-        limit = self._max_batch_cost
-        while queue and len(batch) < self._max_batch_size:
-            entry = queue[0]
-            if limit is not None and batch and cost + entry.cost > limit:
-                break
-            queue.popleft()
-            entry.started = True
-            cost += entry.cost
-            batch.append(entry)
-        if not queue:
-            del self._groups[group]
-        self._depth -= len(batch)
-        return batch
-
-    async def _run(self, batch: list[_Entry]) -> None:
+    async def _run(self, batch: list[Entry]) -> None:
         if not batch:
             return
         start = self._timer()
@@ -452,7 +373,7 @@ class MicroBatcher(Generic[T, R]):
             except Exception:
                 logger.exception("MicroBatcher %r on_batch callback failed", self.name)
 
-    async def _run_alone(self, entry: _Entry) -> None:
+    async def _run_alone(self, entry: Entry) -> None:
         try:
             (result,) = await self._call([entry.item])
         except Exception as exc:
@@ -479,9 +400,9 @@ class MicroBatcher(Generic[T, R]):
         return results
 
     def _settle(
-        self, entry: _Entry, exc: BaseException | None = None, *, result: Any = None
+        self, entry: Entry, exc: BaseException | None = None, *, result: Any = None
     ) -> None:
-        self._forget(entry)
+        self._queue.forget(entry)
         waiters, entry.waiters = entry.waiters, []
         for waiter in waiters:
             if waiter.done():
@@ -496,7 +417,7 @@ class MicroBatcher(Generic[T, R]):
     def stats(self) -> BatcherStats:
         """A frozen snapshot of the counters."""
         return BatcherStats(
-            queue_depth=self._depth,
+            queue_depth=self._queue.depth,
             batches=self._batches,
             items=self._items,
             batch_size_histogram=dict(self._histogram),
@@ -511,7 +432,9 @@ class MicroBatcher(Generic[T, R]):
     def health(self) -> BatcherHealth:
         """Liveness of the worker task, with the last error that killed it."""
         alive = self._worker is not None and not self._worker.done()
-        return BatcherHealth(alive, self._restarts, self._last_error, self._depth, self._max_queue)
+        return BatcherHealth(
+            alive, self._restarts, self._last_error, self._queue.depth, self._max_queue
+        )
 
     def __repr__(self) -> str:
         state = (
@@ -522,7 +445,7 @@ class MicroBatcher(Generic[T, R]):
             else ("running" if self._worker is not None else "new")
         )
         return (
-            f"<MicroBatcher {self.name!r} {state} queue={self._depth}/{self._max_queue} "
+            f"<MicroBatcher {self.name!r} {state} queue={self._queue.depth}/{self._max_queue} "
             f"batches={self._batches} items={self._items} max_batch_size={self._max_batch_size} "
             f"max_wait={self._max_wait}>"
         )
