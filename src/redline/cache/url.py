@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from redline.cache.base import Cache
 from redline.exceptions import ConfigError
@@ -255,7 +255,6 @@ def _redis(
     }
     if isinstance(target, str):
         return RedisCache.from_url(target, **common)
-    from urllib.parse import unquote
 
     username, _, password = userinfo.partition(":")
     return RedisCache.from_cluster_nodes(
