@@ -98,11 +98,8 @@ class _Loader(Generic[R]):
 
     async def load(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """The value of ``func(*args, **kwargs)`` whose L1 lookup missed."""
-        if self.flight is None:
-            return await self._fill(key, args, kwargs)
-        return await self.flight.do(key, functools.partial(self._fill, key, args, kwargs))
-
-    async def _fill(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        # Read the slower tiers before entering single-flight: a hit (the common case on a
+        # shared Redis) then costs one coalesced read and no task or shield.
         if self._read is not None:
             try:
                 value = await self._read(key)
@@ -111,6 +108,11 @@ class _Loader(Generic[R]):
             else:
                 if value is not MISSING:
                     return cast(R, value)
+        if self.flight is None:
+            return await self._fill(key, args, kwargs)
+        return await self.flight.do(key, functools.partial(self._fill, key, args, kwargs))
+
+    async def _fill(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         value = await self.func(*args, **kwargs)
         ttl = self.ttl
         if ttl is not None and self.jitter:
