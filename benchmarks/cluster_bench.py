@@ -21,6 +21,7 @@ import platform
 import signal
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,6 +55,15 @@ class Figures:
     rps: float
     p50_ms: float
     p99_ms: float
+    errors: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Run:
+    done: int
+    seconds: float
+    latencies: list[float]
+    errors: dict[str, int]
 
 
 async def run_load(
@@ -65,10 +75,10 @@ async def run_load(
     keepalive: bool = True,
     time_limit: float = 120.0,
     on_progress: Callable[[int], Awaitable[None]] | None = None,
-) -> tuple[int, int, float, list[float]]:
-    """POST up to *total* requests (stop at *time_limit*); (done, failures, seconds, latencies)."""
+) -> Run:
+    """POST up to *total* requests (stop at *time_limit*); never raises for a failed request."""
     latencies: list[float] = []
-    failures = 0
+    errors: Counter[str] = Counter()
     counter = iter(range(total))
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=not keepalive)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -77,7 +87,6 @@ async def run_load(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def worker() -> None:
-            nonlocal failures
             for i in counter:
                 if time.perf_counter() > end:
                     return
@@ -85,33 +94,32 @@ async def run_load(
                 try:
                     async with session.post(url, json=body(i)) as response:
                         await response.read()
-                        ok = response.status == 200
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
+                        if response.status != 200:
+                            errors[f"HTTP {response.status}"] += 1
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    errors[type(exc).__name__] += 1
                 latencies.append(time.perf_counter() - began)
-                failures += not ok
                 if on_progress is not None:
                     await on_progress(i)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(latencies), failures, time.perf_counter() - start, latencies
+    return Run(len(latencies), time.perf_counter() - start, latencies, dict(errors))
 
 
-def figures(
-    scenario: str, replicas: int, via: str, result: tuple[int, int, float, list[float]]
-) -> Figures:
-    done, failures, seconds, latencies = result
+def figures(scenario: str, replicas: int, via: str, result: Run) -> Figures:
+    done, seconds, latencies = result.done, result.seconds, result.latencies
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
     return Figures(
         scenario=scenario,
         replicas=replicas,
         via=via,
         requests=done,
-        failures=failures,
+        failures=sum(result.errors.values()),
         seconds=round(seconds, 3),
         rps=round(done / seconds, 1) if seconds else 0.0,
         p50_ms=round(float(np.percentile(ms, 50)), 2),
         p99_ms=round(float(np.percentile(ms, 99)), 2),
+        errors=result.errors,
     )
 
 
@@ -191,26 +199,27 @@ async def main(args: argparse.Namespace) -> list[Figures]:
     results: list[Figures] = []
     tmp = Path(tempfile.mkdtemp(prefix="redline-cluster-bench-"))
 
-    async def cached(url: str) -> tuple[int, int, float, list[float]]:
+    async def cached(url: str) -> Run:
         # warm every replica's L1 (each hot input reaches each replica within a few rounds)
         await run_load(url + "/v1/embeddings", len(hot) * 6, concurrency=4, body=cached_body)
         return await run_load(
             url + "/v1/embeddings", cached_n, concurrency=concurrency, body=cached_body
         )
 
-    replica, url = await direct_replica(hashing, tmp)
-    try:
-        results.append(figures("cached", 1, "direct", await cached(url)))
-    finally:
-        await replica.stop()
-    for n in (1, 2, 3):
+    if "cached" in args.scenarios:
+        replica, url = await direct_replica(hashing, tmp)
+        try:
+            results.append(figures("cached", 1, "direct", await cached(url)))
+        finally:
+            await replica.stop()
+        for n in (1, 2, 3):
 
-        async def via_nginx(sup: ClusterSupervisor, url: str, n: int = n) -> Figures:
-            return figures("cached", n, "nginx", await cached(url))
+            async def via_nginx(sup: ClusterSupervisor, url: str, n: int = n) -> Figures:
+                return figures("cached", n, "nginx", await cached(url))
 
-        results.append(await with_cluster(n, hashing, via_nginx, tmp))
+            results.append(await with_cluster(n, hashing, via_nginx, tmp))
 
-    if not args.skip_model:
+    if "model" in args.scenarios:
         for n in (1, 2):
             # one torch thread pool per replica, sized so replicas do not oversubscribe the CPUs
             threads = max(1, (os.cpu_count() or 1) // n)
@@ -225,31 +234,34 @@ async def main(args: argparse.Namespace) -> list[Figures]:
 
             results.append(await with_cluster(n, real, model, tmp))
 
-    for keepalive in (False, True):
+    if "failover" in args.scenarios:
+        for keepalive in (False, True):
 
-        async def failover(
-            sup: ClusterSupervisor, url: str, keepalive: bool = keepalive
-        ) -> Figures:
-            victim = sup.replicas[1].pid
-            if victim is None:
-                raise RuntimeError("replica 1 is not running")
+            async def failover(
+                sup: ClusterSupervisor, url: str, keepalive: bool = keepalive
+            ) -> Figures:
+                victim = sup.replicas[1].pid
+                if victim is None:
+                    raise RuntimeError("replica 1 is not running")
 
-            async def kill(i: int) -> None:
-                if i == failover_n // 4:
-                    os.kill(victim, signal.SIGKILL)
+                async def kill(i: int) -> None:
+                    if i == failover_n // 4:
+                        os.kill(victim, signal.SIGKILL)
 
-            got = await run_load(
-                url + "/v1/embeddings",
-                failover_n,
-                concurrency=concurrency,
-                body=cached_body,
-                keepalive=keepalive,
-                on_progress=kill,
-            )
-            via = "nginx, kill -9" + (", client keepalive" if keepalive else ", new connections")
-            return figures("failover", 3, via, got)
+                got = await run_load(
+                    url + "/v1/embeddings",
+                    failover_n,
+                    concurrency=concurrency,
+                    body=cached_body,
+                    keepalive=keepalive,
+                    on_progress=kill,
+                )
+                via = "nginx, kill -9" + (
+                    ", client keepalive" if keepalive else ", new connections"
+                )
+                return figures("failover", 3, via, got)
 
-        results.append(await with_cluster(3, hashing, failover, tmp))
+            results.append(await with_cluster(3, hashing, failover, tmp))
     return results
 
 
@@ -264,6 +276,7 @@ def report(results: list[Figures], args: argparse.Namespace) -> None:
         "req/s",
         "p50 ms",
         "p99 ms",
+        "errors",
     ):
         table.add_column(column, justify="right" if column not in ("scenario", "via") else "left")
     for f in results:
@@ -276,6 +289,7 @@ def report(results: list[Figures], args: argparse.Namespace) -> None:
             f"{f.rps:.0f}",
             f"{f.p50_ms:.2f}",
             f"{f.p99_ms:.2f}",
+            ", ".join(f"{k}: {v}" for k, v in f.errors.items()) or "-",
         )
     Console(width=140).print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +310,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests per scenario")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--skip-model", action="store_true", help="skip the real-model runs")
+    parser.add_argument(
+        "--scenarios",
+        default="cached,model,failover",
+        help="comma-separated subset of cached, model, failover",
+    )
     arguments = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
