@@ -82,7 +82,8 @@ async def test_acquire_waits_then_succeeds(make_client: ClientFactory) -> None:
     limiter = RedisRateLimiter(make_client(), unique_key(), rate=20, per=1.0, burst=1)
     await limiter.acquire()
     await asyncio.wait_for(limiter.acquire(), timeout=5)  # ~50 ms for the next token
-    assert "acquired=2" in repr(limiter)
+    await asyncio.wait_for(limiter.acquire(max_wait=2.0), timeout=5)  # within max_wait
+    assert "acquired=3" in repr(limiter)
     await limiter.reset()
 
 

@@ -21,11 +21,19 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result
 
 from redline.concurrency._private import validate_cost, validate_rate
 from redline.exceptions import CacheUnavailable, RateLimited
 
 __all__ = ["RedisRateLimiter"]
+
+
+def _wait_of(state: RetryCallState) -> float:
+    """The seconds-to-wait that the last ``try_acquire`` returned."""
+    outcome = state.outcome
+    return float(outcome.result()) if outcome is not None else 0.0
+
 
 # KEYS[1] bucket; ARGV: tokens per second, capacity, cost. Returns {granted, wait, tokens}
 # as strings (Lua numbers would be truncated to integers in the reply).
@@ -110,22 +118,37 @@ class RedisRateLimiter:
         return max(wait, 1e-6)
 
     async def acquire(self, cost: float = 1, max_wait: float | None = None) -> None:
-        """Wait for *cost* tokens; ``RateLimited`` when that takes longer than *max_wait*."""
+        """Wait for *cost* tokens; ``RateLimited`` when that takes longer than *max_wait*.
+
+        Waits exactly as long as Redis says (no blind backoff); callers in other processes
+        are not queued fairly against each other, so under contention a caller may retry.
+        """
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"max_wait must be >= 0, got {max_wait}")
         loop = asyncio.get_running_loop()
         deadline = None if max_wait is None else loop.time() + max_wait
-        while True:
-            wait = await self.try_acquire(cost)
-            if wait == 0.0:
-                return
-            if deadline is not None and loop.time() + wait > deadline:
-                raise RateLimited(
-                    f"rate limit {self.key!r} ({self._rate:g}/{self._per:g}s) exceeded; "
-                    f"retry after {wait:.3f}s",
-                    retry_after=wait,
-                )
-            await asyncio.sleep(wait)
+
+        def advised_wait(state: RetryCallState) -> float:
+            return _wait_of(state)
+
+        def past_deadline(state: RetryCallState) -> bool:
+            return deadline is not None and loop.time() + _wait_of(state) > deadline
+
+        def refuse(state: RetryCallState) -> None:
+            wait = _wait_of(state)
+            raise RateLimited(
+                f"rate limit {self.key!r} ({self._rate:g}/{self._per:g}s) exceeded; "
+                f"retry after {wait:.3f}s",
+                retry_after=wait,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_result(lambda wait: wait > 0),
+            wait=advised_wait,
+            stop=past_deadline,
+            retry_error_callback=refuse,
+        )
+        await retrying(self.try_acquire, cost)
 
     async def reset(self) -> None:
         """Refill the bucket (deletes its key)."""
