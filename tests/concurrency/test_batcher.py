@@ -404,3 +404,32 @@ async def test_repr_shows_live_state() -> None:
         await batcher.submit(1)
         assert "running" in repr(batcher)
         assert "items=1" in repr(batcher)
+
+
+async def test_unhashable_items_are_simply_not_deduplicated() -> None:
+    fn = Recorder()
+    async with MicroBatcher(fn, dedup=True) as batcher:
+        results = await asyncio.gather(batcher.submit([1]), batcher.submit([1]))
+        assert batcher.stats().dedup_hits == 0
+    assert results == [("done", [1]), ("done", [1])]
+    assert sum(len(b) for b in fn.batches) == 2
+
+
+async def test_item_abandoned_by_its_only_caller_is_not_reused_by_dedup() -> None:
+    fn = Recorder()
+    fn.gate = asyncio.Event()
+    async with MicroBatcher(fn, max_batch_size=1, dedup=True) as batcher:
+        blocker = asyncio.create_task(batcher.submit("blocker"))
+        await asyncio.sleep(0.01)
+        abandoned = asyncio.create_task(batcher.submit("x"))
+        await asyncio.sleep(0)
+        abandoned.cancel()
+        await asyncio.sleep(0)
+        fresh = asyncio.create_task(batcher.submit("x"))
+        await asyncio.sleep(0)
+        assert batcher.stats().queue_depth == 1
+        fn.gate.set()
+        assert await fresh == ("done", "x")
+        await blocker
+        assert batcher.stats().dedup_hits == 0
+    assert fn.batches == [["blocker"], ["x"]]
