@@ -115,6 +115,7 @@ class CacheAside:
         self._clock = clock
         self._rand = rand
         self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._reading: dict[str, asyncio.Task[Any]] = {}
         self._refreshing: set[str] = set()
         self._counts = dict.fromkeys(CacheAsideStats.__slots__, 0)
 
@@ -138,7 +139,7 @@ class CacheAside:
             early_refresh=self.early_refresh if early_refresh is None else early_refresh,
         )
         options.validate()
-        raw = await self.cache.get(key)
+        raw = await self._read(key)
         if raw is not MISSING:
             return await self._on_hit(key, raw, loader, options)
         self._count("misses")
@@ -153,6 +154,15 @@ class CacheAside:
         else:
             self._count("coalesced")
         # shield: a cancelled caller must not cancel the load the other callers share.
+        return await asyncio.shield(task)
+
+    async def _read(self, key: str) -> Any:
+        """``cache.get(key)``, shared by the callers that ask for *key* while it is in flight."""
+        task = self._reading.get(key)
+        if task is None:
+            task = asyncio.create_task(self.cache.get(key), name=f"read {key}")
+            self._reading[key] = task
+            task.add_done_callback(lambda _: self._reading.pop(key, None))
         return await asyncio.shield(task)
 
     async def _on_hit(self, key: str, raw: Any, loader: Loader, options: _Options) -> Any:
