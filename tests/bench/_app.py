@@ -1,8 +1,8 @@
 """A small real ASGI server for the load-generator tests (run by uvicorn in a subprocess).
 
-Routes: ``GET /v1/models`` (one model, MODEL_ID), ``POST /v1/embeddings`` and ``/v1/predict``
-(400 for another model than MODEL_ID; X-Cache hit for an input seen before,
-Server-Timing with fixed stage durations), ``/v1/flaky`` (every 3rd request 500, every 5th
+Routes: ``POST /v1/embeddings`` and ``/v1/predict`` (400 for a model other than MODEL_ID;
+X-Cache hit for an input seen before; Server-Timing with fixed stage durations),
+``/v1/flaky`` (every 3rd request 500, every 5th
 429), ``/v1/stall`` (the STALL_AT-th request holds a global lock for STALL_S seconds, so every
 request behind it waits), ``/v1/slow`` (sleeps 50 ms), ``/v1/hang`` (sleeps 8 s),
 ``GET /trivial``, ``GET /metrics``, ``POST /reset``.
@@ -76,8 +76,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif path == "/reset":
         _state.update(seen=set(), count=0, stall_count=0, flaky=0, hang=0)
         await _respond(send, 200, b"{}", [])
-    elif path == "/v1/models":
-        await _respond(send, 200, json.dumps({"data": [{"id": MODEL_ID}]}).encode(), [])
     elif path in ("/v1/embeddings", "/v1/predict"):
         payload = json.loads(body)
         if payload.get("model", MODEL_ID) != MODEL_ID:

@@ -27,13 +27,15 @@ async def test_closed_loop_sends_exactly_the_requested_count(app_url: str) -> No
     assert result.throughput == pytest.approx(333 / result.elapsed_s)
 
 
-async def test_model_is_discovered_from_v1_models_unless_given(app_url: str) -> None:
+async def test_model_field_is_sent_only_when_given(app_url: str) -> None:
     config = LoadConfig(url=app_url, requests=5)
-    discovered = await run_load(config, Workload())
-    assert discovered.model == _app.MODEL_ID
-    assert discovered.ok == 5
+    default = await run_load(config, Workload())
+    assert default.ok == 5  # no "model" field: the server's default
     wrong = await run_load(config, Workload(model="other"))
     assert wrong.errors == {"HTTP 400": 5}
+    right = await run_load(config, Workload(model=_app.MODEL_ID))
+    assert right.ok == 5
+    assert right.model == _app.MODEL_ID
 
 
 async def test_x_cache_hit_ratio_is_counted(app_url: str) -> None:

@@ -35,7 +35,7 @@ async def test_bench_embeddings_and_predict_against_redline_serve(server: Server
     )
     report = await bench(run)
     assert report["summary"]["requests"] == report["summary"]["ok"] == 300
-    assert report["config"]["workload"]["model"] == "hashing"  # discovered from /v1/models
+    assert report["config"]["workload"]["model"] == "hashing"  # named by the responses
     assert report["cache"]["hit_ratio"] > 0.6
     memory_tier = report["cache"]["tiers"]["memory"]
     assert memory_tier["hit"] + memory_tier["miss"] >= 300
@@ -81,7 +81,7 @@ async def test_batching_scenario_runs_both_servers_at_three_concurrencies() -> N
     assert [(row[0], row[1]) for row in result["rows"]] == [
         ("off", 1), ("off", 8), ("off", 64), ("on", 1), ("on", 8), ("on", 64),
     ]  # fmt: skip
-    assert all(row[2] > 0 and row[-1] == 0 for row in result["rows"])
+    assert all(row[2] > 0 and row[-2] == 0 and row[-1] == "" for row in result["rows"])
 
 
 async def test_server_that_exits_at_start_is_a_bench_error() -> None:

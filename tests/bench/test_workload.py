@@ -11,6 +11,11 @@ from redline.bench.workload import Workload, read_inputs_file
 from redline.exceptions import BenchError
 
 
+def test_embeddings_body_without_model_omits_the_field() -> None:
+    body = json.loads(Workload().sampler(seed=1).next_body() or b"")
+    assert set(body) == {"input"}
+
+
 def test_embeddings_body_is_openai_shaped() -> None:
     sampler = Workload(model="m").sampler(seed=1)
     body = json.loads(sampler.next_body() or b"")

@@ -93,7 +93,7 @@ def run_command(
         float, typer.Option(help="Fraction of requests drawn from a small hot set (0..1).")
     ] = 0.0,
     model: Annotated[
-        str | None, typer.Option(help="Model sent to /v1/embeddings (default: from /v1/models).")
+        str | None, typer.Option(help="Model sent to /v1/embeddings (default: the server's).")
     ] = None,
     header: Annotated[
         list[str] | None, typer.Option("--header", "-H", help="Extra header 'Name: value'.")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import json
 import time
 from array import array
 from collections.abc import Callable
@@ -33,7 +33,7 @@ from redline.bench.stats import LatencyHistogram
 from redline.bench.workload import RequestSampler, Workload
 from redline.exceptions import BenchError
 
-__all__ = ["LATE_SEND_S", "check_reachable", "discover_model", "run_load"]
+__all__ = ["LATE_SEND_S", "check_reachable", "run_load"]
 
 #: An open-loop send this much later than its scheduled slot counts as late.
 LATE_SEND_S = 0.010
@@ -62,6 +62,7 @@ class _Phase:
         self.started = timer()
         self.recent: list[tuple[float, float]] = []
         self.track_recent = False
+        self.model_seen: str | None = None
 
     async def send(self, scheduled: float | None) -> None:
         body = self.sampler.next_body()
@@ -78,8 +79,10 @@ class _Phase:
         timing: str | None = None
         try:
             async with self.session.request(self.sampler.method, self.url, data=body) as response:
-                await response.read()
+                data = await response.read()
                 status = response.status
+                if self.model_seen is None and status < 400:
+                    self.model_seen = _model_of(data)
                 x_cache = response.headers.get("X-Cache")
                 timing = response.headers.get("Server-Timing")
         except aiohttp.ClientConnectorError as exc:
@@ -226,6 +229,16 @@ class _Phase:
         )
 
 
+def _model_of(data: bytes) -> str:
+    """The ``model`` an OpenAI-style response names ('' when it names none): for the report."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return ""
+    model = payload.get("model") if isinstance(payload, dict) else None
+    return model if isinstance(model, str) else ""
+
+
 async def check_reachable(url: str, timeout: float = 5.0) -> None:
     """Open (and close) one TCP connection to the server; :class:`BenchError` if impossible."""
     parts = urlsplit(url)
@@ -242,24 +255,6 @@ async def check_reachable(url: str, timeout: float = 5.0) -> None:
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
-
-
-async def discover_model(session: aiohttp.ClientSession, url: str) -> str | None:
-    """The first model id of the server's OpenAI-style ``/v1/models`` (``None`` if absent)."""
-    try:
-        async with session.get(
-            url.rstrip("/") + "/v1/models", timeout=aiohttp.ClientTimeout(total=10)
-        ) as response:
-            if response.status != 200:
-                return None
-            payload = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    try:
-        model_id = payload["data"][0]["id"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return model_id if isinstance(model_id, str) else None
 
 
 async def run_load(
@@ -290,10 +285,6 @@ async def run_load(
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers, raise_for_status=False
     ) as session:
-        if workload.route == "embeddings" and workload.model is None:
-            workload = dataclasses.replace(
-                workload, model=await discover_model(session, config.url)
-            )
         sampler = workload.sampler(seed)
         if config.warmup > 0:
             warm = _Phase(session, config, sampler, stop, timer)
@@ -311,7 +302,7 @@ async def run_load(
         result = phase.result
         result.elapsed_s = timer() - phase.started
     result.interrupted = stop.is_set()
-    result.model = workload.model
+    result.model = workload.model or phase.model_seen
     result.warmup_completed = warmup_completed
     return result
 

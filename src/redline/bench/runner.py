@@ -204,7 +204,7 @@ async def _run_processes(
             if worker.is_alive():
                 worker.kill()
     merged = results[0]
-    merged.model = merged.model or next((r.model for r in results.values() if r.model), None)
+    merged.model = next((r.model for r in results.values() if r.model), None)
     for index in range(1, len(workers)):
         merged.merge(results[index])
     return merged

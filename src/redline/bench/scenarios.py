@@ -113,7 +113,8 @@ async def _load_cell(url: str, concurrency: int, duration: float, repeat: float)
     looked_up = result.cache["hit"] + result.cache["miss"] + result.cache["partial"]
     hit_ratio = result.cache["hit"] / looked_up if looked_up else 0.0
     errors = sum(result.errors.values())
-    return [result.throughput, summary.p50_ms, summary.p99_ms, hit_ratio, errors]
+    kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(result.errors.items()))
+    return [result.throughput, summary.p50_ms, summary.p99_ms, hit_ratio, errors, kinds]
 
 
 async def cache_scenario(model: str | None = None, duration: float = 5.0) -> dict[str, Any]:
@@ -127,7 +128,16 @@ async def cache_scenario(model: str | None = None, duration: float = 5.0) -> dic
         "schema": _SCHEMA,
         "scenario": "cache",
         "params": {"model": model, "duration_s": duration, "concurrency": 8},
-        "columns": ["cache", "repeat", "rps", "p50_ms", "p99_ms", "hit_ratio", "errors"],
+        "columns": [
+            "cache",
+            "repeat",
+            "rps",
+            "p50_ms",
+            "p99_ms",
+            "hit_ratio",
+            "errors",
+            "error_kinds",
+        ],
         "key_columns": 2,
         "plot_column": "rps",
         "rows": rows,
@@ -143,12 +153,12 @@ async def batching_scenario(model: str | None = None, duration: float = 5.0) -> 
         ) as server:
             for concurrency in (1, 8, 64):
                 cell = await _load_cell(server.url, concurrency, duration, 0.0)
-                rows.append([label, concurrency, *cell[:3], cell[4]])
+                rows.append([label, concurrency, *cell[:3], *cell[4:]])
     return {
         "schema": _SCHEMA,
         "scenario": "batching",
         "params": {"model": model, "duration_s": duration},
-        "columns": ["batcher", "concurrency", "rps", "p50_ms", "p99_ms", "errors"],
+        "columns": ["batcher", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "error_kinds"],
         "key_columns": 2,
         "plot_column": "rps",
         "rows": rows,
@@ -174,7 +184,8 @@ def _cell(value: Any) -> str:
 
 def render_scenario(result: dict[str, Any], console: Console) -> None:
     """Print a scenario result as a table."""
-    table = Table(title=f"redline bench scenario {result['scenario']}  {result['params']}")
+    params = ", ".join(f"{key}={value}" for key, value in result["params"].items())
+    table = Table(title=f"redline bench scenario {result['scenario']} ({params})")
     for column in result["columns"]:
         table.add_column(column, justify="right")
     for row in result["rows"]:

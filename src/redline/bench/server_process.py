@@ -34,7 +34,8 @@ class ServerProcess:
     """Starts ``redline serve`` and waits for ``GET /ready``; stops it on exit.
 
     ``model`` is a factory path (``None``: the server's default, the real model); ``cache_url``
-    and ``max_batch_size`` are passed through when given.
+    and ``max_batch_size`` are passed through when given. Each server gets a private
+    temporary ``--data-dir``, removed on exit.
     """
 
     def __init__(
@@ -58,6 +59,9 @@ class ServerProcess:
         self.ready_timeout = ready_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        # A private data dir: no state (SQLite registry, usage) shared with other servers.
+        self._data_dir = tempfile.TemporaryDirectory(prefix="redline-bench-")
+        self.args += ["--data-dir", self._data_dir.name]
 
     async def __aenter__(self) -> ServerProcess:
         # stderr goes to a file, not a pipe: a chatty server must never block on a full pipe.
@@ -111,6 +115,7 @@ class ServerProcess:
                 proc.kill()
                 proc.wait(10)
         self._log.close()
+        self._data_dir.cleanup()
 
     def __repr__(self) -> str:
         state = "running" if self._proc is not None and self._proc.poll() is None else "stopped"

@@ -81,8 +81,8 @@ class Workload:
     JSON string and ``{{inputs}}`` a JSON list of ``inputs_per_request`` strings; no body sends
     GET), ``inputs`` (empty: generated sentences), ``inputs_per_request``, ``repeat`` (0..1,
     the fraction of requests drawn from the hot set of ``hot_set_size`` requests), ``model``
-    (sent as ``"model"`` to ``/v1/embeddings``; ``None``: the load generator asks the server's
-    ``/v1/models`` for the first id, and omits the field if that fails).
+    (sent as ``"model"`` to ``/v1/embeddings``; ``None`` omits the field so a redline server
+    uses its default model — other OpenAI-compatible servers usually need it).
 
     Example::
 
