@@ -197,6 +197,21 @@ async def test_full_redis_stream_raises_overloaded(client: Redis) -> None:
         await queue.put("c", 3, timeout=0.05)
 
 
+async def test_concurrent_stream_puts_share_round_trips_and_respect_the_bound(
+    client: Redis,
+) -> None:
+    stream = unique("{wb}:burst")
+    queue = RedisStreamQueue(client, stream, "g", "c", max_pending=5)
+    results = await asyncio.gather(
+        *(queue.put(f"k{i}", i, timeout=0) for i in range(10)), return_exceptions=True
+    )
+    assert results[:5] == [None] * 5  # the first five fit, in order
+    assert all(isinstance(r, Overloaded) for r in results[5:])
+    entries = await client.xrange(stream)
+    assert [fields[b"k"] for _, fields in entries] == [f"k{i}".encode() for i in range(5)]
+    assert queue.approximate_backlog() == 5
+
+
 async def test_redis_stream_queue_on_redis_cluster(redis_cluster: RedisClusterServers) -> None:
     cluster = RedisCluster(
         startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes]

@@ -134,12 +134,19 @@ class MemoryQueue:
         return f"<MemoryQueue queued={len(self._items)} taken={self._taken} maxsize={self.maxsize}>"
 
 
+# Appends as many of the records (k, v, t triples in ARGV[2:]) as fit under the bound,
+# in order, atomically; returns how many went in.
 _PUT_IF_ROOM = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then
-    return false
+local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
+local added = 0
+for i = 2, #ARGV, 3 do
+    if added >= room then break end
+    redis.call('XADD', KEYS[1], '*', 'k', ARGV[i], 'v', ARGV[i + 1], 't', ARGV[i + 2])
+    added = added + 1
 end
-return redis.call('XADD', KEYS[1], '*', 'k', ARGV[2], 'v', ARGV[3], 't', ARGV[4])
+return added
 """
+_PUT_BATCH = 500  # records per script call
 
 
 class RedisStreamQueue:
@@ -182,6 +189,8 @@ class RedisStreamQueue:
         self.block = block
         self.poll_interval = poll_interval
         self._put_script = client.register_script(_PUT_IF_ROOM)
+        self._appends: list[tuple[str, bytes, str, asyncio.Future[bool]]] = []
+        self._senders: set[asyncio.Task[None]] = set()
         self._group_ready = False
         self._own_pending_drained = False
         self._next_claim = 0.0
@@ -204,20 +213,48 @@ class RedisStreamQueue:
             raise SerializationError(f"write-behind value of {key!r} is not JSON: {exc}") from exc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        with translate_redis_errors(f"cannot append to stream {self.stream!r}"):
-            while True:
-                added = await self._put_script(
-                    keys=[self.stream], args=[self.max_pending, key, payload, repr(time.time())]
+        while not await self._append(key, payload):
+            if loop.time() >= deadline:
+                raise Overloaded(
+                    f"write-behind stream {self.stream!r} is full "
+                    f"({self.max_pending} pending) after waiting {timeout}s"
                 )
-                if added:
-                    self._backlog += 1
-                    return
-                if loop.time() >= deadline:
-                    raise Overloaded(
-                        f"write-behind stream {self.stream!r} is full "
-                        f"({self.max_pending} pending) after waiting {timeout}s"
-                    )
-                await asyncio.sleep(min(self.poll_interval, max(deadline - loop.time(), 0)))
+            await asyncio.sleep(min(self.poll_interval, max(deadline - loop.time(), 0)))
+        self._backlog += 1
+
+    async def _append(self, key: str, payload: bytes) -> bool:
+        """Queue one record for the next append round trip; ``False`` if the stream was full.
+
+        The puts issued in one event-loop tick go to Redis together, in one script call.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._appends.append((key, payload, repr(time.time()), future))
+        if len(self._appends) == 1:
+            task = asyncio.create_task(self._send_appends())
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        return await future
+
+    async def _send_appends(self) -> None:
+        batch, self._appends = self._appends[:_PUT_BATCH], self._appends[_PUT_BATCH:]
+        if self._appends:  # more than one script call's worth: the rest goes next
+            task = asyncio.create_task(self._send_appends())
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        args: list[Any] = [self.max_pending]
+        for key, payload, stamp, _ in batch:
+            args += [key, payload, stamp]
+        try:
+            with translate_redis_errors(f"cannot append to stream {self.stream!r}"):
+                added = int(await self._put_script(keys=[self.stream], args=args))
+        except Exception as exc:
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for index, (*_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(index < added)
 
     async def take(self, max_items: int, timeout: float) -> list[Delivery]:
         with translate_redis_errors(f"cannot read stream {self.stream!r}"):
