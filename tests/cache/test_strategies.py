@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from redline.cache.base import MISSING, Cache
-from redline.cache.bloom import BloomFilter
+from redline.cache.bloom import BloomFilter, RedisBloomFilter
 from redline.cache.invalidation import RedisInvalidation
 from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
@@ -176,6 +176,22 @@ async def test_lock_true_on_redis_runs_the_loader_once(redis_url: str) -> None:
         assert await asyncio.gather(*(aside.get("k", loader) for _ in range(20))) == [[1, 2]] * 20
         assert loader.calls == 1
         assert "CacheAside RedisCache" in repr(aside)
+    finally:
+        await cache.close()
+
+
+async def test_reads_survive_a_dead_redis_cache_lock_and_bloom(fresh_redis: RedisServer) -> None:
+    cache = RedisCache.from_url(fresh_redis.url, namespace="down")
+    bloom = RedisBloomFilter(cache.client, "down", 100)
+    await bloom.add("k")
+    try:
+        fresh_redis.kill()
+        loader = Loader("computed")
+        aside = CacheAside(cache, lock=True, bloom=bloom, negative_ttl=5)
+        assert await aside.get("k", loader) == "computed"
+        assert await aside.get("other", loader) == "computed"  # the filter can't rule it out
+        assert loader.calls == 2
+        assert aside.stats().errors >= 4  # reads, lock and writes, each logged and counted
     finally:
         await cache.close()
 

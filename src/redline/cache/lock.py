@@ -254,7 +254,10 @@ async def load_once(
                     await _publish(lock)
                     return value
                 finally:
-                    await lock.release()
+                    try:
+                        await lock.release()
+                    except CacheUnavailable as exc:  # the lease runs out on its own
+                        logger.warning("cannot release %r: %s", lock.name, exc)
             if pubsub is None:
                 pubsub = lock.client.pubsub()
                 await pubsub.subscribe(lock.channel)

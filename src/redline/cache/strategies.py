@@ -17,6 +17,9 @@ Cache-aside reads the cache and, on a miss, runs the loader and stores what it r
 
 ``cache_aside`` returns the value, or ``MISSING`` when the key does not exist (the loader
 returned ``MISSING``, the negative cache said so, or the Bloom filter ruled it out).
+A cache (or lock) that is down never breaks a read: the error is logged and counted in
+``errors``, the read counts as a miss, the loader runs (still single-flight in-process)
+and its value is returned uncached. Loader errors propagate to every caller sharing the load.
 
 Example::
 
@@ -42,7 +45,7 @@ from redline.cache.base import MISSING, Cache
 from redline.cache.bloom import BloomFilter, RedisBloomFilter
 from redline.cache.early_refresh import should_refresh, unwrap, wrap
 from redline.cache.lock import DistributedLock, RedisClient, load_once
-from redline.exceptions import CacheError
+from redline.exceptions import CacheError, CacheUnavailable
 
 __all__ = [
     "CacheAside",
@@ -79,6 +82,7 @@ class CacheAsideStats:
     negative_hits: int = 0
     bloom_rejections: int = 0
     early_refreshes: int = 0
+    errors: int = 0
 
 
 class CacheAside:
@@ -160,10 +164,27 @@ class CacheAside:
         """``cache.get(key)``, shared by the callers that ask for *key* while it is in flight."""
         task = self._reading.get(key)
         if task is None:
-            task = asyncio.create_task(self.cache.get(key), name=f"read {key}")
+            task = asyncio.create_task(self._safe_get(key), name=f"read {key}")
             self._reading[key] = task
             task.add_done_callback(lambda _: self._reading.pop(key, None))
         return await asyncio.shield(task)
+
+    async def _safe_get(self, key: str) -> Any:
+        """``cache.get``; a cache that is down reads as a miss (logged, counted)."""
+        try:
+            return await self.cache.get(key)
+        except CacheError as exc:
+            self._count("errors")
+            logger.warning("cache-aside read of %r failed, loading instead: %s", key, exc)
+            return MISSING
+
+    async def _safe_set(self, key: str, value: Any, ttl: float | None) -> None:
+        """``cache.set``; a failed write is logged and counted, the value still returned."""
+        try:
+            await self.cache.set(key, value, ttl)
+        except CacheError as exc:
+            self._count("errors")
+            logger.warning("cache-aside write of %r failed, returning it uncached: %s", key, exc)
 
     async def _on_hit(self, key: str, raw: Any, loader: Loader, options: _Options) -> Any:
         if is_negative(raw):
@@ -208,12 +229,27 @@ class CacheAside:
         lock = self._lock_for(key, options)
         if lock is None:
             return _decode(await self._load_and_store(key, loader, options))
-        raw = await load_once(
-            lock,
-            lambda: self.cache.get(key),
-            lambda: self._load_and_store(key, loader, options),
-            is_hit=lambda value: value is not MISSING,
-        )
+        loaded = False
+
+        async def load_and_store() -> Any:
+            nonlocal loaded
+            loaded = True
+            return await self._load_and_store(key, loader, options)
+
+        try:
+            raw = await load_once(
+                lock,
+                lambda: self._safe_get(key),
+                load_and_store,
+                is_hit=lambda value: value is not MISSING,
+            )
+        except CacheUnavailable as exc:
+            if loaded:
+                raise
+            # Redis is down: no cross-process lock to take; load (still single-flight here).
+            self._count("errors")
+            logger.warning("lock for %r unavailable, loading without it: %s", key, exc)
+            raw = await self._load_and_store(key, loader, options)
         return _decode(raw)
 
     async def _load_and_store(self, key: str, loader: Loader, options: _Options) -> Any:
@@ -223,13 +259,13 @@ class CacheAside:
         self._count("loads")
         if value is MISSING:
             if options.negative_ttl is not None:
-                await self.cache.set(key, _NEGATIVE, options.negative_ttl)
+                await self._safe_set(key, _NEGATIVE, options.negative_ttl)
             return _NEGATIVE
         stored = value
         if options.early_refresh is not None and options.ttl is not None:
             now = self._clock()
             stored = wrap(value, delta=max(now - started, 0.0), expires_at=now + options.ttl)
-        await self.cache.set(key, stored, options.ttl)
+        await self._safe_set(key, stored, options.ttl)
         return stored
 
     def _lock_for(self, key: str, options: _Options) -> DistributedLock | None:
@@ -288,8 +324,13 @@ def _decode(raw: Any) -> Any:
 
 
 async def _bloom_contains(bloom: BloomFilter | RedisBloomFilter, key: str) -> bool:
+    """Whether *key* may exist; a Redis filter that is down cannot rule anything out."""
     if isinstance(bloom, RedisBloomFilter):
-        return await bloom.contains(key)
+        try:
+            return await bloom.contains(key)
+        except CacheUnavailable as exc:
+            logger.warning("bloom filter unavailable, not guarding %r: %s", key, exc)
+            return True
     return bloom.contains(key)
 
 
