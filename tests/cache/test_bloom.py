@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -141,3 +142,14 @@ async def test_redis_filter_on_a_dead_redis_raises_cache_unavailable(
     with pytest.raises(CacheUnavailable, match="bloom filter"):
         await RedisBloomFilter(redis, "dead", 10).contains("x")
     await redis.aclose()
+
+
+async def test_concurrent_contains_calls_share_round_trips_and_answer_each_key(
+    client: Redis,
+) -> None:
+    bloom = RedisBloomFilter(client, f"burst-{uuid.uuid4().hex[:8]}", 5000, 0.001)
+    await bloom.add_many(f"in:{i}" for i in range(1500))
+    keys = [f"in:{i}" for i in range(1500)] + [f"out:{i}" for i in range(1500)]
+    answers = await asyncio.gather(*(bloom.contains(k) for k in keys))  # > one pipeline chunk
+    assert all(answers[:1500])
+    assert sum(answers[1500:]) <= 10  # 0.1% false positives, with room

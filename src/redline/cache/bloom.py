@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterable
 from hashlib import blake2b
@@ -147,6 +148,8 @@ class RedisBloomFilter:
         self.error_rate = error_rate
         self.key = f"{{{name}}}:bloom"
         self._building_key = f"{{{name}}}:bloom:building"
+        self._asks: list[tuple[str, asyncio.Future[bool]]] = []
+        self._askers: set[asyncio.Task[None]] = set()
 
     def _set_args(self, key: str) -> list[str | int]:
         args: list[str | int] = []
@@ -187,10 +190,34 @@ class RedisBloomFilter:
             await pipe.execute()
 
     async def contains(self, key: str) -> bool:
-        """``False`` if *key* was certainly never added; ``True`` if it probably was."""
-        with translate_redis_errors(f"bloom filter {self.key!r}"):
-            found = await self.client.execute_command("BITFIELD_RO", self.key, *self._get_args(key))
-        return all(found)
+        """``False`` if *key* was certainly never added; ``True`` if it probably was.
+
+        The calls made in one event-loop tick share one pipelined round trip.
+        """
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._asks.append((key, future))
+        if len(self._asks) == 1:
+            task = asyncio.create_task(self._answer_asks())
+            self._askers.add(task)
+            task.add_done_callback(self._askers.discard)
+        return await future
+
+    async def _answer_asks(self) -> None:
+        asks, self._asks = self._asks[:_CHUNK], self._asks[_CHUNK:]
+        if self._asks:
+            task = asyncio.create_task(self._answer_asks())
+            self._askers.add(task)
+            task.add_done_callback(self._askers.discard)
+        try:
+            answers = await self.contains_many(key for key, _ in asks)
+        except Exception as exc:
+            for _, future in asks:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), answer in zip(asks, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
 
     async def contains_many(self, keys: Iterable[str]) -> list[bool]:
         """:meth:`contains` for each of *keys*, in order, pipelined."""
