@@ -69,7 +69,7 @@ async def test_failing_ready_marks_replica_down_then_back(
     await wait_until(lambda: sup.replicas[1].state is ReplicaState.DOWN)
     await wait_until(
         lambda: (
-            f"{upstream_of(sup, 1)} weight=1 max_fails=1 fail_timeout=2s down;" in conf.read_text()
+            f"{upstream_of(sup, 1)} weight=1 max_fails=3 fail_timeout=2s down;" in conf.read_text()
         )
     )
     await asyncio.sleep(0.5)  # let the reloaded workers take over

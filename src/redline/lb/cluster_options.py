@@ -55,7 +55,9 @@ class ClusterOptions:
 
     ``base_port=None`` picks free loopback ports. ``weights`` (one per replica) feed the
     upstream ``weight=``. Backoff after a crash is ``backoff_base * 2**(crashes - 1)`` seconds,
-    capped at ``backoff_max``.
+    capped at ``backoff_max``. ``max_fails``/``fail_timeout`` are nginx's passive checks: a dead
+    replica is skipped at once (and retried elsewhere) while the active checks take it out; a
+    few failures are tolerated so one bad request cannot eject every replica at once.
 
     >>> ClusterOptions(replicas=3, base_port=9001).ports()
     [9001, 9002, 9003]
@@ -69,7 +71,7 @@ class ClusterOptions:
     hash_key: str = "$http_x_cache_key"
     rate_limit: RateLimit | None = None
     worker_processes: int | str = 1
-    max_fails: int = 1
+    max_fails: int = 3
     fail_timeout: float = 2.0
     run_dir: Path = Path(".redline/cluster")
     health: HealthCheck = field(default_factory=HealthCheck)
