@@ -46,8 +46,8 @@ def _text(report: dict[str, Any]) -> str:
 def test_report_has_the_documented_schema(report: dict[str, Any]) -> None:
     assert report["schema"] == SCHEMA == "redline.bench/1"
     assert set(report) == {
-        "schema", "created", "label", "config", "summary", "latency_ms", "errors", "cache",
-        "breakdown", "server_metrics", "timeline",
+        "schema", "created", "label", "config", "summary", "latency_ms", "latency_distribution",
+        "errors", "cache", "breakdown", "server_metrics", "timeline",
     }  # fmt: skip
     assert report["label"] == "base"
     config = report["config"]
@@ -75,6 +75,11 @@ def test_report_has_the_documented_schema(report: dict[str, Any]) -> None:
     assert (
         0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["p99.9"] <= latency["max"]
     )
+    curve = report["latency_distribution"]
+    assert len(curve) == 60
+    assert curve[0][0] == 0.0
+    assert curve[-1][0] == pytest.approx(99.999)
+    assert [ms for _p, ms in curve] == sorted(ms for _p, ms in curve)
     assert report["errors"] == {"by_kind": {}, "by_status": {"200": 200}}
     cache = report["cache"]
     assert cache["hit"] + cache["miss"] == 200
@@ -182,3 +187,16 @@ def test_compare_two_reports_gives_ratios_vs_the_first(report: dict[str, Any]) -
 def test_compare_needs_two_reports(report: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="compare needs at least 2 reports, got 1"):
         comparison_rows([report])
+
+
+def test_plot_of_a_run_without_successes_is_still_a_png(tmp_path: Path) -> None:
+    from redline.bench import Workload, build_report
+
+    result = LoadResult(completed=3)
+    result.errors["connection refused"] = 3
+    empty = build_report(LoadConfig(url="http://127.0.0.1:1"), Workload(), result)
+    assert empty["latency_distribution"] == []
+    assert empty["breakdown"]["bottleneck"] is None
+    write_plot(empty, tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").read_bytes().startswith(PNG_MAGIC)
+    assert "error: connection refused" in _text(empty)

@@ -11,6 +11,7 @@ Schema ``redline.bench/1`` (every key always present)::
       "summary": {"requests", "ok", "errors", "error_ratio", "elapsed_s", "throughput_rps",
                   "interrupted", "warmup_requests", "late_sends", "max_send_lag_ms"},
       "latency_ms": {"count", "min", "mean", "p50", "p90", "p99", "p99.9", "max"},
+      "latency_distribution": [[percentile, ms], ...],   # HDR percentile curve, 0 .. 99.999
       "errors": {"by_kind": {"HTTP 500": n, "timeout": n, ...}, "by_status": {"200": n, ...}},
       "cache": {"hit", "miss", "partial", "none", "hit_ratio": float | null,   # from X-Cache
                 "tiers": {"memory": {"hit", "miss", "hit_ratio"}, ...}},   # from /metrics
@@ -96,6 +97,9 @@ def build_report(
             "p99.9": latency.p999_ms,
             "max": latency.max_ms,
         },
+        "latency_distribution": [
+            [percentile, ms] for percentile, ms in result.histogram.distribution(60)
+        ],
         "errors": {
             "by_kind": dict(sorted(result.errors.items())),
             "by_status": {str(code): n for code, n in sorted(result.statuses.items())},
@@ -229,9 +233,14 @@ def write_plot(report: dict[str, Any], path: str | Path) -> None:
         over_time.set_ylabel("latency (ms)")
         over_time.set_title("latency over time")
         over_time.legend()
-        latency = report["latency_ms"]
-        labels = ["p50", "p90", "p99", "p99.9", "max"]
-        distribution.bar(labels, [latency[key] for key in labels], color="tab:orange")
+        curve = report["latency_distribution"]
+        # x = 1 / (1 - percentile): each tick one more "nine", the usual HDR picture.
+        xs = [1.0 / (1.0 - min(p, 99.999) / 100.0) for p, _ms in curve]
+        distribution.plot(xs, [ms for _p, ms in curve], color="tab:orange")
+        distribution.set_xscale("log")
+        ticks = [2.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0]
+        distribution.set_xticks(ticks, ["50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
+        distribution.set_xlabel("percentile")
         distribution.set_ylabel("latency (ms)")
         distribution.set_title(
             f"latency distribution ({report['summary']['throughput_rps']:,.0f} req/s)"
