@@ -48,12 +48,14 @@ from redline.cache.lock import DistributedLock, RedisClient, load_once
 from redline.exceptions import CacheError, CacheUnavailable
 
 __all__ = [
+    "BloomOption",
     "CacheAside",
     "CacheAsideStats",
     "LockOption",
     "cache_aside",
     "cache_aside_stats",
     "is_negative",
+    "redis_client_of",
     "write_through",
 ]
 
