@@ -226,3 +226,9 @@ def test_second_sigint_gives_up_at_once(app_url: str, tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert stderr.decode().strip() == "error: interrupted twice; no report written"
     assert not out_json.exists()
+
+
+def test_options_before_the_url_also_route_to_run(app_url: str, tmp_path: Path) -> None:
+    code, out, _err = _invoke("-n", "10", "-q", app_url, "--json", str(tmp_path / "r.json"))
+    assert code == 0, out
+    assert load_report(tmp_path / "r.json")["summary"]["requests"] == 10

@@ -35,7 +35,10 @@ class BenchGroup(TyperGroup):
 
 bench_app = typer.Typer(
     cls=BenchGroup,
-    help="Load-test a redline server (or any OpenAI-compatible embeddings endpoint).",
+    help=(
+        "Load-test a redline server (or any OpenAI-compatible embeddings endpoint). "
+        "`redline bench URL [OPTIONS]` is short for `redline bench run URL [OPTIONS]`."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
