@@ -4,7 +4,11 @@ The supervisor polls each replica's ``/ready``; a replica that fails ``fall`` ch
 is marked ``down`` in the generated nginx.conf and nginx is reloaded gracefully, and it comes
 back after ``rise`` good checks. A replica that dies is restarted with capped exponential
 backoff. A rolling restart takes one replica out of nginx at a time, lets it drain, restarts
-it, waits for ``/ready`` and puts it back, so clients see no failed request::
+it, waits for ``/ready`` and puts it back, so clients see no failed request.
+
+Every reload retires nginx's old workers, which close their *idle* client keep-alive
+connections; a client that sends on such a connection at that instant sees it closed before
+any response and must retry (RFC 9112 9.3.1). Requests nginx has accepted are never lost::
 
     options = ClusterOptions(replicas=3, listen="127.0.0.1:8080")
     async with ClusterSupervisor(options, command=serve_command()) as supervisor:
