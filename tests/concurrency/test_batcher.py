@@ -218,10 +218,10 @@ async def test_items_of_a_batch_running_when_worker_dies_get_worker_crashed() ->
     fn = Recorder()
     batcher = MicroBatcher(fn)
 
-    async def exploding_run(batch: list[object]) -> None:
+    async def exploding_complete(dispatched: object) -> None:
         raise RuntimeError("boom in run")
 
-    batcher._run = exploding_run  # type: ignore[method-assign,assignment]
+    batcher._complete = exploding_complete  # type: ignore[method-assign,assignment]
     async with batcher:
         with pytest.raises(WorkerCrashed, match="worker died: boom in run"):
             await asyncio.wait_for(batcher.submit("x"), timeout=5)
@@ -433,3 +433,64 @@ async def test_item_abandoned_by_its_only_caller_is_not_reused_by_dedup() -> Non
         await blocker
         assert batcher.stats().dedup_hits == 0
     assert fn.batches == [["blocker"], ["x"]]
+
+
+async def test_sync_batches_run_one_at_a_time_in_a_dedicated_thread_in_fifo_order() -> None:
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    seen: list[tuple[str, list[int]]] = []
+
+    def slow_double(items: list[int]) -> list[int]:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+        seen.append((threading.current_thread().name, list(items)))
+        return [i * 2 for i in items]
+
+    async with MicroBatcher(slow_double, max_batch_size=2, name="emb") as batcher:
+        # full batches are queued: the next one is handed to the model thread early
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert results == [i * 2 for i in range(10)]
+    assert peak == 1
+    assert [items for _, items in seen] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert {name.split("_")[0] for name, _ in seen} == {"batcher-emb"}
+
+
+async def test_pipelined_batch_error_fails_only_its_own_callers() -> None:
+    def picky(items: list[int]) -> list[int]:
+        time.sleep(0.01)
+        if 3 in items:
+            raise RuntimeError("bad batch")
+        return items
+
+    async with MicroBatcher(picky, max_batch_size=2) as batcher:
+        results = await asyncio.gather(
+            *(batcher.submit(i) for i in range(6)), return_exceptions=True
+        )
+        assert batcher.stats().errors == 1
+    assert results[:2] == [0, 1]
+    assert all(isinstance(r, RuntimeError) for r in results[2:4])
+    assert results[4:] == [4, 5]
+
+
+async def test_close_stops_the_model_thread() -> None:
+    def identity(items: list[int]) -> list[int]:
+        return items
+
+    def model_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("batcher-closing_")]
+
+    batcher = MicroBatcher(identity, name="closing")
+    async with batcher:
+        assert await batcher.submit(1) == 1
+        assert len(model_threads()) == 1
+    for _ in range(200):
+        if not model_threads():
+            break
+        await asyncio.sleep(0.01)
+    assert model_threads() == []

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
@@ -78,6 +79,15 @@ class BatcherHealth:
     last_error: str | None
     queue_depth: int
     max_queue: int
+
+
+@dataclass(slots=True)
+class _Dispatched:
+    """A batch handed to ``batch_fn``; ``future`` gives (results, started, finished)."""
+
+    batch: list[Entry]
+    future: asyncio.Future[Any]
+    at: float
 
 
 class MicroBatcher(Generic[T, R]):
@@ -141,6 +151,7 @@ class MicroBatcher(Generic[T, R]):
         self._arrived = asyncio.Event()
         self._consecutive_crashes = 0
         self._worker: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None  # the model thread (sync batch_fn)
         self._current: list[Entry] = []
         self._closing = False
         self._closed = False
@@ -163,6 +174,8 @@ class MicroBatcher(Generic[T, R]):
         if self._closing:
             raise Closed(f"MicroBatcher {self.name!r} is closed")
         if self._worker is None:
+            if not self._is_async:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batcher-{self.name}")
             self._worker = asyncio.get_running_loop().create_task(
                 self._supervise(), name=f"redline-batcher-{self.name}"
             )
@@ -181,6 +194,10 @@ class MicroBatcher(Generic[T, R]):
             worker.cancel()
         await asyncio.wait({worker})
         self._fail_queued(Closed(f"MicroBatcher {self.name!r} closed before running the item"))
+        if self._executor is not None:
+            # Nothing is queued any more; a batch cancelled mid-run finishes in the background.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         self._closed = True
 
     async def __aenter__(self) -> Self:
@@ -297,13 +314,22 @@ class MicroBatcher(Generic[T, R]):
                 await asyncio.sleep(min(0.01 * (self._consecutive_crashes - 1), 1.0))
 
     async def _loop(self) -> None:
+        ahead: _Dispatched | None = None
         while True:
-            batch = await self._next_batch()
-            if batch is None:
-                return
-            self._current = batch
-            await self._run(batch)
-            self._current = []
+            if ahead is None:
+                batch = await self._next_batch()
+                if batch is None:
+                    return
+                ahead = self._dispatch(batch)
+            current, ahead = ahead, None
+            # Pipelining (sync batch_fn): when a full batch is already queued, hand it to the
+            # model thread now, so it starts the instant this one ends instead of after a
+            # round trip through the event loop. Only full batches go early: none gets smaller.
+            if self._executor is not None and self._queue.depth >= self._max_batch_size:
+                ahead = self._dispatch(self._take())
+            self._current = current.batch + (ahead.batch if ahead is not None else [])
+            await self._complete(current)
+            self._current = ahead.batch if ahead is not None else []
             self._consecutive_crashes = 0
 
     async def _next_batch(self) -> list[Entry] | None:
@@ -340,17 +366,53 @@ class MicroBatcher(Generic[T, R]):
     def _take(self) -> list[Entry]:
         return self._queue.take()
 
-    async def _run(self, batch: list[Entry]) -> None:
+    def _dispatch(self, batch: list[Entry]) -> _Dispatched:
+        """Start ``batch_fn`` on *batch*: in the model thread (sync) or as a task (async)."""
+        items = [entry.item for entry in batch]
+        future: asyncio.Future[tuple[Sequence[R], float, float]]
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._executor, self._timed_sync, items)
+        else:
+            future = asyncio.ensure_future(self._timed_async(items))
+        return _Dispatched(batch, future, self._timer())
+
+    def _timed_sync(self, items: list[T]) -> tuple[Sequence[R], float, float]:
+        """Runs in the model thread; the times say when the model really ran."""
+        started = self._timer()
+        results = cast(Callable[[list[T]], Sequence[R]], self._batch_fn)(items)
+        return results, started, self._timer()
+
+    async def _timed_async(self, items: list[T]) -> tuple[Sequence[R], float, float]:
+        started = self._timer()
+        results = await cast(Callable[[list[T]], Awaitable[Sequence[R]]], self._batch_fn)(items)
+        return results, started, self._timer()
+
+    async def _results(self, dispatched: _Dispatched) -> tuple[Sequence[R], float, float]:
+        results, started, finished = await dispatched.future
+        try:
+            count = len(results)
+        except TypeError:
+            raise TypeError(
+                f"batch_fn must return a sequence, got {type(results).__name__}"
+            ) from None
+        if count != len(dispatched.batch):
+            raise ValueError(f"batch_fn returned {count} results for {len(dispatched.batch)} items")
+        return results, started, finished
+
+    async def _complete(self, dispatched: _Dispatched) -> None:
+        """Wait for a dispatched batch, hand out results or errors, record the batch."""
+        batch = dispatched.batch
         if not batch:
             return
-        start = self._timer()
-        waits = tuple(max(0.0, start - entry.enqueued_at) for entry in batch)
+        started, finished = dispatched.at, -1.0
         error: str | None = None
         try:
-            results = await self._call([entry.item for entry in batch])
+            results, started, finished = await self._results(dispatched)
         except Exception as exc:
             self._errors += 1
             error = f"{type(exc).__name__}: {exc}"
+            finished = self._timer()
             if self._retry_individually and len(batch) > 1:
                 for entry in batch:
                     await self._run_alone(entry)
@@ -360,7 +422,8 @@ class MicroBatcher(Generic[T, R]):
         else:
             for entry, result in zip(batch, results, strict=True):
                 self._settle(entry, result=result)
-        run_seconds = max(0.0, self._timer() - start)
+        waits = tuple(max(0.0, started - entry.enqueued_at) for entry in batch)
+        run_seconds = max(0.0, finished - started)
         self._batches += 1
         self._items += len(batch)
         self._histogram[len(batch)] = self._histogram.get(len(batch), 0) + 1
@@ -375,29 +438,12 @@ class MicroBatcher(Generic[T, R]):
 
     async def _run_alone(self, entry: Entry) -> None:
         try:
-            (result,) = await self._call([entry.item])
+            (result,), _, _ = await self._results(self._dispatch([entry]))
         except Exception as exc:
             self._errors += 1
             self._settle(entry, exc)
         else:
             self._settle(entry, result=result)
-
-    async def _call(self, items: list[T]) -> Sequence[R]:
-        if self._is_async:
-            fn = cast(Callable[[list[T]], Awaitable[Sequence[R]]], self._batch_fn)
-            results = await fn(items)
-        else:
-            sync_fn = cast(Callable[[list[T]], Sequence[R]], self._batch_fn)
-            results = await asyncio.to_thread(sync_fn, items)
-        try:
-            count = len(results)
-        except TypeError:
-            raise TypeError(
-                f"batch_fn must return a sequence, got {type(results).__name__}"
-            ) from None
-        if count != len(items):
-            raise ValueError(f"batch_fn returned {count} results for {len(items)} items")
-        return results
 
     def _settle(
         self, entry: Entry, exc: BaseException | None = None, *, result: Any = None
