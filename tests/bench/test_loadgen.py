@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import pytest
 
@@ -161,3 +163,32 @@ def test_bad_load_configs_raise_bench_error(kwargs: dict[str, object], message: 
 def test_url_must_be_http() -> None:
     with pytest.raises(BenchError, match="URL must look like http://HOST:PORT, got 'localhost:80'"):
         LoadConfig(url="localhost:80")
+
+
+class _ResetOnRequest(asyncio.Protocol):
+    """Answers every request by resetting the connection (SO_LINGER 0, then abort)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        sock = self.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()  # type: ignore[attr-defined]
+
+
+async def test_connection_resets_are_counted_not_raised() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_ResetOnRequest, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await run_load(
+            LoadConfig(url=f"http://127.0.0.1:{port}", concurrency=2, requests=10), Workload()
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result.completed == 10
+    assert result.ok == 0
+    assert sum(result.errors.values()) == 10
+    assert set(result.errors) <= {"connection reset", "server disconnected"}

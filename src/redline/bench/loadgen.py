@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import time
 from array import array
@@ -92,6 +93,9 @@ class _Phase:
             error = "timeout"
         except aiohttp.ServerDisconnectedError:
             error = "server disconnected"
+        except aiohttp.ClientOSError as exc:
+            reset = exc.errno in (errno.ECONNRESET, errno.EPIPE)
+            error = "connection reset" if reset else f"connection error ({exc.strerror})"
         except aiohttp.ClientError as exc:
             error = f"client error ({type(exc).__name__})"
         end = self.timer()
