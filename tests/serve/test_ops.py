@@ -138,6 +138,8 @@ async def test_openapi_documents_the_api(hashing_client: Pair) -> None:
     schema = (await client.get("/openapi.json")).json()
     for path in ("/v1/embeddings", "/v1/predict", "/v1/models", "/health", "/ready", "/metrics"):
         assert path in schema["paths"], path
-    request = schema["components"]["schemas"]["EmbeddingRequest"]
+    body = schema["paths"]["/v1/embeddings"]["post"]["requestBody"]
+    request = body["content"]["application/json"]["schema"]
+    assert request["title"] == "EmbeddingRequest"
     assert set(request["properties"]) >= {"input", "model", "encoding_format", "dimensions"}
     assert (await client.get("/docs")).status_code == 200

@@ -32,11 +32,11 @@ def _fields(index: int) -> dict[str, Any]:
 async def test_records_are_written_in_batches_and_counted(tmp_path: Path) -> None:
     database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     gauge = _Gauge()
-    recorder = UsageRecorder(database, max_batch=10, max_interval=30, backlog_gauge=gauge)
+    recorder = UsageRecorder(database, max_batch=2, max_interval=30, backlog_gauge=gauge)
     await recorder.start()
     try:
         for index in range(25):
-            await recorder.record(**_fields(index))
+            recorder.record(**_fields(index))
         assert recorder.stats().recorded == 25
         await recorder.flush()
         assert await database.count_usage() == 25
@@ -65,10 +65,21 @@ async def test_a_failing_database_keeps_the_records_for_later(tmp_path: Path) ->
     await recorder.start()
     try:
         for index in range(3):
-            await recorder.record(**_fields(index))
+            recorder.record(**_fields(index))
         await recorder.flush()
         assert await database.count_usage() == 3
         assert flaky.calls == 3
     finally:
         await recorder.close()
+        await database.close()
+
+
+async def test_a_replayed_batch_is_not_inserted_twice(tmp_path: Path) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    try:
+        rows = [{**_fields(index), "created_at": 1.0} for index in range(3)]
+        await database.insert_usage(rows)
+        await database.insert_usage(rows)
+        assert await database.count_usage() == 3
+    finally:
         await database.close()

@@ -30,6 +30,8 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -122,10 +124,22 @@ class Database:
             return [_plain(row._mapping) for row in result.all()]
 
     async def insert_usage(self, records: Sequence[dict[str, Any]]) -> None:
-        """Insert usage rows in one statement."""
-        if records:
-            async with self.engine.begin() as conn:
-                await conn.execute(insert(usage_table), list(records))
+        """Insert usage rows in one statement; a row whose request id exists is skipped.
+
+        Idempotent on purpose: write-behind delivers at least once, so a batch that was
+        committed just before a crash or a cancellation may come again.
+        """
+        if not records:
+            return
+        statement: Any
+        if self.engine.dialect.name == "postgresql":
+            statement = postgresql_insert(usage_table).on_conflict_do_nothing()
+        elif self.engine.dialect.name == "sqlite":
+            statement = sqlite_insert(usage_table).on_conflict_do_nothing()
+        else:
+            statement = insert(usage_table)
+        async with self.engine.begin() as conn:
+            await conn.execute(statement, list(records))
 
     async def count_usage(self) -> int:
         """How many usage rows exist."""

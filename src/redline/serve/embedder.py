@@ -84,7 +84,6 @@ async def embed_texts(
             logger.warning("cache read failed, computing everything: %s", exc)
             found = {}
         cache_seconds += time.perf_counter() - started
-        _count_tiers(state, cache)
     missing: dict[str, list[int]] = {}
     cached = 0
     for index, text in enumerate(texts):
@@ -127,19 +126,3 @@ async def _store(state: ServerState, fresh: dict[str, npt.NDArray[np.float32]]) 
         await cache.set_many(fresh, ttl=ttl)
     except CacheError as exc:
         logger.warning("cache write failed: %s", exc)
-
-
-def _count_tiers(state: ServerState, cache: Any) -> None:
-    """Mirror the cache's per-tier hit/miss counters into the Prometheus counters."""
-    try:
-        stats = cache.stats()
-    except Exception:  # a broken stats() must not fail a request
-        return
-    seen = state.cache_counts
-    for tier in stats.tiers:
-        for result, value in (("hit", tier.hits), ("miss", tier.misses)):
-            key = (tier.name, result)
-            delta = value - seen.get(key, 0)
-            if delta > 0:
-                state.metrics.cache_requests.labels(tier=tier.name, result=result).inc(delta)
-                seen[key] = value

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,6 +25,8 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from redline.cache.base import CacheStats
 
 __all__ = ["ServerMetrics"]
 
@@ -107,7 +109,32 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._cache_seen: dict[tuple[str, str], int] = {}
         self.batch_errors = Counter("redline_batch_errors", "Model calls that raised.", registry=r)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one HTTP request (labelled children are cached: this runs per request)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route=route, method=method, status=str(status)),
+                self.request_duration.labels(route=route, method=method),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def sync_cache(self, stats: CacheStats) -> None:
+        """Bring ``redline_cache_requests_total`` up to the cache's own per-tier counters."""
+        for tier in stats.tiers:
+            for result, value in (("hit", tier.hits), ("miss", tier.misses)):
+                key = (tier.name, result)
+                delta = value - self._cache_seen.get(key, 0)
+                if delta > 0:
+                    self.cache_requests.labels(tier=tier.name, result=result).inc(delta)
+                    self._cache_seen[key] = value
 
     def observe_batch(self, record: _Batch) -> None:
         """``on_batch`` hook of the micro-batcher."""

@@ -73,8 +73,7 @@ class RequestMiddleware:
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.requests.labels(route=route, method=method, status=str(status)).inc()
-            metrics.request_duration.labels(route=route, method=method).observe(elapsed)
+            metrics.observe_request(route, method, status, elapsed)
             self._log(scope, request_id, route, status, elapsed)
 
     def _limited(self, receive: Receive) -> Receive:

@@ -38,7 +38,6 @@ class ServerState:
         self.usage: Any = None
         self.limiter: Any = None
         self.ready = False
-        self.cache_counts: dict[tuple[str, str], int] = {}
         self.load_error: str | None = None
         self.model_load_seconds: float | None = None
         self._loader: asyncio.Task[None] | None = None

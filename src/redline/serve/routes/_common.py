@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -13,7 +15,37 @@ from redline.serve.errors import APIError
 from redline.serve.settings import Settings
 from redline.serve.state import ServerState
 
-__all__ = ["json_response", "prepare_texts", "server_state", "server_timing"]
+__all__ = [
+    "body_doc",
+    "json_response",
+    "parse_body",
+    "prepare_texts",
+    "server_state",
+    "server_timing",
+]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body the route parses itself."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
+    """Parse and validate the JSON body; the hot path skips FastAPI's dependency machinery."""
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise APIError(400, "request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from None
 
 
 def server_state(request: Request) -> ServerState:

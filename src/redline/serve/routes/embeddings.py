@@ -6,7 +6,7 @@ import base64
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,7 +15,14 @@ from redline.serve.auth import authorize
 from redline.serve.embedder import embed_texts
 from redline.serve.errors import APIError
 from redline.serve.model import count_tokens
-from redline.serve.routes._common import json_response, prepare_texts, server_state, server_timing
+from redline.serve.routes._common import (
+    body_doc,
+    json_response,
+    parse_body,
+    prepare_texts,
+    server_state,
+    server_timing,
+)
 from redline.serve.schemas import EmbeddingRequest, EmbeddingResponse
 
 __all__ = ["router"]
@@ -23,11 +30,13 @@ __all__ = ["router"]
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingResponse)
-async def create_embeddings(
-    body: EmbeddingRequest, request: Request, client: str = Depends(authorize)
-) -> Response:
+@router.post(
+    "/v1/embeddings", response_model=EmbeddingResponse, openapi_extra=body_doc(EmbeddingRequest)
+)
+async def create_embeddings(request: Request) -> Response:
     """Embed a string or a list of strings (``encoding_format`` float or base64)."""
+    client = await authorize(request)
+    body = await parse_body(request, EmbeddingRequest)
     started = time.perf_counter()
     state = server_state(request)
     try:
@@ -60,7 +69,7 @@ async def create_embeddings(
     }
     request.state.cache_result = result.cache_result
     if state.usage is not None:
-        await state.usage.record(
+        state.usage.record(
             request_id=request.state.request_id,
             route="/v1/embeddings",
             model=model.name,

@@ -86,5 +86,7 @@ async def metrics(request: Request) -> Response:
         check_api_key(state.settings, request.headers.get("authorization"))
     if state.engine is not None:
         state.metrics.queue_depth.set(state.engine.health()["queue_depth"])
+    if state.cache is not None:
+        state.metrics.sync_cache(state.cache.stats())
     body, content_type = state.metrics.render()
     return Response(body, media_type=content_type)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,7 +19,14 @@ from redline.serve.auth import authorize
 from redline.serve.embedder import embed_texts
 from redline.serve.errors import APIError
 from redline.serve.model import count_tokens
-from redline.serve.routes._common import json_response, prepare_texts, server_state, server_timing
+from redline.serve.routes._common import (
+    body_doc,
+    json_response,
+    parse_body,
+    prepare_texts,
+    server_state,
+    server_timing,
+)
 from redline.serve.schemas import PredictRequest, PredictResponse
 
 __all__ = ["SCORE_SCALE", "router"]
@@ -28,11 +35,11 @@ SCORE_SCALE = 20.0
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/v1/predict", response_model=PredictResponse)
-async def predict(
-    body: PredictRequest, request: Request, client: str = Depends(authorize)
-) -> Response:
+@router.post("/v1/predict", response_model=PredictResponse, openapi_extra=body_doc(PredictRequest))
+async def predict(request: Request) -> Response:
     """Classify each text against the caller's labels."""
+    client = await authorize(request)
+    body = await parse_body(request, PredictRequest)
     started = time.perf_counter()
     state = server_state(request)
     try:
@@ -66,7 +73,7 @@ async def predict(
     tokens = sum(count_tokens(model, texts))
     request.state.cache_result = result.cache_result
     if state.usage is not None:
-        await state.usage.record(
+        state.usage.record(
             request_id=request.state.request_id,
             route="/v1/predict",
             model=model.name,
