@@ -170,7 +170,7 @@ async def load(
             except aiohttp.ClientError:
                 ok = False
             finished = time.perf_counter()
-            if started >= measuring_from and finished <= stop_at:
+            if measuring_from <= finished <= stop_at:
                 if ok:
                     latencies.append(finished - started)
                 else:
@@ -235,11 +235,11 @@ class Server:
         self.log.close()
 
 
-def redline_server(cache_url: str, threads: int, data_dir: Path) -> Server:
+def redline_server(cache_url: str, threads: int, data_dir: Path, batch: int = 32) -> Server:
     port = free_port()
     command = [sys.executable, "-m", "redline", "serve", "--port", str(port)]
     command += ["--cache-url", cache_url, "--torch-threads", str(threads), "--log-level", "warning"]
-    command += ["--data-dir", str(data_dir), "--max-batch-size", "32", "--max-wait-ms", "2"]
+    command += ["--data-dir", str(data_dir), "--max-batch-size", str(batch), "--max-wait-ms", "2"]
     return Server(command, port, "/ready", {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 
 
@@ -332,11 +332,12 @@ def main() -> None:
     threads = args.threads
     results: list[Result] = []
 
-    raw, _ = bench_raw_model(2.0 if args.quick else 6.0, threads)
+    raw, per_size = bench_raw_model(2.0 if args.quick else 6.0, threads)
     results.append(raw)
+    batch = max(per_size, key=lambda size: per_size[size])
 
     data_dir = Path(tempfile.mkdtemp(prefix="redline-bench-"))
-    server = redline_server("none", threads, data_dir)
+    server = redline_server("none", threads, data_dir, batch)
     try:
         server.wait_ready()
         results.append(
@@ -346,7 +347,7 @@ def main() -> None:
         server.stop()
 
     hot = [sentence(random.Random(3), i) for i in range(100)]
-    server = redline_server("memory://?max_entries=200000", threads, data_dir)
+    server = redline_server("memory://?max_entries=200000", threads, data_dir, batch)
     try:
         server.wait_ready()
         results.append(

@@ -105,3 +105,50 @@ def test_serve_starts_quickly_with_the_hashing_model(tmp_path: Path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert '"route":"/v1/embeddings"' in output  # the JSON access log line
+
+
+def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    proc = _serve(
+        tmp_path,
+        port,
+        "--model",
+        "redline.serve.testing:create_hashing_model",
+        "--workers",
+        "2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
+    (tmp_path / "metrics").mkdir()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        ready_in_a_row = 0
+        for _ in range(1200):  # every worker loads its own model: wait for a run of 200s
+            try:
+                ok = httpx.get(f"{url}/ready").status_code == 200
+            except httpx.TransportError:
+                ok = False
+            ready_in_a_row = ready_in_a_row + 1 if ok else 0
+            if ready_in_a_row >= 10:
+                break
+            time.sleep(0.05)
+        for index in range(10):  # fresh connections: both workers get some
+            with httpx.Client(base_url=url) as client:
+                assert client.post("/v1/embeddings", json={"input": f"w{index}"}).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    finally:
+        stop_process(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    total = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "redline_http_requests"
+        for sample in family.samples
+        if sample.name == "redline_http_requests_total"
+        and sample.labels.get("route") == "/v1/embeddings"
+        and sample.labels.get("status") == "200"
+    )
+    assert total == 10
