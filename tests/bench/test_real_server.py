@@ -62,7 +62,7 @@ def test_cache_scenario_via_cli_hit_ratio_follows_repeat(tmp_path: Path) -> None
     args += ["--json", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")]
     outcome = CliRunner().invoke(build_app(), args)
     assert outcome.exit_code == 0, outcome.output
-    assert "hit_ratio" in outcome.stdout
+    assert "redline bench scenario cache" in outcome.stdout
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     result = json.loads((tmp_path / "c.json").read_text())
     assert result["columns"][:2] == ["cache", "repeat"]
@@ -81,7 +81,12 @@ async def test_batching_scenario_runs_both_servers_at_three_concurrencies() -> N
     assert [(row[0], row[1]) for row in result["rows"]] == [
         ("off", 1), ("off", 8), ("off", 64), ("on", 1), ("on", 8), ("on", 64),
     ]  # fmt: skip
+    assert result["columns"][2:] == [
+        "rps", "p50_ms", "p99_ms", "bottleneck", "errors", "error_kinds",
+    ]  # fmt: skip
     assert all(row[2] > 0 and row[-2] == 0 and row[-1] == "" for row in result["rows"])
+    # the server sends Server-Timing, so every cell names its slowest stage
+    assert all(row[5] in {"cache", "queue", "inference", "other"} for row in result["rows"])
 
 
 async def test_server_that_exits_at_start_is_a_bench_error() -> None:

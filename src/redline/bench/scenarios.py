@@ -26,6 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from redline.bench.breakdown import compute_breakdown
 from redline.bench.config import LoadConfig
 from redline.bench.loadgen import run_load
 from redline.bench.server_process import ServerProcess
@@ -105,39 +106,42 @@ async def concurrency_scenario(
     }
 
 
-async def _load_cell(url: str, concurrency: int, duration: float, repeat: float) -> list[Any]:
+_CELL_COLUMNS = ("rps", "p50_ms", "p99_ms", "hit_ratio", "bottleneck", "errors", "error_kinds")
+
+
+async def _load_cell(url: str, concurrency: int, duration: float, repeat: float) -> dict[str, Any]:
+    """One closed-loop measurement against a running server."""
     warmup = min(0.5, duration / 2)
     config = LoadConfig(url=url, concurrency=concurrency, duration=duration, warmup=warmup)
     result = await run_load(config, Workload(repeat=repeat, hot_set_size=8))
     summary = result.histogram.summary()
     looked_up = result.cache["hit"] + result.cache["miss"] + result.cache["partial"]
-    hit_ratio = result.cache["hit"] / looked_up if looked_up else 0.0
-    errors = sum(result.errors.values())
     kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(result.errors.items()))
-    return [result.throughput, summary.p50_ms, summary.p99_ms, hit_ratio, errors, kinds]
+    return {
+        "rps": result.throughput,
+        "p50_ms": summary.p50_ms,
+        "p99_ms": summary.p99_ms,
+        "hit_ratio": result.cache["hit"] / looked_up if looked_up else 0.0,
+        "bottleneck": compute_breakdown(result).bottleneck or "n/a",
+        "errors": sum(result.errors.values()),
+        "error_kinds": kinds,
+    }
 
 
 async def cache_scenario(model: str | None = None, duration: float = 5.0) -> dict[str, Any]:
     """The server with the cache off vs on, at 0 %, 50 % and 90 % repeated inputs."""
+    columns = ["cache", "repeat", *_CELL_COLUMNS]
     rows = []
     for cache_url, label in (("none", "off"), ("memory://", "on")):
         async with ServerProcess(model=model, cache_url=cache_url) as server:
             for repeat in (0.0, 0.5, 0.9):
-                rows.append([label, repeat, *await _load_cell(server.url, 8, duration, repeat)])
+                cell = await _load_cell(server.url, 8, duration, repeat)
+                rows.append([label, repeat, *(cell[name] for name in _CELL_COLUMNS)])
     return {
         "schema": _SCHEMA,
         "scenario": "cache",
         "params": {"model": model, "duration_s": duration, "concurrency": 8},
-        "columns": [
-            "cache",
-            "repeat",
-            "rps",
-            "p50_ms",
-            "p99_ms",
-            "hit_ratio",
-            "errors",
-            "error_kinds",
-        ],
+        "columns": columns,
         "key_columns": 2,
         "plot_column": "rps",
         "rows": rows,
@@ -146,6 +150,7 @@ async def cache_scenario(model: str | None = None, duration: float = 5.0) -> dic
 
 async def batching_scenario(model: str | None = None, duration: float = 5.0) -> dict[str, Any]:
     """The server with the micro-batcher off (batch size 1) vs on, at concurrency 1, 8, 64."""
+    names = [name for name in _CELL_COLUMNS if name != "hit_ratio"]
     rows = []
     for max_batch_size, label in ((1, "off"), (None, "on")):
         async with ServerProcess(
@@ -153,12 +158,12 @@ async def batching_scenario(model: str | None = None, duration: float = 5.0) -> 
         ) as server:
             for concurrency in (1, 8, 64):
                 cell = await _load_cell(server.url, concurrency, duration, 0.0)
-                rows.append([label, concurrency, *cell[:3], *cell[4:]])
+                rows.append([label, concurrency, *(cell[name] for name in names)])
     return {
         "schema": _SCHEMA,
         "scenario": "batching",
         "params": {"model": model, "duration_s": duration},
-        "columns": ["batcher", "concurrency", "rps", "p50_ms", "p99_ms", "errors", "error_kinds"],
+        "columns": ["batcher", "concurrency", *names],
         "key_columns": 2,
         "plot_column": "rps",
         "rows": rows,
