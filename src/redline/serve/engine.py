@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,8 +88,6 @@ class InferenceEngine:
         self, texts: list[str], *, timeout: float | None = None
     ) -> tuple[npt.NDArray[np.float32], EngineTiming]:
         """Embed *texts* (``Overloaded`` when the queue is full, ``Closed`` after close)."""
-        import asyncio
-
         now = self._timer()
         jobs = [_Job(text, now) for text in texts]
         rows = await asyncio.gather(*(self._batcher.submit(job, timeout=timeout) for job in jobs))

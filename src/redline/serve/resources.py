@@ -5,11 +5,16 @@ each built from :class:`Settings` inside the lifespan; errors become :class:`Con
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redline.cache.base import Cache
 from redline.serve.metrics import ServerMetrics
 from redline.serve.settings import Settings
+
+if TYPE_CHECKING:
+    from redline.serve.database import Database
+    from redline.serve.ratelimit import ClientRateLimiter
+    from redline.serve.usage import UsageRecorder
 
 __all__ = ["open_cache", "open_database", "open_limiter", "open_usage"]
 
@@ -29,14 +34,16 @@ async def open_cache(settings: Settings) -> Cache | None:
     return cache
 
 
-async def open_database(settings: Settings) -> Any:
+async def open_database(settings: Settings) -> Database:
     """The model registry + usage database (SQLite in ``data_dir`` unless ``database_url``)."""
     from redline.serve.database import Database
 
     return await Database.open(settings.resolved_database_url, data_dir=settings.data_dir)
 
 
-async def open_usage(settings: Settings, database: Any, metrics: ServerMetrics) -> Any:
+async def open_usage(
+    settings: Settings, database: Database, metrics: ServerMetrics
+) -> UsageRecorder:
     """The usage-record writer (write-behind into the ``usage`` table)."""
     from redline.serve.usage import UsageRecorder
 
@@ -45,7 +52,7 @@ async def open_usage(settings: Settings, database: Any, metrics: ServerMetrics) 
     return recorder
 
 
-async def open_limiter(settings: Settings, cache: Cache | None) -> Any:
+async def open_limiter(settings: Settings, cache: Cache | None) -> ClientRateLimiter | None:
     """The per-client rate limiter, or None when ``rate_limit`` is unset."""
     if settings.rate_limit is None:
         return None

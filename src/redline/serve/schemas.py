@@ -19,6 +19,7 @@ __all__ = [
     "ModelCard",
     "PredictRequest",
     "PredictResponse",
+    "Prediction",
     "Usage",
 ]
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redline.cache.base import Cache
 from redline.exceptions import ModelNotFound, ModelNotReady
@@ -19,6 +19,11 @@ from redline.serve.engine import InferenceEngine
 from redline.serve.metrics import ServerMetrics
 from redline.serve.model import Model, load_model
 from redline.serve.settings import Settings
+
+if TYPE_CHECKING:
+    from redline.serve.database import Database
+    from redline.serve.ratelimit import ClientRateLimiter
+    from redline.serve.usage import UsageRecorder
 
 __all__ = ["ServerState"]
 
@@ -34,9 +39,9 @@ class ServerState:
         self.model: Model | None = model
         self.engine: InferenceEngine | None = None
         self.cache: Cache | None = None
-        self.database: Any = None
-        self.usage: Any = None
-        self.limiter: Any = None
+        self.database: Database | None = None
+        self.usage: UsageRecorder | None = None
+        self.limiter: ClientRateLimiter | None = None
         self.ready = False
         self.load_error: str | None = None
         self.model_load_seconds: float | None = None
