@@ -200,3 +200,14 @@ def test_plot_of_a_run_without_successes_is_still_a_png(tmp_path: Path) -> None:
     write_plot(empty, tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes().startswith(PNG_MAGIC)
     assert "error: connection refused" in _text(empty)
+
+
+def test_metric_deltas_exclude_the_warmup(app_url: str) -> None:
+    run = BenchRun(
+        config=LoadConfig(url=app_url, concurrency=2, requests=50, warmup=0.3),
+        workload=Workload(),
+    )
+    report = asyncio.run(bench(run))
+    assert report["summary"]["warmup_requests"] > 0
+    counters = report["server_metrics"]["counters"]
+    assert counters['redline_http_requests_total{route="/v1/embeddings",status="200"}'] == 50

@@ -21,7 +21,7 @@ import errno
 import json
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -269,12 +269,14 @@ async def run_load(
     on_progress: Callable[[LoadProgress], None] | None = None,
     progress_interval: float = 0.25,
     seed: int | None = None,
+    before_measuring: Callable[[], Awaitable[None]] | None = None,
     timer: Callable[[], float] = time.perf_counter,
 ) -> LoadResult:
     """Run one benchmark (warm-up, then the measured phase) and return what it measured.
 
     Set ``stop`` (e.g. from a SIGINT handler) to end early: in-flight requests get a short
-    grace, and the partial result comes back with ``interrupted=True``.
+    grace, and the partial result comes back with ``interrupted=True``. ``before_measuring``
+    is awaited after the warm-up, right before the measured phase (to scrape ``/metrics``).
 
     Example::
 
@@ -294,6 +296,8 @@ async def run_load(
             warm = _Phase(session, config, sampler, stop, timer)
             await _run_phase(warm, config, None, config.warmup, on_progress, progress_interval)
             warmup_completed = warm.result.completed
+        if before_measuring is not None:
+            await before_measuring()
         phase = _Phase(session, config, sampler, stop, timer)
         await _run_phase(
             phase,

@@ -89,7 +89,12 @@ async def bench(
     """Run the benchmark and return its report (see :mod:`redline.bench.report`)."""
     stop = stop if stop is not None else asyncio.Event()
     metrics_url = run.metrics_url or metrics_url_for(run.config.url)
-    before = await _scrape(metrics_url) if run.scrape else None
+    before: dict[Any, float] | None = None
+
+    async def scrape_before() -> None:
+        nonlocal before
+        before = await _scrape(metrics_url)
+
     display = ProgressDisplay(console) if run.progress else None
     try:
         if run.processes == 1:
@@ -99,8 +104,12 @@ async def bench(
                 stop=stop,
                 on_progress=display.update if display else None,
                 seed=run.seed,
+                before_measuring=scrape_before if run.scrape else None,
             )
         else:
+            # Worker processes warm up on their own: this scrape precedes their warm-up.
+            if run.scrape:
+                await scrape_before()
             result = await _run_processes(run, stop, display.update if display else None)
     finally:
         if display is not None:
