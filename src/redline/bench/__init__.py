@@ -8,10 +8,11 @@ reports side by side; ``redline bench scenario`` runs the concurrency, cache and
 experiments.
 
 How much load one generator process makes: against a trivial endpoint (an asyncio server
-answering a fixed 2-byte response) on the 2-core development box, one process produced
-about 3,900 req/s at concurrency 32 while using ~0.85 of a core (``benchmarks/
-bench_cli_throughput.py``). Loading a real model server, the generator is far from the
-limit; for the cached path on a bigger box use ``--processes N`` (histograms merge exactly).
+answering a fixed 2-byte response) on the shared 2-core development box, one process
+produced 2,500-4,100 req/s at concurrency 32 (about 4,000 when the box was quiet, using
+~0.8 of a core), two processes 3,700-4,800 req/s (``benchmarks/bench_cli_throughput.py``).
+Against a model server the generator is far from the limit; for the cached path on a bigger
+box use ``--processes N`` (their HDR histograms merge exactly).
 
 Example::
 
