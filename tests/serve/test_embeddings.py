@@ -123,7 +123,10 @@ async def test_server_timing_and_request_id_headers(hashing_client: Pair) -> Non
     assert float(stages["total"]) >= float(stages["inference"])
     assert response.headers["x-request-id"] == "abc-123"
     generated = await client.post("/v1/embeddings", json={"input": "t"})
-    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+    first = generated.headers["x-request-id"]
+    second = (await client.post("/v1/embeddings", json={"input": "t"})).headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]+", first)
+    assert first != second
 
 
 async def test_cache_off_reports_x_cache_off_and_always_computes(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -37,6 +38,9 @@ class RequestMiddleware:
         self.app = app
         self.state = state
         self.max_body = state.settings.max_body_bytes
+        # Unique without a syscall per request: a random per-process prefix plus a counter.
+        self._id_prefix = os.urandom(8).hex() + "-"
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,7 +49,7 @@ class RequestMiddleware:
         started = time.perf_counter()
         headers = dict(scope.get("headers") or ())
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if _REQUEST_ID.match(given) else f"{self._id_prefix}{next(self._ids):x}"
         scope.setdefault("state", {})["request_id"] = request_id
         method = scope["method"]
         status = 500
