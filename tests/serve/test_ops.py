@@ -143,3 +143,24 @@ async def test_openapi_documents_the_api(hashing_client: Pair) -> None:
     assert request["title"] == "EmbeddingRequest"
     assert set(request["properties"]) >= {"input", "model", "encoding_format", "dimensions"}
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_ready_is_503_while_the_queue_is_nearly_full(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, max_queue=10, max_batch_size=1, ready_queue_ratio=0.5, cache_url="none"
+    )
+    async with running_app(settings, HashingModel(8, delay=0.2)) as (client, state):
+        pending = [
+            asyncio.create_task(client.post("/v1/embeddings", json={"input": f"q{i}"}))
+            for i in range(8)
+        ]
+        assert state.engine is not None
+        for _ in range(100):
+            if state.engine.health()["queue_depth"] >= 5:
+                break
+            await asyncio.sleep(0.01)
+        busy = await client.get("/ready")
+        assert busy.status_code == 503
+        assert busy.json()["checks"]["batcher"].startswith("saturated")
+        assert all(r.status_code == 200 for r in await asyncio.gather(*pending))
+        assert (await client.get("/ready")).status_code == 200

@@ -94,3 +94,21 @@ def test_serve_command_is_registered_with_its_flags() -> None:
     assert result.exit_code == 0
     for flag in ("--host", "--port", "--workers", "--model", "--cache-url", "--database-url"):
         assert flag in result.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--cache-url", "ftp://nowhere"], "ftp"),
+        (["--database-url", "not a url"], "REDLINE_DATABASE_URL"),
+        (["--model", "no_such_package_xyz:factory"], "cannot find module 'no_such_package_xyz'"),
+    ],
+)
+def test_serve_command_checks_urls_and_model_before_starting(
+    flags: list[str], fragment: str
+) -> None:
+    result = CliRunner().invoke(build_app(), ["serve", *flags])
+    assert result.exit_code == 2
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -60,7 +60,7 @@ def serve(
 ) -> None:
     """Serve the embeddings API (OpenAI-compatible) with caching and micro-batching."""
     from redline.exceptions import ConfigError
-    from redline.serve.settings import load_settings
+    from redline.serve.settings import check_startup, load_settings
 
     flags = {
         "host": host,
@@ -80,6 +80,7 @@ def serve(
     }
     try:
         settings = load_settings(**flags)
+        check_startup(settings)
     except ConfigError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         raise typer.Exit(2) from None

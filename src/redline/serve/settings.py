@@ -46,7 +46,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from redline.exceptions import ConfigError
 
-__all__ = ["Settings", "load_settings", "parse_rate_limit"]
+__all__ = ["Settings", "check_startup", "load_settings", "parse_rate_limit"]
 
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)\s*$")
 _UNIT_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
@@ -157,6 +157,36 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from exc
+
+
+def check_startup(settings: Settings) -> None:
+    """Fail fast, before serving, on a cache URL, database URL or model module that cannot work.
+
+    Raises :class:`ConfigError` with one line. Nothing connects: the cache client is built and
+    dropped, the database URL is only parsed, the model module is only located.
+    """
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from redline.serve.model import BUILTIN_MODELS
+
+    if settings.cache_enabled:
+        from redline.cache.url import cache_from_url
+
+        cache_from_url(settings.cache_url)  # raises ConfigError naming the problem
+    try:
+        make_url(settings.resolved_database_url)
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid setting REDLINE_DATABASE_URL: {exc}") from exc
+    module = BUILTIN_MODELS.get(settings.model, settings.model).partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise ConfigError(f"invalid setting REDLINE_MODEL: cannot find module {module!r}")
 
 
 def _one_line(exc: ValidationError) -> str:
