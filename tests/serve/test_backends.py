@@ -94,3 +94,25 @@ async def test_usage_is_flushed_to_sqlite_on_shutdown(tmp_path: Path) -> None:
         assert await database.count_usage() == 3
     finally:
         await database.close()
+
+
+@pytest.mark.parametrize("backend", ["redis", "cluster"])
+async def test_embeddings_round_trip_through_redis(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "redis":
+        base = request.getfixturevalue("redis_url")
+    else:
+        base = request.getfixturevalue("redis_cluster").url
+    cache_url = f"{base}?namespace=serve-rt-{tmp_path.name}"
+    model = HashingModel(16)
+    async with running_app(make_settings(tmp_path, cache_url=cache_url), model) as (client, _):
+        first = await client.post("/v1/embeddings", json={"input": ["x1", "x2"]})
+        model.inputs.clear()
+        second = await client.post("/v1/embeddings", json={"input": ["x2", "x1"]})
+    assert first.headers["x-cache"] == "miss"
+    assert second.headers["x-cache"] == "hit"
+    assert model.inputs == []
+    by_text = {"x1": first.json()["data"][0], "x2": first.json()["data"][1]}
+    assert second.json()["data"][0]["embedding"] == by_text["x2"]["embedding"]
+    assert second.json()["data"][1]["embedding"] == by_text["x1"]["embedding"]
