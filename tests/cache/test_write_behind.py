@@ -189,6 +189,18 @@ async def test_redis_stream_queue_delivers_and_trims_acknowledged_entries(client
         assert (await client.xpending(stream, "flushers"))["pending"] == 0
 
 
+async def test_close_with_a_flusher_waiting_on_the_stream_delivers_everything(
+    client: Redis,
+) -> None:
+    sink = RecordingSink()
+    queue = RedisStreamQueue(client, unique("{wb}:close"), "g", "c")
+    wb = WriteBehind(None, sink, queue=queue, max_batch=100, max_interval=0.05)
+    await asyncio.gather(*(wb.write(f"k{i}", i) for i in range(1050)))
+    await asyncio.wait_for(wb.close(), 30)  # generous: "not blocked forever"
+    assert len(sink.latest()) == 1050
+    assert wb.stats().pending == 0
+
+
 async def test_full_redis_stream_raises_overloaded(client: Redis) -> None:
     queue = RedisStreamQueue(client, unique("{wb}:full"), "g", "c", max_pending=2)
     await queue.put("a", 1, timeout=0)

@@ -271,8 +271,9 @@ class RedisStreamQueue:
                 claimed = await self._claim(max_items)
                 if claimed:
                     return claimed
-            block = min(timeout, self.block)
-            got = await self._read(">", max_items, int(block * 1000) if block > 0 else None)
+            # BLOCK 0 would mean "forever": below a millisecond, don't block at all.
+            block_ms = int(min(timeout, self.block) * 1000)
+            got = await self._read(">", max_items, block_ms if block_ms >= 1 else None)
             self._backlog = int(await self.client.xlen(self.stream))
             return got
 

@@ -47,6 +47,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_STOP_GRACE = 1.0  # seconds close() lets the flusher finish its current step
+
 Sink: TypeAlias = Callable[[list[WriteRecord]], Awaitable[object]]
 
 
@@ -162,7 +164,7 @@ class WriteBehind:
         """
         loop = asyncio.get_running_loop()
         first_at = 0.0
-        while True:
+        while not self._closed:
             if not self._held:
                 first_at = 0.0
             elif not first_at:  # records left by a failed delivery or by flush
@@ -180,6 +182,8 @@ class WriteBehind:
                     await asyncio.sleep(self.retry.maximum)
                 first_at = 0.0
                 continue
+            # Short waits: a close() is noticed within a quarter of the stop grace.
+            wait = min(wait, _STOP_GRACE / 4)
             self._held += await self.queue.take(self.max_batch - len(self._held), wait)
 
     async def _deliver_held(self) -> None:
@@ -219,9 +223,13 @@ class WriteBehind:
             return
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # The flusher sees the flag within one queue wait; cancel only a slow one (a
+            # cancelled blocking Redis read is not always interrupted by redis-py).
+            done, _ = await asyncio.wait({self._task}, timeout=_STOP_GRACE)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         try:
             await self.flush()
