@@ -261,3 +261,27 @@ async def test_cluster_lock_excludes_across_clients(cluster_client: RedisCluster
     assert await first.release()
     assert await cluster_client.exists(name) == 0
     assert MISSING is not None
+
+
+async def test_waiter_gives_up_with_lock_timeout_while_the_holder_is_alive(redis_url: str) -> None:
+    namespace = unique("wait")
+    cache = RedisCache.from_url(redis_url, namespace=namespace)
+    name = f"{namespace}:lock:{{k}}"
+    holder = DistributedLock(cache.client, name, lease=1.0)
+    assert await holder.try_acquire()  # alive: renews its lease while the waiter waits
+    calls = 0
+
+    async def loader() -> str:
+        nonlocal calls
+        calls += 1
+        return "never"
+
+    try:
+        waiter = DistributedLock(cache.client, name, lease=1.0, wait_timeout=1.5)
+        with pytest.raises(LockTimeout, match=r"no value for lock .* within 1\.5s"):
+            await CacheAside(cache).get("k", loader, lock=waiter)
+        assert calls == 0
+        assert waiter.stats().timeouts == 1
+    finally:
+        await holder.release()
+        await cache.close()
