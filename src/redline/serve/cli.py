@@ -99,6 +99,8 @@ def serve(
 
     import uvicorn
 
+    from redline.serve.protocol import coalescing_http_protocol
+
     uvicorn.run(
         "redline.serve.app:create_app_from_env",
         factory=True,
@@ -109,6 +111,7 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=30,
         log_config=None,
+        http=coalescing_http_protocol(),  # one send per response: see serve/protocol.py
     )
 
 
