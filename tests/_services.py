@@ -42,7 +42,9 @@ def free_port(*, with_bus: bool = False) -> int:
     raise RuntimeError("no free loopback port found")
 
 
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -78,7 +80,9 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 class RedisServer:
     """One redis-server process on a loopback port; can be killed and restarted on that port."""
 
-    def __init__(self, port: int | None = None, *, cluster: bool = False, workdir: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, cluster: bool = False, workdir: Path | None = None
+    ) -> None:
         self.port = port or free_port(with_bus=cluster)
         self.cluster = cluster
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"redline-redis-{self.port}-"))
@@ -92,21 +96,33 @@ class RedisServer:
     def start(self) -> RedisServer:
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", HOST,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.workdir),
-            "--daemonize", "no",
-            "--protected-mode", "no",
-            "--logfile", str(self.workdir / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "no",
+            "--logfile",
+            str(self.workdir / "redis.log"),
         ]
         if self.cluster:
             args += [
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", f"nodes-{self.port}.conf",
-                "--cluster-node-timeout", "2000",
-                "--cluster-announce-ip", HOST,
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{self.port}.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-announce-ip",
+                HOST,
             ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
@@ -131,7 +147,10 @@ class RedisServer:
     def cli(self, *args: str) -> str:
         out = subprocess.run(
             [require_binary("redis-cli"), "-h", HOST, "-p", str(self.port), *args],
-            check=True, capture_output=True, text=True, timeout=30,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         return out.stdout
 
@@ -165,9 +184,18 @@ class RedisClusterServers:
         for node in self.nodes:
             node.start()
         subprocess.run(
-            [require_binary("redis-cli"), "--cluster", "create",
-             *(f"{HOST}:{p}" for p in self.ports), "--cluster-replicas", "1", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
+            [
+                require_binary("redis-cli"),
+                "--cluster",
+                "create",
+                *(f"{HOST}:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -204,7 +232,7 @@ def _pg_bin(name: str) -> str:
 
 
 class PostgresServer:
-    """A private PostgreSQL cluster (initdb) on a loopback port, trust auth, database ``redline``."""
+    """A private PostgreSQL (initdb) on a loopback port, trust auth, database ``redline``."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -226,11 +254,26 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         if self._as_root:
             shutil.chown(self.workdir, "postgres", "postgres")
-        self._run(_pg_bin("initdb"), "-D", str(self.datadir), "-U", self.user,
-                  "--auth=trust", "--no-sync", "-E", "UTF8")
         self._run(
-            _pg_bin("pg_ctl"), "-D", str(self.datadir), "-l", str(self.workdir / "pg.log"), "-w",
-            "-o", f"-p {self.port} -k {self.workdir} -c listen_addresses={HOST} -c fsync=off",
+            _pg_bin("initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.workdir / "pg.log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.workdir} -c listen_addresses={HOST} -c fsync=off",
             "start",
         )
         self._run(_pg_bin("createdb"), "-h", HOST, "-p", str(self.port), "-U", self.user, "redline")

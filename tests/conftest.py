@@ -1,4 +1,4 @@
-"""Session-wide real services. Each fixture starts its server on free loopback ports and stops it."""
+"""Real services for the whole session, each started on free loopback ports and stopped after."""
 
 from __future__ import annotations
 

@@ -16,7 +16,9 @@ def test_redis_server_answers_ping(redis_server: RedisServer) -> None:
     client.close()
 
 
-def test_redis_cluster_has_three_masters_and_three_replicas(redis_cluster: RedisClusterServers) -> None:
+def test_redis_cluster_has_three_masters_and_three_replicas(
+    redis_cluster: RedisClusterServers,
+) -> None:
     roles = redis_cluster.roles(redis_cluster.nodes[0])
     assert sorted(roles) == ["master"] * 3 + ["slave"] * 3
     client = RedisCluster(host="127.0.0.1", port=redis_cluster.ports[0])
@@ -28,7 +30,10 @@ def test_redis_cluster_has_three_masters_and_three_replicas(redis_cluster: Redis
 def test_postgres_accepts_queries(postgres: PostgresServer) -> None:
     out = subprocess.run(
         ["psql", postgres.dsn, "-At", "-c", "select 40 + 2"],
-        check=True, capture_output=True, text=True, timeout=30,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.stdout.strip() == "42"
 
