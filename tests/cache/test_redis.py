@@ -475,3 +475,18 @@ async def test_repr_and_accessors_show_live_state(redis_cache: RedisCache, names
         f"RedisCache(name='redis', standalone, namespace='{namespace}', "
         "hits=0, misses=1, errors=0, breaker=closed)"
     )
+
+
+async def test_a_cold_cluster_cache_takes_concurrent_first_commands(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    for round_ in range(3):  # a fresh, never-used client each round
+        cache = RedisCache.from_cluster_nodes(
+            redis_cluster.startup_nodes, namespace=f"cold{round_}"
+        )
+        async with cache:
+            keys = [f"k{i}" for i in range(120)]
+            await asyncio.gather(*(cache.set(k, i) for i, k in enumerate(keys)))
+            values = await asyncio.gather(*(cache.get(k) for k in keys))
+            assert values == list(range(120))
+            await cache.clear()

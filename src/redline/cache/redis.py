@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -120,6 +120,9 @@ class RedisCache:
         self._owns_client = owns_client
         self._limit = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self._coalescer = GetCoalescer(self._fetch_batch)
+        # redis-py's async RedisCluster misroutes concurrent first commands on a cold client;
+        # the first command of this cache initialises it (under redis-py's own lock) first.
+        self._cluster_ready = not self.is_cluster
         self._hits = self._misses = self._sets = self._deletes = self._errors = 0
 
     @classmethod
@@ -247,6 +250,9 @@ class RedisCache:
         if check:  # coalesced reads asked the breaker when they queued
             self.breaker.allow()
         try:
+            if not self._cluster_ready:
+                await cast(RedisCluster, self.client).initialize()
+                self._cluster_ready = True
             if self._limit is None:
                 result = await op()
             else:
