@@ -7,7 +7,9 @@ depends on a hand-started process or on the machine's own services.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import glob
 import os
 import random
@@ -21,6 +23,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+_running: set[RedisServer | PostgresServer] = set()
+
+
+def _die_with_parent() -> None:
+    """In the child: the kernel SIGKILLs it if the test process dies (no orphan servers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Whatever a fixture did not stop (an interrupted run) is stopped at interpreter exit."""
+    for server in list(_running):
+        with contextlib.suppress(Exception):
+            server.stop()
 
 
 def port_is_free(port: int) -> bool:
@@ -124,11 +142,18 @@ class RedisServer:
                 "--cluster-announce-ip",
                 HOST,
             ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        _running.add(self)
         wait_for_port(self.port, proc=self.proc)
         return self
 
     def stop(self) -> None:
+        _running.discard(self)
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
@@ -276,10 +301,12 @@ class PostgresServer:
             f"-p {self.port} -k {self.workdir} -c listen_addresses={HOST} -c fsync=off",
             "start",
         )
+        _running.add(self)
         self._run(_pg_bin("createdb"), "-h", HOST, "-p", str(self.port), "-U", self.user, "redline")
         return self
 
     def stop(self) -> None:
+        _running.discard(self)
         with contextlib.suppress(Exception):
             self._run(_pg_bin("pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop")
         shutil.rmtree(self.workdir, ignore_errors=True)
