@@ -347,3 +347,71 @@ async def test_works_over_redis_without_a_sync_fast_path(redis_url: str) -> None
     finally:
         await cache.clear()
         await cache.close()
+
+
+async def test_lock_runs_the_body_once_across_two_clients_of_one_redis(redis_url: str) -> None:
+    runs = 0
+
+    async def slow_square(x: int) -> int:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.2)
+        return x * x
+
+    first = RedisCache.from_url(redis_url, namespace="deco-lock")
+    second = RedisCache.from_url(redis_url, namespace="deco-lock")
+    async with first, second:
+        # Two decorations of one function on two clients: two "processes" sharing keys.
+        a = cached(first, ttl=30, lock=True)(slow_square)
+        b = cached(second, ttl=30, lock=True)(slow_square)
+        assert a.key(7) == b.key(7)
+        results = await asyncio.gather(*(f(7) for f in (a, b) for _ in range(50)))
+        assert results == [49] * 100
+        assert runs == 1
+        await first.clear()
+
+
+async def test_bloom_skips_the_body_for_keys_that_cannot_exist() -> None:
+    from redline.cache.bloom import BloomFilter
+
+    calls: list[int] = []
+    bloom = BloomFilter(capacity=1000, error_rate=0.001)
+
+    async def load_user(user_id: int) -> dict[str, int]:
+        calls.append(user_id)
+        return {"id": user_id}
+
+    fn = cached(MemoryCache(), ttl=60, bloom=bloom)(load_user)
+    bloom.add(fn.key(1))
+    assert await fn(1) == {"id": 1}
+    assert await fn(2) is MISSING  # not in the filter: the body never runs
+    assert await fn(1) == {"id": 1}  # cached
+    assert calls == [1]
+
+
+async def test_negative_ttl_remembers_not_found() -> None:
+    calls = 0
+
+    async def find(name: str) -> Any:
+        nonlocal calls
+        calls += 1
+        return MISSING  # "no such thing"
+
+    fn = cached(MemoryCache(), ttl=60, negative_ttl=30)(find)
+    assert await fn("ghost") is MISSING
+    assert await fn("ghost") is MISSING
+    assert calls == 1
+
+
+async def test_early_refresh_hands_back_the_value_not_its_envelope() -> None:
+    calls = 0
+
+    async def compute(x: int) -> list[int]:
+        nonlocal calls
+        calls += 1
+        return [x, x]
+
+    fn = cached(MemoryCache(), ttl=60, early_refresh=1.0)(compute)
+    assert await fn(3) == [3, 3]
+    assert await fn(3) == [3, 3]  # a hit, unwrapped (the TTL is far: no refresh)
+    assert calls == 1

@@ -34,13 +34,16 @@ import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Generic, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, Protocol, TypeVar, cast
 
 from redline.cache.base import MISSING, Cache
 from redline.cache.keys import make_key
 from redline.cache.memory import MemoryCache
 from redline.cache.singleflight import SingleFlight
 from redline.exceptions import CacheError
+
+if TYPE_CHECKING:
+    from redline.cache.strategies import BloomOption, LockOption
 
 __all__ = ["CachedFunction", "cached"]
 
@@ -133,12 +136,23 @@ def cached(
     version: str | int = 1,
     namespace: str = "redline",
     single_flight: bool = True,
+    lock: LockOption = None,
+    bloom: BloomOption = None,
+    negative_ttl: float | None = None,
+    early_refresh: float | None = None,
 ) -> Callable[[Callable[P, Awaitable[R]]], CachedFunction[P, R]]:
     """Cache an ``async def`` function's results in *cache*; see the module docstring.
 
     Parameters: ``ttl`` seconds (``None``: the cache's default), ``key`` builds the variable
     part of the key from the call's arguments, ``jitter`` is the TTL spread (a fraction),
     ``version`` and ``namespace`` prefix every key, ``single_flight`` dedupes concurrent misses.
+
+    The protections of :func:`redline.cache.strategies.cache_aside` route every call through
+    it: ``lock=True`` (single-flight across processes with a Redis lock), ``bloom=`` (a
+    filter of the call keys that can exist — fill it with ``fn.key(...)``; a call whose key
+    is not in it returns ``MISSING`` without running the body), ``negative_ttl=`` (a body
+    that returns ``MISSING`` means "no such thing", remembered that long) and
+    ``early_refresh=`` (XFetch: a hot key is recomputed before it expires).
     """
     if not isinstance(cache, Cache):
         raise TypeError(f"cached() needs a Cache, got {type(cache).__name__}")
@@ -209,8 +223,36 @@ def cached(
 
         memo_get = memo.get
         safe = _MEMO_SAFE
+        protected = (
+            lock not in (None, False)
+            or bloom is not None
+            or negative_ttl is not None
+            or early_refresh is not None
+        )
 
-        if peek is not None and key is None:
+        if protected:
+            # Values are stored wrapped (early refresh) or as negative markers: every call
+            # goes through cache-aside, which reads and unwraps them.
+            from redline.cache.strategies import CacheAside
+
+            aside = CacheAside(
+                cache,
+                lock=lock,
+                bloom=bloom,
+                negative_ttl=negative_ttl,
+                early_refresh=early_refresh,
+            )
+
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                call_ttl = ttl
+                if call_ttl is not None and jitter:
+                    call_ttl *= 1.0 + random.uniform(-jitter, jitter)
+                value = await aside.get(
+                    key_of(args, kwargs), lambda: func(*args, **kwargs), ttl=call_ttl
+                )
+                return cast(R, value)
+
+        elif peek is not None and key is None:
 
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 # key_of() inlined for the common all-positional call: this is the hot path.
