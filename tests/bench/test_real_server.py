@@ -95,10 +95,19 @@ async def test_server_that_exits_at_start_is_a_bench_error() -> None:
             pass
 
 
-async def test_server_that_never_gets_ready_is_a_bench_error() -> None:
-    # A model that cannot be imported leaves the server up but never ready.
+async def test_server_that_never_gets_ready_is_a_bench_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A model whose warm-up outlasts the wait leaves the server up but not ready.
+    monkeypatch.setenv("REDLINE_HASHING_DELAY_MS", "6000")
     with pytest.raises(
         BenchError, match=r"^redline serve on http://127.0.0.1:\d+ not ready after 3s$"
     ):
-        async with ServerProcess(model="redline.no_such_module:factory", ready_timeout=3.0):
+        async with ServerProcess(model=HASHING, ready_timeout=3.0):
+            pass
+
+
+async def test_server_that_cannot_load_its_model_is_a_bench_error() -> None:
+    with pytest.raises(BenchError, match=r"cannot find module 'redline.no_such_module'"):
+        async with ServerProcess(model="redline.no_such_module:factory", ready_timeout=30.0):
             pass
