@@ -88,7 +88,9 @@ async def test_failed_early_refresh_keeps_serving_the_old_value(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     clock = Clock()
-    aside = CacheAside(MemoryCache(timer=clock), ttl=60, early_refresh=1.0, clock=clock)
+    aside = CacheAside(
+        MemoryCache(timer=clock), ttl=60, early_refresh=1.0, clock=clock, rand=lambda: 0.5
+    )
 
     async def slow_old() -> str:
         clock.now += 1.0  # delta = 1 s: a refresh is due well before expiry

@@ -79,10 +79,10 @@ async def test_release_after_lease_expiry_does_not_delete_the_new_holders_lock(
 
 async def test_lease_is_renewed_while_held(client: Redis) -> None:
     name = unique("lock:{renew}")
-    lock = DistributedLock(client, name, lease=0.3)
+    lock = DistributedLock(client, name, lease=1.0)
     async with lock:
-        await asyncio.sleep(0.8)  # well past the lease
-        assert not await DistributedLock(client, name, lease=0.3).try_acquire()
+        await asyncio.sleep(2.5)  # well past the lease
+        assert not await DistributedLock(client, name, lease=1.0).try_acquire()
         assert lock.stats().renewals >= 1
     assert await client.exists(name) == 0
 
