@@ -39,6 +39,7 @@ bench: bench-cache bench-concurrency bench-serve bench-cluster
 
 bench-cache: $(STAMP) system-deps
 	$(PY) benchmarks/cache_bench.py
+	$(PY) benchmarks/strategies_bench.py
 
 bench-concurrency: $(STAMP)
 	$(PY) benchmarks/concurrency_bench.py

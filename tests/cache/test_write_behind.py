@@ -305,3 +305,23 @@ async def test_acknowledged_writes_survive_a_sigkill_before_flush(
     finally:
         await wb.close()
         await sink.close()
+
+
+async def test_memory_queue_put_with_zero_timeout_succeeds_when_there_is_room() -> None:
+    queue = MemoryQueue(maxsize=1)
+    await queue.put("a", 1, timeout=0)  # room: no wait needed, so no timeout
+    with pytest.raises(Overloaded, match="full"):
+        await queue.put("b", 2, timeout=0)
+    assert queue.approximate_backlog() == 1
+
+
+async def test_a_cancelled_take_is_not_swallowed_by_its_timeout() -> None:
+    queue = MemoryQueue(maxsize=4)
+    for _ in range(100):
+        task = asyncio.create_task(queue.take(10, timeout=0.001))
+        await asyncio.sleep(0.001)  # the cancel lands around the timeout
+        if task.cancel():  # still pending: it must end cancelled, not return
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            assert task.result() == []

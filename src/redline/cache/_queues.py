@@ -90,11 +90,13 @@ class MemoryQueue:
 
     async def put(self, key: str, value: Any, *, timeout: float) -> None:
         async with self._changed:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
+            # in the turn its timeout fires, and wait_for(..., 0) always times out.
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self._items) + self._taken < self.maxsize),
-                    timeout,
-                )
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait_for(
+                        lambda: len(self._items) + self._taken < self.maxsize
+                    )
             except TimeoutError:
                 raise Overloaded(
                     f"write-behind queue is full ({self.maxsize} pending) after waiting {timeout}s"
@@ -109,9 +111,8 @@ class MemoryQueue:
         async with self._changed:
             if not self._items and timeout > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._changed.wait_for(lambda: bool(self._items)), timeout
-                    )
+                    async with asyncio.timeout(timeout):
+                        await self._changed.wait_for(lambda: bool(self._items))
             taken = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
             self._taken += len(taken)
             return taken

@@ -163,19 +163,8 @@ class UsageRecorder:
         self._update_gauge()
 
     async def _close_writer(self) -> None:
-        """``WriteBehind.close()``, re-cancelling its flusher if a cancel got lost.
-
-        On Python 3.11, ``asyncio.wait_for`` can swallow a cancellation that lands in the
-        same loop turn as its timeout; the write-behind memory queue waits with it, so the
-        flusher may survive its first cancel. Cancelling again is harmless otherwise.
-        """
-        closing = asyncio.create_task(self._writer.close())
-        while not closing.done():
-            await asyncio.wait({closing}, timeout=0.25)
-            flusher = getattr(self._writer, "_task", None)
-            if not closing.done() and flusher is not None:
-                flusher.cancel()
-        closing.result()
+        """``WriteBehind.close()``: flushes what is queued and stops its flusher."""
+        await self._writer.close()
 
     def __repr__(self) -> str:
         s = self.stats()
