@@ -259,3 +259,17 @@ async def test_delete_clear_stats_health_and_repr() -> None:
         await cache.clear()
         assert len(cache) == 0
         assert await cache.get("b") is MISSING
+
+
+async def test_a_dict_with_flat_lists_and_dicts_below_cannot_be_corrupted() -> None:
+    cache = MemoryCache()
+    original = {"id": 1, "tags": ["a", "b"], "meta": {"k": 1}}
+    await cache.set("item", original)
+    original["tags"].append("set-side")  # the caller's object is not the cached one
+    got = await cache.get("item")
+    got["tags"].append("x")
+    got["meta"]["k"] = 99
+    got["id"] = 2
+    again = await cache.get("item")
+    assert again == {"id": 1, "tags": ["a", "b"], "meta": {"k": 1}}
+    assert again["tags"] is not got["tags"]

@@ -100,6 +100,28 @@ def _readonly_view(value: Any) -> Any:
     return view
 
 
+def _is_flat(value: Any) -> bool:
+    """A list or dict whose items (and keys) are all immutable scalars."""
+    kind = type(value)
+    if kind is list:
+        return all(type(v) in _IMMUTABLE for v in value)
+    if kind is dict:
+        return all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items())
+    return False
+
+
+def _dict_copier(mutable_keys: tuple[Any, ...]) -> Copier:
+    """Copy a dict and, below it, only the flat lists/dicts at *mutable_keys* (precomputed)."""
+
+    def copy_dict(value: Any) -> Any:
+        out = value.copy()
+        for key in mutable_keys:
+            out[key] = out[key].copy()
+        return out
+
+    return copy_dict
+
+
 def prepare_for_storage(value: Any) -> tuple[Any, Copier | None]:
     """The value a MemoryCache stores (a private copy if needed) and how to hand it out."""
     kind = type(value)
@@ -108,6 +130,12 @@ def prepare_for_storage(value: Any) -> tuple[Any, Copier | None]:
     if kind is dict:
         if all(type(k) in _IMMUTABLE and type(v) in _IMMUTABLE for k, v in value.items()):
             return dict(value), dict.copy
+        # One level of flat lists/dicts below (e.g. {"tags": ["a", "b"]}): copy just those.
+        if all(type(k) in _IMMUTABLE for k in value) and all(
+            type(v) in _IMMUTABLE or _is_flat(v) for v in value.values()
+        ):
+            mutable = tuple(k for k, v in value.items() if type(v) not in _IMMUTABLE)
+            return _structural_copy(value), _dict_copier(mutable)
         return _structural_copy(value), _structural_copy
     if kind is list:
         if all(type(v) in _IMMUTABLE for v in value):

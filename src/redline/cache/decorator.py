@@ -173,6 +173,9 @@ def cached(
         qualname = f"{func.__module__}.{name}"
         prefix = f"{namespace}:{qualname}:{version}:"
         signature = inspect.signature(func)
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = signature.parameters.values()
+        arity = len(params) if all(p.kind in plain for p in params) else -1
         l1_authoritative = isinstance(cache, MemoryCache)
         peek: Callable[[str, Any], Any] | None = getattr(cache, "get_nowait", None)
         l1_peek = getattr(cache, "l1_peek", None)
@@ -196,8 +199,10 @@ def cached(
                         f"key= of {qualname} must return str, got {type(custom).__name__}"
                     )
                 return prefix + custom
+            # Every parameter given positionally: binding would change nothing, so skip it.
+            bind = None if not kwargs and len(args) == arity else signature
             return make_key(
-                qualname, args, kwargs, namespace=namespace, version=version, signature=signature
+                qualname, args, kwargs, namespace=namespace, version=version, signature=bind
             )
 
         def key_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
