@@ -103,6 +103,7 @@ class RedisServer:
     ) -> None:
         self.port = port or free_port(with_bus=cluster)
         self.cluster = cluster
+        self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"redline-redis-{self.port}-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.binary = require_binary("redis-server")
@@ -112,6 +113,7 @@ class RedisServer:
         return f"redis://{HOST}:{self.port}"
 
     def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
             "--port",
@@ -157,6 +159,8 @@ class RedisServer:
         if self.proc is not None:
             stop_process(self.proc)
             self.proc = None
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def kill(self) -> None:
         """SIGKILL the server (a crash, not a shutdown)."""
@@ -319,4 +323,3 @@ def running(server: RedisServer) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-        shutil.rmtree(server.workdir, ignore_errors=True)
