@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import time
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 from fastapi.exceptions import RequestValidationError
@@ -10,12 +11,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from redline.exceptions import ModelNotFound
+from redline.serve.auth import authorize
 from redline.serve.embedder import EmbedResult, normalize_text
 from redline.serve.errors import APIError
+from redline.serve.model import Model
 from redline.serve.settings import Settings
 from redline.serve.state import ServerState
 
 __all__ = [
+    "InferenceCall",
+    "begin_inference",
     "body_doc",
     "json_response",
     "parse_body",
@@ -46,6 +52,29 @@ async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
+
+
+class InferenceCall(NamedTuple, Generic[ModelT]):
+    """What every inference route starts from."""
+
+    client: str
+    body: ModelT
+    state: ServerState
+    model: Model
+    started: float
+
+
+async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCall[ModelT]:
+    """Authorize, parse the body, resolve the model (400 naming ``model`` if not served)."""
+    client = await authorize(request)
+    body = await parse_body(request, schema)
+    started = time.perf_counter()
+    state = server_state(request)
+    try:
+        model = state.resolve_model(getattr(body, "model", None))
+    except ModelNotFound as exc:
+        raise APIError(400, str(exc), param="model", code="model_not_found") from exc
+    return InferenceCall(client, body, state, model, started)
 
 
 def server_state(request: Request) -> ServerState:

@@ -10,17 +10,14 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from redline.exceptions import ModelNotFound
-from redline.serve.auth import authorize
 from redline.serve.embedder import embed_texts
 from redline.serve.errors import APIError
 from redline.serve.model import count_tokens
 from redline.serve.routes._common import (
+    begin_inference,
     body_doc,
     json_response,
-    parse_body,
     prepare_texts,
-    server_state,
     server_timing,
 )
 from redline.serve.schemas import EmbeddingRequest, EmbeddingResponse
@@ -35,14 +32,7 @@ router = APIRouter(tags=["inference"])
 )
 async def create_embeddings(request: Request) -> Response:
     """Embed a string or a list of strings (``encoding_format`` float or base64)."""
-    client = await authorize(request)
-    body = await parse_body(request, EmbeddingRequest)
-    started = time.perf_counter()
-    state = server_state(request)
-    try:
-        model = state.resolve_model(body.model)
-    except ModelNotFound as exc:
-        raise APIError(400, str(exc), param="model", code="model_not_found") from exc
+    client, body, state, model, started = await begin_inference(request, EmbeddingRequest)
     if body.dimensions is not None and body.dimensions > model.dimension:
         raise APIError(
             400,

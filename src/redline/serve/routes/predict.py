@@ -14,17 +14,13 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from redline.exceptions import ModelNotFound
-from redline.serve.auth import authorize
 from redline.serve.embedder import embed_texts
-from redline.serve.errors import APIError
 from redline.serve.model import count_tokens
 from redline.serve.routes._common import (
+    begin_inference,
     body_doc,
     json_response,
-    parse_body,
     prepare_texts,
-    server_state,
     server_timing,
 )
 from redline.serve.schemas import PredictRequest, PredictResponse
@@ -38,14 +34,7 @@ router = APIRouter(tags=["inference"])
 @router.post("/v1/predict", response_model=PredictResponse, openapi_extra=body_doc(PredictRequest))
 async def predict(request: Request) -> Response:
     """Classify each text against the caller's labels."""
-    client = await authorize(request)
-    body = await parse_body(request, PredictRequest)
-    started = time.perf_counter()
-    state = server_state(request)
-    try:
-        model = state.resolve_model(body.model)
-    except ModelNotFound as exc:
-        raise APIError(400, str(exc), param="model", code="model_not_found") from exc
+    client, body, state, model, started = await begin_inference(request, PredictRequest)
     texts = prepare_texts(body.text, "text", state.settings)
     labels = prepare_texts(body.labels, "labels", state.settings)
     result = await embed_texts(state, model, texts + labels, None)
