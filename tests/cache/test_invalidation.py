@@ -242,3 +242,25 @@ async def test_a_failing_callback_does_not_stop_delivery(
         await receiver.publish(InvalidationMessage(origin=origin, keys=("k",)))
     await inbox.wait_for(lambda m: m.origin == "two")
     assert receiver.connected
+
+
+async def test_tiered_url_carries_the_password_to_its_invalidation_channel(
+    fresh_redis: RedisServer,
+) -> None:
+    from redline.cache.tiered import TieredCache
+    from redline.cache.url import cache_from_url
+
+    fresh_redis.cli("config", "set", "requirepass", "s3cret")
+    url = f"redis://:s3cret@127.0.0.1:{fresh_redis.port}/0?tiered=1&namespace=auth"
+    writer, reader = cache_from_url(url), cache_from_url(url)
+    assert isinstance(writer, TieredCache)
+    assert isinstance(reader, TieredCache)
+    async with writer, reader:
+        await writer.set("k", "v1")
+        assert await reader.get("k") == "v1"  # now in the reader's L1
+        await writer.set("k", "v2")
+        deadline = time.monotonic() + 5
+        while await reader.get("k") != "v2" and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert await reader.get("k") == "v2"
+        assert (await reader.health())["status"] == "ok"

@@ -188,8 +188,10 @@ class RedisInvalidation(_Subscribers):
 
     Parameters: *nodes* (``(host, port)`` pairs or a ``redis://host:port`` /
     ``redis+cluster://h1:p1,h2:p2`` URL), ``channel`` name, ``connect_timeout`` per node,
-    ``ping_interval`` (how often an idle subscription checks its link), and the reconnect
-    backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds, doubling).
+    ``ping_interval`` (how often an idle subscription checks its link), the reconnect
+    backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds, doubling), and
+    ``username`` / ``password`` / ``ssl`` for a Redis that needs them (``cache_from_url``
+    passes the cache URL's own).
     """
 
     def __init__(
@@ -201,6 +203,9 @@ class RedisInvalidation(_Subscribers):
         ping_interval: float = 1.0,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
+        username: str | None = None,
+        password: str | None = None,
+        ssl: bool = False,
     ) -> None:
         super().__init__()
         for label, value in (
@@ -215,6 +220,7 @@ class RedisInvalidation(_Subscribers):
             raise ValueError("channel must not be empty")
         self.nodes = _nodes_from(nodes)
         self.channel = channel
+        self._auth: dict[str, Any] = {"username": username, "password": password, "ssl": ssl}
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
         self.backoff_initial = backoff_initial
@@ -290,6 +296,7 @@ class RedisInvalidation(_Subscribers):
             # No silent reconnect: redis-py would re-subscribe behind our back and the
             # messages published meanwhile would be lost without anyone flushing L1.
             retry=Retry(NoBackoff(), 0),
+            **self._auth,
         )
 
     def _publisher_client(self) -> aioredis.Redis:

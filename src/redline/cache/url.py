@@ -210,7 +210,9 @@ def cache_from_url(url: str, **overrides: Any) -> Cache:
     redis_cache = _redis(target, userinfo, tls, params, secret)
     if not tiered:
         return redis_cache
-    return _tiered(nodes, redis_cache, params)
+    username, _, password = userinfo.partition(":")
+    credentials = {"username": unquote(username) or None, "password": unquote(password) or None}
+    return _tiered(nodes, redis_cache, params, ssl=tls, **credentials)
 
 
 def _memory(url: str, netloc: str, path: str, params: dict[str, Any]) -> Cache:
@@ -266,7 +268,12 @@ def _redis(
     )
 
 
-def _tiered(nodes: list[tuple[str, int]], l2: RedisCache, params: dict[str, Any]) -> Cache:
+def _tiered(
+    nodes: list[tuple[str, int]],
+    l2: RedisCache,
+    params: dict[str, Any],
+    **auth: Any,
+) -> Cache:
     from redline.cache.invalidation import RedisInvalidation
     from redline.cache.memory import MemoryCache
     from redline.cache.tiered import TieredCache
@@ -278,5 +285,6 @@ def _tiered(nodes: list[tuple[str, int]], l2: RedisCache, params: dict[str, Any]
     )
     invalidation = None
     if params.get("invalidation", True):
-        invalidation = RedisInvalidation(nodes, channel=params.get("channel", "redline:invalidate"))
+        channel = params.get("channel", "redline:invalidate")
+        invalidation = RedisInvalidation(nodes, channel=channel, **auth)
     return TieredCache(l1, l2, invalidation=invalidation, l1_ttl=params.get("l1_ttl"))
