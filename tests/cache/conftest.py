@@ -8,6 +8,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from redline.cache.base import Cache
 from redline.cache.invalidation import RedisInvalidation
@@ -15,6 +17,25 @@ from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
 from redline.cache.tiered import TieredCache
 from tests._services import RedisClusterServers
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    """A raw redis-py client on the session Redis (for the lock, Bloom and stream tests)."""
+    redis = Redis.from_url(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
+    """A raw redis-py client on the session Redis Cluster."""
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes]
+    )
+    yield cluster
+    await cluster.aclose()
+
 
 BACKENDS = ["memory", "redis", "cluster", "tiered", "tiered-cluster"]
 

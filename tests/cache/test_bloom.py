@@ -5,31 +5,14 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 
 from redline.cache.bloom import BloomFilter, RedisBloomFilter, bloom_parameters
 from redline.exceptions import CacheUnavailable
-from tests._services import RedisClusterServers, RedisServer
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
-    cluster = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes]
-    )
-    yield cluster
-    await cluster.aclose()
+from tests._services import RedisServer
 
 
 def test_parameters_are_the_textbook_optimum() -> None:

@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 
 from redline.cache.base import MISSING
 from redline.cache.lock import DistributedLock
@@ -25,22 +24,6 @@ from redline.exceptions import CacheUnavailable, LockError, LockTimeout
 from tests._services import RedisClusterServers, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster: RedisClusterServers) -> AsyncIterator[RedisCluster]:
-    cluster = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in redis_cluster.startup_nodes]
-    )
-    yield cluster
-    await cluster.aclose()
 
 
 def unique(prefix: str) -> str:

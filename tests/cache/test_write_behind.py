@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +53,6 @@ class RecordingSink:
 
     def latest(self) -> dict[str, Any]:
         return {r.key: r.value for batch in self.batches for r in batch}
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    redis = Redis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
 
 
 def unique(prefix: str) -> str:
