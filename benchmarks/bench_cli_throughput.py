@@ -14,13 +14,13 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from redline._ports import free_port
 from redline.bench import LoadConfig
 from redline.bench.runner import BenchRun, bench
 from redline.bench.workload import Workload
@@ -49,12 +49,6 @@ def _serve(port: int) -> None:
             await server.serve_forever()
 
     asyncio.run(main())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _measure(url: str, processes: int, duration: float, concurrency: int) -> dict[str, Any]:
@@ -89,7 +83,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
     server.start()
     try:

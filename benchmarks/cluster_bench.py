@@ -31,6 +31,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from redline._ports import free_port
 from redline.lb import (
     ClusterOptions,
     ClusterSupervisor,
@@ -142,7 +143,7 @@ async def with_cluster(
     tmp: Path,
 ) -> Figures:
     """Run *work* against a fresh supervised cluster (health checks running)."""
-    port = _free_port()
+    port = free_port()
     supervisor = ClusterSupervisor(
         cluster_options(replicas, tmp / f"c{port}", port), command=command
     )
@@ -157,7 +158,7 @@ async def with_cluster(
 
 
 async def direct_replica(command: ReplicaCommand, tmp: Path) -> tuple[Replica, str]:
-    replica = Replica(0, _free_port(), command, log_dir=tmp / "direct-logs")
+    replica = Replica(0, free_port(), command, log_dir=tmp / "direct-logs")
     replica.env["REDLINE_DATA_DIR"] = str(tmp / "direct-data")
     replica.start()
     async with aiohttp.ClientSession() as session:
@@ -171,14 +172,6 @@ async def direct_replica(command: ReplicaCommand, tmp: Path) -> tuple[Replica, s
             await asyncio.sleep(0.1)
     await replica.stop()
     raise RuntimeError("direct replica did not become ready")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def main(args: argparse.Namespace) -> list[Figures]:

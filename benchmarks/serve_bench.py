@@ -25,7 +25,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+
+from redline._ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "serve_bench.json"
@@ -97,13 +98,6 @@ def sentence(rng: random.Random, index: int) -> str:
     """A distinct, realistic-length sentence (10-16 words)."""
     words = [rng.choice(WORDS) for _ in range(rng.randint(9, 15))]
     return f"{index} " + " ".join(words) + "."
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- (1) the raw model ------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,15 +18,10 @@ from types import TracebackType
 
 import aiohttp
 
+from redline._ports import free_port
 from redline.exceptions import BenchError
 
 __all__ = ["ServerProcess"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:
@@ -46,7 +40,7 @@ class ServerProcess:
         max_batch_size: int | None = None,
         ready_timeout: float = 180.0,
     ) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [sys.executable, "-m", "redline", "serve", "--host", "127.0.0.1"]
         self.args += ["--port", str(self.port)]

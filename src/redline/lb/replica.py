@@ -17,7 +17,6 @@ import enum
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -190,17 +189,3 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send *sig* to a process group, ignoring an already-empty one."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def free_ports(count: int) -> list[int]:
-    """*count* distinct free loopback ports."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()

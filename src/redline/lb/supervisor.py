@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
+from redline._ports import free_ports
 from redline.exceptions import ClusterError, NginxError
 from redline.lb._metrics import in_flight, requests_served
 from redline.lb.cluster_options import ClusterOptions
@@ -34,7 +35,7 @@ from redline.lb.health import ReplicaProbe, backoff_delay, record_check
 from redline.lb.nginx import NginxMaster, find_nginx
 from redline.lb.options import UpstreamServer
 from redline.lb.render import render_nginx_conf
-from redline.lb.replica import Replica, ReplicaCommand, ReplicaState, free_ports
+from redline.lb.replica import Replica, ReplicaCommand, ReplicaState
 from redline.lb.status import (
     SUPERVISOR_PID_FILE,
     ClusterStatus,
