@@ -10,11 +10,14 @@ Pass *model* to serve an already-built model object (tests count its calls this 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
+from redline.serve.direct import DirectRoutes
 from redline.serve.errors import install_error_handlers
 from redline.serve.middleware import RequestMiddleware
 from redline.serve.model import Model
@@ -22,7 +25,10 @@ from redline.serve.routes import embeddings, models, ops, predict
 from redline.serve.settings import Settings, load_settings
 from redline.serve.state import ServerState
 
-__all__ = ["create_app", "create_app_from_env"]
+__all__ = ["HOT_PATHS", "create_app", "create_app_from_env"]
+
+#: Inference routes served without FastAPI's per-request machinery (see ``serve.direct``).
+HOT_PATHS = ("/v1/embeddings", "/v1/predict")
 
 
 def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
@@ -38,7 +44,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         finally:
             await state.close()
 
-    app = FastAPI(
+    app = _App(
         title="redline inference API",
         version="0.1.0",
         summary="OpenAI-compatible embeddings, cached and micro-batched.",
@@ -49,10 +55,24 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     )
     app.state.redline = state
     install_error_handlers(app)
-    app.add_middleware(RequestMiddleware, state=state)
     for router in (embeddings.router, predict.router, models.router, ops.router):
         app.include_router(router)
+    app.outermost = partial(
+        RequestMiddleware,
+        state=state,
+        direct=DirectRoutes.from_routers((embeddings.router, predict.router), HOT_PATHS),
+    )
     return app
+
+
+class _App(FastAPI):
+    """FastAPI with one middleware outside its error, telemetry and body-limit layers."""
+
+    outermost: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack if self.outermost is None else self.outermost(stack)
 
 
 def create_app_from_env() -> FastAPI:

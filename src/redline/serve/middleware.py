@@ -1,5 +1,7 @@
 """One ASGI middleware for every request: ``X-Request-ID`` (echoed or generated), the body size
 limit (413 JSON), Prometheus request metrics and one structured JSON log line per request.
+It runs outermost, outside Starlette's error middleware, and dispatches the hot inference
+routes itself (:class:`DirectRoutes`).
 
 Example::
 
@@ -18,7 +20,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from redline.serve.errors import error_response
+from redline.serve.direct import DirectRoutes
+from redline.serve.errors import APIError, error_response
 from redline.serve.state import ServerState
 
 __all__ = ["RequestMiddleware"]
@@ -27,16 +30,15 @@ logger = logging.getLogger("redline.serve.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
-class _BodyTooLarge(Exception):
-    """The streamed body passed the limit."""
-
-
 class RequestMiddleware:
     """Request id, size limit, metrics and the access log around the whole app."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(
+        self, app: ASGIApp, state: ServerState, direct: DirectRoutes | None = None
+    ) -> None:
         self.app = app
         self.state = state
+        self.direct = direct
         self.max_body = state.settings.max_body_bytes
         # Unique without a syscall per request: a random per-process prefix plus a counter.
         self._id_prefix = os.urandom(8).hex() + "-"
@@ -69,10 +71,9 @@ class RequestMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 await self._too_large(send_wrapper)
                 return
-            try:
-                await self.app(scope, self._limited(receive), send_wrapper)
-            except _BodyTooLarge:
-                await self._too_large(send_wrapper)
+            limited = self._limited(receive)
+            if self.direct is None or not await self.direct.handle(scope, limited, send_wrapper):
+                await self.app(scope, limited, send_wrapper)
         finally:
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
@@ -81,7 +82,7 @@ class RequestMiddleware:
             self._log(scope, request_id, route, status, elapsed)
 
     def _limited(self, receive: Receive) -> Receive:
-        """Count streamed body bytes and stop past the limit."""
+        """Count streamed body bytes; past the limit, reading fails with a 413 ``APIError``."""
         seen = 0
 
         async def limited() -> Message:
@@ -90,17 +91,16 @@ class RequestMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise _BodyTooLarge
+                    raise APIError(413, self._too_large_message(), code="body_too_large")
             return message
 
         return limited
 
+    def _too_large_message(self) -> str:
+        return f"request body is larger than {self.max_body} bytes (REDLINE_MAX_BODY_BYTES)"
+
     async def _too_large(self, send: Send) -> None:
-        response = error_response(
-            413,
-            f"request body is larger than {self.max_body} bytes (REDLINE_MAX_BODY_BYTES)",
-            code="body_too_large",
-        )
+        response = error_response(413, self._too_large_message(), code="body_too_large")
         await response({"type": "http"}, _no_receive, send)
 
     def _log(self, scope: Scope, request_id: str, route: str, status: int, elapsed: float) -> None:

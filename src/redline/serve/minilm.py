@@ -12,6 +12,7 @@ The server loads it once, in a thread, inside its lifespan; nothing happens at i
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 from typing import Any
@@ -24,6 +25,11 @@ from redline.exceptions import ModelError
 __all__ = ["MiniLMModel", "create_minilm_model"]
 
 logger = logging.getLogger(__name__)
+
+# Token counts are remembered for up to this many texts of up to this many characters
+# (at most ~40 MB of strings).
+_MEMO_ENTRIES = 16_384
+_MEMO_MAX_CHARS = 2_048
 
 
 class MiniLMModel:
@@ -42,6 +48,9 @@ class MiniLMModel:
         self._counter.no_padding()
         self.version = version
         self.max_input_tokens = int(getattr(encoder, "max_seq_length", 256) or 256)
+        # Repeated inputs (the cached ones) are counted once: tokenizing costs more than
+        # answering a cache hit does.
+        self._count_memo = functools.lru_cache(maxsize=_MEMO_ENTRIES)(self._count_one)
 
     def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:
         """Unit-length embeddings, one row per input."""
@@ -56,10 +65,14 @@ class MiniLMModel:
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text as the model sees them (with [CLS]/[SEP], capped at the max length)."""
+        memo = self._count_memo
         return [
-            min(len(self._counter.encode(text, add_special_tokens=True).ids), self.max_input_tokens)
-            for text in texts
+            memo(text) if len(text) <= _MEMO_MAX_CHARS else self._count_one(text) for text in texts
         ]
+
+    def _count_one(self, text: str) -> int:
+        tokens = len(self._counter.encode(text, add_special_tokens=True).ids)
+        return min(tokens, self.max_input_tokens)
 
     def warmup(self) -> None:
         """Run a few batches of different sizes so the first real request is not the slow one."""
