@@ -34,7 +34,7 @@ async def hashing_client(
 @pytest.fixture(scope="session")
 def minilm() -> MiniLMModel:
     """The real model, loaded once for the whole session."""
-    model = create_minilm_model(torch_threads=2)
+    model = create_minilm_model()
     model.warmup()
     return model
 

@@ -53,6 +53,7 @@ def test_postgres_urls_get_the_asyncpg_driver() -> None:
         ({"port": 70000}, "REDLINE_PORT=70000: Input should be less than or equal to 65535"),
         ({"workers": 0}, "REDLINE_WORKERS=0"),
         ({"max_batch_size": 0}, "REDLINE_MAX_BATCH_SIZE=0"),
+        ({"model_workers": 0}, "REDLINE_MODEL_WORKERS=0"),
         ({"model": "no-colon"}, "model must be 'minilm' or 'package.module:factory'"),
         ({"rate_limit": "fast"}, "rate limit must look like '100/s'"),
         ({"log_level": "loud"}, "REDLINE_LOG_LEVEL='loud'"),

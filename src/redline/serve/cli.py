@@ -51,8 +51,13 @@ def serve(
     rate_limit: Annotated[
         str | None, typer.Option(help="Per-client limit, e.g. 100/s [REDLINE_RATE_LIMIT].")
     ] = None,
+    model_workers: Annotated[
+        int | None,
+        typer.Option(help="Built-in model: parallel forward passes [REDLINE_MODEL_WORKERS]."),
+    ] = None,
     torch_threads: Annotated[
-        int | None, typer.Option(help="Torch intra-op threads [REDLINE_TORCH_THREADS].")
+        int | None,
+        typer.Option(help="Torch intra-op threads per model worker [REDLINE_TORCH_THREADS]."),
     ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug|info|warning|error [REDLINE_LOG_LEVEL].")
@@ -75,6 +80,7 @@ def serve(
         "max_queue": max_queue,
         "api_keys": api_keys,
         "rate_limit": rate_limit,
+        "model_workers": model_workers,
         "torch_threads": torch_threads,
         "log_level": log_level,
     }

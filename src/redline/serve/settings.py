@@ -28,7 +28,10 @@ max_body_bytes      2097152             request body size (413 above)
 truncate            false               cut over-long inputs to max_chars instead of 413
 api_keys            (none)              comma-separated bearer keys; empty = no auth
 rate_limit          None                per-client limit like ``100/s``, ``600/min``, ``1000/h``
-torch_threads       None                torch intra-op threads (None = torch's default)
+model_workers       None                built-in model: forward passes run side by side, each
+                                        on its own model copy (None = 2 on >= 2 CPUs, else 1)
+torch_threads       None                torch intra-op threads per model worker (None = the
+                                        CPUs divided among the model workers)
 log_level           info                debug, info, warning, error, critical
 metrics_auth        false               /metrics requires an API key too
 ready_queue_ratio   0.9                 /ready fails when the queue is fuller than this
@@ -91,6 +94,7 @@ class Settings(BaseSettings):
     truncate: bool = False
     api_keys: Annotated[tuple[str, ...], NoDecode] = ()
     rate_limit: str | None = None
+    model_workers: int | None = Field(default=None, ge=1, le=64)
     torch_threads: int | None = Field(default=None, ge=1, le=256)
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     metrics_auth: bool = False

@@ -64,8 +64,13 @@ class ServerState:
         try:
             model = self._given_model
             if model is None:
-                spec, threads = self.settings.model, self.settings.torch_threads
-                model = await asyncio.to_thread(load_model, spec, torch_threads=threads)
+                settings = self.settings
+                model = await asyncio.to_thread(
+                    load_model,
+                    settings.model,
+                    torch_threads=settings.torch_threads,
+                    workers=settings.model_workers,
+                )
             warmup = getattr(model, "warmup", None)
             if callable(warmup):
                 await asyncio.to_thread(warmup)
