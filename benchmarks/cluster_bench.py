@@ -214,9 +214,12 @@ async def main(args: argparse.Namespace) -> list[Figures]:
 
     if "model" in args.scenarios:
         for n in (1, 2):
-            # one torch thread pool per replica, sized so replicas do not oversubscribe the CPUs
-            threads = max(1, (os.cpu_count() or 1) // n)
-            real = serve_command(cache_url="none", extra_args=("--torch-threads", str(threads)))
+            # model workers x torch threads per replica, sized so replicas share the CPUs
+            per_replica = max(1, (os.cpu_count() or 1) // n)
+            workers = min(2, per_replica)
+            threads = max(1, per_replica // workers)
+            flags = ("--model-workers", str(workers), "--torch-threads", str(threads))
+            real = serve_command(cache_url="none", extra_args=flags)
 
             async def model(sup: ClusterSupervisor, url: str, n: int = n) -> Figures:
                 await run_load(url + "/v1/embeddings", 8, concurrency=2, body=distinct_body)
