@@ -1,4 +1,4 @@
-"""The built-in model's batching: length-sorted passes shared among parallel workers."""
+"""The built-in model: length-sorted passes on parallel workers equal the package's encoder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from redline.serve.minilm import MiniLMModel, length_shares
+from redline.serve.minilm import MiniLMModel
 
 pytestmark = pytest.mark.model
 
@@ -17,37 +17,6 @@ WORDS = ["cache", "model", "server", "batch", "latency", "vector", "queue", "red
 def _texts(count: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) for _ in range(count)]
-
-
-@pytest.mark.parametrize(("count", "workers", "sub_batch"), [(64, 2, 16), (33, 3, 8), (5, 2, 16)])
-def test_shares_cover_every_input_once(count: int, workers: int, sub_batch: int) -> None:
-    texts = _texts(count)
-    shares = length_shares(texts, workers, sub_batch)
-    assert 1 <= len(shares) <= workers
-    assert sorted(i for share in shares for i in share) == list(range(count))
-
-
-def test_one_worker_keeps_one_share_in_order() -> None:
-    assert length_shares(_texts(10), 1, 4) == [list(range(10))]
-    assert length_shares(["only"], 4, 16) == [[0]]
-
-
-def test_a_small_batch_is_still_split_among_workers() -> None:
-    shares = length_shares(_texts(8), 2, 16)
-    assert [len(share) for share in shares] == [4, 4]
-
-
-def test_shares_carry_about_equal_padded_work() -> None:
-    texts = _texts(64, seed=3)
-    shares = length_shares(texts, 2, 16)
-
-    def work(share: list[int]) -> int:
-        ordered = sorted(share, key=lambda i: len(texts[i]))
-        runs = [ordered[start : start + 16] for start in range(0, len(ordered), 16)]
-        return sum(len(run) * len(texts[run[-1]]) for run in runs)
-
-    loads = [work(share) for share in shares]
-    assert max(loads) <= 1.5 * min(loads)
 
 
 def test_parallel_workers_equal_the_raw_model_row_by_row(minilm: MiniLMModel) -> None:

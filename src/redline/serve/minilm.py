@@ -22,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from redline.exceptions import ModelError
+from redline.serve.passes import length_shares, pass_size
 
-__all__ = ["MiniLMModel", "create_minilm_model", "length_shares"]
+__all__ = ["MiniLMModel", "create_minilm_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +70,13 @@ class MiniLMModel:
     def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:
         """Unit-length embeddings, one row per input.
 
-        The inputs are sorted by length and cut into passes of at most *sub_batch*, so each
-        forward pass pads its inputs to similar lengths (a batch of 64 short and long
+        The inputs are sorted by length and run in even passes of at most *sub_batch*, so
+        each forward pass pads its inputs to similar lengths (a batch of 64 short and long
         sentences costs less as four sorted passes of 16 than as one padded pass). With
-        several *workers*, the passes are shared out by length and run in parallel, each
-        worker on its own model copy: on few cores, two single-threaded passes side by side
-        beat one pass split op by op over two threads.
+        several *workers*, the sorted inputs are cut into shares of equal padded work
+        (:func:`~redline.serve.passes.length_shares`) that run in parallel, each worker on
+        its own model copy: on few cores, two single-threaded passes side by side beat one
+        pass split op by op over two threads.
         """
         shares = length_shares(inputs, self.workers, self.sub_batch)
         if len(shares) == 1:
@@ -98,7 +100,7 @@ class MiniLMModel:
     def _encode(self, encoder: Any, texts: list[str]) -> npt.NDArray[np.float32]:
         vectors = encoder.encode(
             texts,
-            batch_size=self.sub_batch,
+            batch_size=pass_size(len(texts), self.sub_batch),
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
@@ -126,28 +128,6 @@ class MiniLMModel:
             f"MiniLMModel(name={self.name!r}, version={self.version!r}, dim={self.dimension}, "
             f"workers={self.workers})"
         )
-
-
-def length_shares(texts: list[str], workers: int, sub_batch: int) -> list[list[int]]:
-    """Indices of *texts* split into at most *workers* shares of about equal work.
-
-    Texts are sorted by length and cut into runs of at most *sub_batch* (fewer when that
-    leaves a worker idle); the runs, longest first, go to the least-loaded share. A run costs
-    its size times its longest text, as a padded forward pass does.
-    """
-    count = len(texts)
-    if workers <= 1 or count <= 1:
-        return [list(range(count))]
-    run = max(1, min(sub_batch, -(-count // workers)))
-    order = sorted(range(count), key=lambda i: len(texts[i]))
-    runs = [order[start : start + run] for start in range(0, count, run)]
-    shares: list[list[int]] = [[] for _ in range(min(workers, len(runs)))]
-    loads = [0] * len(shares)
-    for indices in sorted(runs, key=lambda r: len(r) * len(texts[r[-1]]), reverse=True):
-        lightest = loads.index(min(loads))
-        shares[lightest].extend(indices)
-        loads[lightest] += len(indices) * len(texts[indices[-1]])
-    return shares
 
 
 def create_minilm_model(
