@@ -152,3 +152,32 @@ def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
         and sample.labels.get("status") == "200"
     )
     assert total == 10
+
+
+def test_several_workers_remove_the_metrics_dir_they_made(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    command = [sys.executable, "-m", "redline", "serve", "--port", str(port)]
+    command += ["--model", "redline.serve.testing:create_hashing_model", "--workers", "2"]
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env={
+            **environment,
+            "PYTHONPATH": str(REPO / "src"),
+            "REDLINE_DATA_DIR": str(tmp_path / "data"),
+            "TMPDIR": str(temp),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=60, proc=proc)
+        made = [p.name for p in temp.iterdir() if p.name.startswith("redline-metrics-")]
+        assert len(made) == 1  # the server made its own multiprocess metrics dir
+    finally:
+        stop_process(proc, timeout=30)
+    assert proc.returncode == 0
+    assert not [p for p in temp.iterdir() if p.name.startswith("redline-metrics-")]

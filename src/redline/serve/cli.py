@@ -94,11 +94,13 @@ def serve(
     for name, value in flags.items():
         if value is not None:
             os.environ[f"REDLINE_{name.upper()}"] = _env_value(value)
+    metrics_dir: str | None = None
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Several workers: /metrics must aggregate every process's values.
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="redline-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="redline-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     _configure_logging(settings.log_level)
@@ -107,18 +109,24 @@ def serve(
 
     from redline.serve.protocol import coalescing_http_protocol
 
-    uvicorn.run(
-        "redline.serve.app:create_app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        log_config=None,
-        http=coalescing_http_protocol(),  # one send per response: see serve/protocol.py
-    )
+    try:
+        uvicorn.run(
+            "redline.serve.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+            log_config=None,
+            http=coalescing_http_protocol(),  # one send per response: see serve/protocol.py
+        )
+    finally:
+        if metrics_dir is not None:  # ours, not one the caller named: remove it
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _configure_logging(level: str) -> None:
