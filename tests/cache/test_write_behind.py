@@ -25,8 +25,14 @@ from redline.cache.write_behind import (
     WriteBehind,
     WriteRecord,
 )
-from redline.exceptions import Closed, Overloaded
-from tests._services import PostgresServer, RedisClusterServers
+from redline.exceptions import (
+    CacheError,
+    CacheUnavailable,
+    Closed,
+    Overloaded,
+    SerializationError,
+)
+from tests._services import PostgresServer, RedisClusterServers, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -317,3 +323,24 @@ async def test_a_cancelled_take_is_not_swallowed_by_its_timeout() -> None:
                 await task
         else:
             assert task.result() == []
+
+
+async def test_postgres_sink_that_cannot_connect_raises_cache_unavailable() -> None:
+    sink = PostgresSink(f"postgresql://nobody@127.0.0.1:{free_port()}/none", "profiles")
+    with pytest.raises(CacheUnavailable, match="cannot connect the PostgreSQL sink 'profiles'"):
+        await sink([WriteRecord("k", {"a": 1}, seq=1, written_at=0.0)])
+    assert sink.batches == 0
+
+
+async def test_postgres_sink_errors_are_redline_errors(postgres: PostgresServer) -> None:
+    sink = PostgresSink(postgres.dsn, f"missing_{uuid.uuid4().hex[:8]}")
+    try:
+        with pytest.raises(CacheError, match="UndefinedTableError"):
+            await sink([WriteRecord("k", {"a": 1}, seq=1, written_at=0.0)])  # no such table yet
+        await sink.create_table()
+        with pytest.raises(SerializationError, match="not JSON"):
+            await sink([WriteRecord("k", {"a": object()}, seq=2, written_at=0.0)])
+        await sink([WriteRecord("k", {"a": 1}, seq=3, written_at=0.0)])
+        assert (sink.batches, sink.rows) == (1, 1)
+    finally:
+        await sink.close()

@@ -16,12 +16,14 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import orjson
 
 from redline.cache._queues import WriteRecord
+from redline.exceptions import CacheError, CacheUnavailable, SerializationError
 
 __all__ = ["PostgresSink"]
 
@@ -32,7 +34,9 @@ class PostgresSink:
     """Upsert write-behind batches into table *table* (``key text``, ``value jsonb``, ``seq``).
 
     *dsn* is a ``postgresql://`` URL; the asyncpg pool is created on first use (or pass
-    *pool*, an ``asyncpg.Pool`` you own). Values are stored as JSON.
+    *pool*, an ``asyncpg.Pool`` you own). Values are stored as JSON. A database that cannot
+    be reached raises :class:`CacheUnavailable`, a failed statement :class:`CacheError`, a
+    value JSON cannot hold :class:`SerializationError`.
     """
 
     def __init__(
@@ -71,15 +75,24 @@ class PostgresSink:
         if self._pool is None:
             import asyncpg
 
-            self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.min_size, max_size=self.max_size
-            )
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn, min_size=self.min_size, max_size=self.max_size
+                )
+            except _database_errors() as exc:
+                raise _translate(exc, f"cannot connect the PostgreSQL sink {self.table!r}") from exc
         return self._pool
+
+    async def _execute(self, query: str, *args: Any) -> None:
+        pool = await self._get_pool()
+        try:
+            await pool.execute(query, *args)
+        except _database_errors() as exc:
+            raise _translate(exc, f"PostgreSQL sink {self.table!r} failed") from exc
 
     async def create_table(self) -> None:
         """Create the table if it does not exist."""
-        pool = await self._get_pool()
-        await pool.execute(
+        await self._execute(
             f"CREATE TABLE IF NOT EXISTS {self._quoted} ("
             "key text PRIMARY KEY, value jsonb NOT NULL, seq int8 NOT NULL, "
             "updated_at timestamptz NOT NULL DEFAULT now())"
@@ -89,11 +102,13 @@ class PostgresSink:
         """Upsert *batch* (keys must be distinct, as write-behind's coalesced batches are)."""
         if not batch:
             return
-        pool = await self._get_pool()
         keys = [r.key for r in batch]
-        values = [orjson.dumps(r.value).decode() for r in batch]
+        try:
+            values = [orjson.dumps(r.value).decode() for r in batch]
+        except TypeError as exc:
+            raise SerializationError(f"a value for {self.table!r} is not JSON: {exc}") from exc
         seqs = [r.seq for r in batch]
-        await pool.execute(self._upsert, keys, values, seqs)
+        await self._execute(self._upsert, keys, values, seqs)
         self.batches += 1
         self.rows += len(batch)
 
@@ -105,3 +120,20 @@ class PostgresSink:
 
     def __repr__(self) -> str:
         return f"<PostgresSink {self.table!r} batches={self.batches} rows={self.rows}>"
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    """What talking to PostgreSQL can raise: the network's errors and asyncpg's own."""
+    import asyncpg
+
+    return (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _translate(exc: Exception, what: str) -> CacheError:
+    """A database error as redline's: unreachable (network, server not up) or a failed statement."""
+    import asyncpg
+
+    unreachable = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
+    if isinstance(exc, (*unreachable, asyncpg.CannotConnectNowError)):
+        return CacheUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+    return CacheError(f"{what}: {type(exc).__name__}: {exc}")
