@@ -9,8 +9,9 @@ nothing connects or loads at import time.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from redline._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from redline.cache.base import MISSING, Cache, CacheStats, Missing, TierStats
@@ -57,51 +58,51 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS: dict[str, str] = {
-    "MISSING": "base",
-    "Cache": "base",
-    "CacheStats": "base",
-    "Missing": "base",
-    "TierStats": "base",
-    "BloomFilter": "bloom",
-    "RedisBloomFilter": "bloom",
-    "bloom_parameters": "bloom",
-    "BreakerState": "breaker",
-    "BreakerStats": "breaker",
-    "CircuitBreaker": "breaker",
-    "CachedFunction": "decorator",
-    "cached": "decorator",
-    "Invalidation": "invalidation",
-    "InvalidationMessage": "invalidation",
-    "LocalInvalidation": "invalidation",
-    "RedisInvalidation": "invalidation",
-    "make_key": "keys",
-    "DistributedLock": "lock",
-    "LockStats": "lock",
-    "MemoryCache": "memory",
-    "RedisCache": "redis",
-    "JsonSerializer": "serialization",
-    "MsgpackSerializer": "serialization",
-    "Serializer": "serialization",
-    "SignedPickleSerializer": "serialization",
-    "serializer_from_name": "serialization",
-    "SingleFlight": "singleflight",
-    "SingleFlightStats": "singleflight",
-    "CacheAside": "strategies",
-    "CacheAsideStats": "strategies",
-    "cache_aside": "strategies",
-    "cache_aside_stats": "strategies",
-    "write_through": "strategies",
-    "TieredCache": "tiered",
-    "cache_from_url": "url",
-    "PostgresSink": "sinks",
-    "MemoryQueue": "write_behind",
-    "RedisStreamQueue": "write_behind",
-    "RetryPolicy": "write_behind",
-    "Sink": "write_behind",
-    "WriteBehind": "write_behind",
-    "WriteBehindStats": "write_behind",
-    "WriteQueue": "write_behind",
-    "WriteRecord": "write_behind",
+    "MISSING": ".base",
+    "Cache": ".base",
+    "CacheStats": ".base",
+    "Missing": ".base",
+    "TierStats": ".base",
+    "BloomFilter": ".bloom",
+    "RedisBloomFilter": ".bloom",
+    "bloom_parameters": ".bloom",
+    "BreakerState": ".breaker",
+    "BreakerStats": ".breaker",
+    "CircuitBreaker": ".breaker",
+    "CachedFunction": ".decorator",
+    "cached": ".decorator",
+    "Invalidation": ".invalidation",
+    "InvalidationMessage": ".invalidation",
+    "LocalInvalidation": ".invalidation",
+    "RedisInvalidation": ".invalidation",
+    "make_key": ".keys",
+    "DistributedLock": ".lock",
+    "LockStats": ".lock",
+    "MemoryCache": ".memory",
+    "RedisCache": ".redis",
+    "JsonSerializer": ".serialization",
+    "MsgpackSerializer": ".serialization",
+    "Serializer": ".serialization",
+    "SignedPickleSerializer": ".serialization",
+    "serializer_from_name": ".serialization",
+    "SingleFlight": ".singleflight",
+    "SingleFlightStats": ".singleflight",
+    "CacheAside": ".strategies",
+    "CacheAsideStats": ".strategies",
+    "cache_aside": ".strategies",
+    "cache_aside_stats": ".strategies",
+    "write_through": ".strategies",
+    "TieredCache": ".tiered",
+    "cache_from_url": ".url",
+    "PostgresSink": ".sinks",
+    "MemoryQueue": ".write_behind",
+    "RedisStreamQueue": ".write_behind",
+    "RetryPolicy": ".write_behind",
+    "Sink": ".write_behind",
+    "WriteBehind": ".write_behind",
+    "WriteBehindStats": ".write_behind",
+    "WriteQueue": ".write_behind",
+    "WriteRecord": ".write_behind",
 }
 
 __all__ = [
@@ -153,14 +154,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
