@@ -15,7 +15,7 @@ from redline.exceptions import ModelNotFound
 from redline.serve.auth import authorize
 from redline.serve.embedder import EmbedResult, normalize_text
 from redline.serve.errors import APIError
-from redline.serve.model import Model
+from redline.serve.model import Model, count_tokens
 from redline.serve.settings import Settings
 from redline.serve.state import ServerState
 
@@ -23,6 +23,7 @@ __all__ = [
     "InferenceCall",
     "begin_inference",
     "body_doc",
+    "inference_response",
     "json_response",
     "parse_body",
     "prepare_texts",
@@ -75,6 +76,38 @@ async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCa
     except ModelNotFound as exc:
         raise APIError(400, str(exc), param="model", code="model_not_found") from exc
     return InferenceCall(client, body, state, model, started)
+
+
+def inference_response(
+    request: Request,
+    call: InferenceCall[Any],
+    route: str,
+    data: list[dict[str, Any]],
+    texts: list[str],
+    result: EmbedResult,
+) -> Response:
+    """The end of every inference route: count the tokens of *texts*, record usage, note the
+    cache result for the access log, and answer the OpenAI-style list with ``X-Cache`` and
+    ``Server-Timing``."""
+    tokens = sum(count_tokens(call.model, texts))
+    request.state.cache_result = result.cache_result
+    if call.state.usage is not None:
+        call.state.usage.record(
+            request_id=request.state.request_id,
+            route=route,
+            model=call.model.name,
+            inputs=len(texts),
+            tokens=tokens,
+            cached_inputs=result.cached_inputs,
+            client=call.client,
+        )
+    payload = {
+        "object": "list",
+        "data": data,
+        "model": call.model.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return json_response(payload, server_timing(result, time.perf_counter() - call.started))
 
 
 def server_state(request: Request) -> ServerState:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -12,13 +11,11 @@ from starlette.responses import Response
 
 from redline.serve.embedder import embed_texts
 from redline.serve.errors import APIError
-from redline.serve.model import count_tokens
 from redline.serve.routes._common import (
     begin_inference,
     body_doc,
-    json_response,
+    inference_response,
     prepare_texts,
-    server_timing,
 )
 from redline.serve.schemas import EmbeddingRequest, EmbeddingResponse
 
@@ -32,7 +29,8 @@ router = APIRouter(tags=["inference"])
 )
 async def create_embeddings(request: Request) -> Response:
     """Embed a string or a list of strings (``encoding_format`` float or base64)."""
-    client, body, state, model, started = await begin_inference(request, EmbeddingRequest)
+    call = await begin_inference(request, EmbeddingRequest)
+    body, state, model = call.body, call.state, call.model
     if body.dimensions is not None and body.dimensions > model.dimension:
         raise APIError(
             400,
@@ -43,7 +41,6 @@ async def create_embeddings(request: Request) -> Response:
         )
     texts = prepare_texts(body.input, "input", state.settings)
     result = await embed_texts(state, model, texts, body.dimensions)
-    tokens = sum(count_tokens(model, texts))
     data: list[dict[str, Any]] = []
     for index, vector in enumerate(result.vectors):
         if body.encoding_format == "base64":
@@ -51,21 +48,4 @@ async def create_embeddings(request: Request) -> Response:
         else:
             encoded = vector
         data.append({"object": "embedding", "index": index, "embedding": encoded})
-    payload = {
-        "object": "list",
-        "data": data,
-        "model": model.name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    request.state.cache_result = result.cache_result
-    if state.usage is not None:
-        state.usage.record(
-            request_id=request.state.request_id,
-            route="/v1/embeddings",
-            model=model.name,
-            inputs=len(texts),
-            tokens=tokens,
-            cached_inputs=result.cached_inputs,
-            client=client,
-        )
-    return json_response(payload, server_timing(result, time.perf_counter() - started))
+    return inference_response(request, call, "/v1/embeddings", data, texts, result)

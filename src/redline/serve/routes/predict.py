@@ -7,21 +7,17 @@ Each text and each label is embedded (through the same cache and batcher as
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from redline.serve.embedder import embed_texts
-from redline.serve.model import count_tokens
 from redline.serve.routes._common import (
     begin_inference,
     body_doc,
-    json_response,
+    inference_response,
     prepare_texts,
-    server_timing,
 )
 from redline.serve.schemas import PredictRequest, PredictResponse
 
@@ -34,7 +30,8 @@ router = APIRouter(tags=["inference"])
 @router.post("/v1/predict", response_model=PredictResponse, openapi_extra=body_doc(PredictRequest))
 async def predict(request: Request) -> Response:
     """Classify each text against the caller's labels."""
-    client, body, state, model, started = await begin_inference(request, PredictRequest)
+    call = await begin_inference(request, PredictRequest)
+    body, state, model = call.body, call.state, call.model
     texts = prepare_texts(body.text, "text", state.settings)
     labels = prepare_texts(body.labels, "labels", state.settings)
     result = await embed_texts(state, model, texts + labels, None)
@@ -59,22 +56,4 @@ async def predict(request: Request) -> Response:
                 },
             }
         )
-    tokens = sum(count_tokens(model, texts))
-    request.state.cache_result = result.cache_result
-    if state.usage is not None:
-        state.usage.record(
-            request_id=request.state.request_id,
-            route="/v1/predict",
-            model=model.name,
-            inputs=len(texts),
-            tokens=tokens,
-            cached_inputs=result.cached_inputs,
-            client=client,
-        )
-    payload = {
-        "object": "list",
-        "data": data,
-        "model": model.name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return json_response(payload, server_timing(result, time.perf_counter() - started))
+    return inference_response(request, call, "/v1/predict", data, texts, result)
