@@ -38,7 +38,7 @@ def length_shares(texts: Sequence[str], workers: int, sub_batch: int) -> list[li
         return [list(range(count))]
     order = sorted(range(count), key=lambda i: len(texts[i]))
     lengths = [max(1, len(texts[i])) for i in order]
-    low, high = lengths[-1], _cost(lengths, sub_batch)
+    low, high = lengths[-1], count * lengths[-1]  # one text; every text padded to the longest
     while low < high:  # the least cost limit at which the greedy cut needs <= workers shares
         limit = (low + high) // 2
         if len(_cut(lengths, limit, sub_batch)) <= workers:
@@ -46,14 +46,6 @@ def length_shares(texts: Sequence[str], workers: int, sub_batch: int) -> list[li
         else:
             low = limit + 1
     return [order[start:end] for start, end in _cut(lengths, low, sub_batch)]
-
-
-def _cost(lengths: Sequence[int], sub_batch: int) -> int:
-    """Padded cost of running ascending *lengths* in passes of *sub_batch*."""
-    return sum(
-        len(lengths[start : start + sub_batch]) * lengths[min(start + sub_batch, len(lengths)) - 1]
-        for start in range(0, len(lengths), sub_batch)
-    )
 
 
 def _cut(lengths: Sequence[int], limit: int, sub_batch: int) -> list[tuple[int, int]]:
