@@ -130,10 +130,11 @@ def _database_errors() -> tuple[type[Exception], ...]:
 
 
 def _translate(exc: Exception, what: str) -> CacheError:
-    """A database error as redline's: unreachable (network, server not up) or a failed statement."""
+    """One of :func:`_database_errors` as redline's: a statement the server refused is a
+    :class:`CacheError`; anything else (network, server not up yet) :class:`CacheUnavailable`."""
     import asyncpg
 
-    unreachable = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError)
-    if isinstance(exc, (*unreachable, asyncpg.CannotConnectNowError)):
-        return CacheUnavailable(f"{what}: {type(exc).__name__}: {exc}")
-    return CacheError(f"{what}: {type(exc).__name__}: {exc}")
+    refused = isinstance(exc, asyncpg.PostgresError)
+    if refused and not isinstance(exc, asyncpg.CannotConnectNowError):
+        return CacheError(f"{what}: {type(exc).__name__}: {exc}")
+    return CacheUnavailable(f"{what}: {type(exc).__name__}: {exc}")
