@@ -158,20 +158,15 @@ def test_several_workers_remove_the_metrics_dir_they_made(tmp_path: Path) -> Non
     temp = tmp_path / "tmp"
     temp.mkdir()
     port = free_port()
-    environment = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    command = [sys.executable, "-m", "redline", "serve", "--port", str(port)]
-    command += ["--model", "redline.serve.testing:create_hashing_model", "--workers", "2"]
-    proc = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env={
-            **environment,
-            "PYTHONPATH": str(REPO / "src"),
-            "REDLINE_DATA_DIR": str(tmp_path / "data"),
-            "TMPDIR": str(temp),
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = _serve(
+        tmp_path,
+        port,
+        "--model",
+        "redline.serve.testing:create_hashing_model",
+        "--workers",
+        "2",
+        PROMETHEUS_MULTIPROC_DIR="",  # unset: the server makes its own
+        TMPDIR=str(temp),
     )
     try:
         wait_for_port(port, timeout=60, proc=proc)
@@ -179,5 +174,7 @@ def test_several_workers_remove_the_metrics_dir_they_made(tmp_path: Path) -> Non
         assert len(made) == 1  # the server made its own multiprocess metrics dir
     finally:
         stop_process(proc, timeout=30)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == 0
     assert not [p for p in temp.iterdir() if p.name.startswith("redline-metrics-")]
