@@ -317,12 +317,14 @@ def distinct_bodies(seed: int, model: str = "all-MiniLM-L6-v2") -> Callable[[int
 
 
 def repeated_bodies(hot: list[str], share: float, seed: int) -> Callable[[int], dict[str, Any]]:
+    """A *share* of the bodies repeat a text of *hot*; the rest are distinct."""
     rng = random.Random(seed)
+    fresh = distinct_bodies(seed)
 
     def body(n: int) -> dict[str, Any]:
         if rng.random() < share:
             return {"input": rng.choice(hot), "model": "all-MiniLM-L6-v2"}
-        return {"input": sentence(rng, n + seed * 10_000_000), "model": "all-MiniLM-L6-v2"}
+        return fresh(n)
 
     return body
 
