@@ -103,30 +103,23 @@ def _split(data: bytes) -> tuple[bytes, memoryview]:
     return bytes(view[:1]), view[1:]
 
 
-class JsonSerializer:
-    """orjson with a type header (the default for Redis); see the module docstring."""
+class _HeaderedSerializer:
+    """The type header shared by the JSON and msgpack serializers: raw ``bytes`` and numpy
+    arrays are stored as they are, tuples come back as tuples; everything else goes through
+    the subclass's ``_encode`` / ``_decode`` under its own header."""
+
+    _header: bytes
 
     def __repr__(self) -> str:
-        return "JsonSerializer()"
+        return f"{type(self).__name__}()"
 
     def dumps(self, value: Any) -> bytes:
         kind = type(value)
         if kind is bytes:
             return _BYTES + bytes(value)
-        if kind is tuple:
-            return _TUPLE + self._json(value)
         if _is_ndarray(value):
             return _NDARRAY + _dump_ndarray(value)
-        return _JSON + self._json(value)
-
-    @staticmethod
-    def _json(value: Any) -> bytes:
-        try:
-            return orjson.dumps(value)
-        except TypeError as exc:
-            raise SerializationError(
-                f"JsonSerializer cannot encode a value of type {type(value).__name__}: {exc}"
-            ) from exc
+        return (_TUPLE if kind is tuple else self._header) + self._encode(value)
 
     def loads(self, data: bytes) -> Any:
         header, body = _split(data)
@@ -134,17 +127,40 @@ class JsonSerializer:
             return bytes(body)
         if header == _NDARRAY:
             return _load_ndarray(body)
-        if header in (_JSON, _TUPLE):
-            try:
-                value = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise SerializationError(f"corrupt JSON value: {exc}") from exc
-            if header == _TUPLE:
-                if type(value) is not list:
-                    raise SerializationError("corrupt tuple value: payload is not a list")
-                return tuple(value)
-            return value
-        raise SerializationError(f"unknown value header {header!r} for JsonSerializer")
+        if header == self._header:
+            return self._decode(body)
+        if header == _TUPLE:
+            value = self._decode(body)
+            if type(value) is not list:
+                raise SerializationError("corrupt tuple value: payload is not a list")
+            return tuple(value)
+        raise SerializationError(f"unknown value header {header!r} for {type(self).__name__}")
+
+    def _encode(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def _decode(self, body: memoryview) -> Any:
+        raise NotImplementedError
+
+
+class JsonSerializer(_HeaderedSerializer):
+    """orjson with a type header (the default for Redis); see the module docstring."""
+
+    _header = _JSON
+
+    def _encode(self, value: Any) -> bytes:
+        try:
+            return orjson.dumps(value)
+        except TypeError as exc:
+            raise SerializationError(
+                f"JsonSerializer cannot encode a value of type {type(value).__name__}: {exc}"
+            ) from exc
+
+    def _decode(self, body: memoryview) -> Any:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise SerializationError(f"corrupt JSON value: {exc}") from exc
 
 
 def _msgpack_default(value: Any) -> Any:
@@ -159,48 +175,27 @@ def _msgpack_ext(code: int, data: bytes) -> Any:
     raise SerializationError(f"unknown msgpack extension type {code}")
 
 
-class MsgpackSerializer:
+class MsgpackSerializer(_HeaderedSerializer):
     """msgpack with a type header: compact, and nests ``bytes`` and numpy arrays."""
 
-    def __repr__(self) -> str:
-        return "MsgpackSerializer()"
+    _header = _MSGPACK
 
-    def dumps(self, value: Any) -> bytes:
-        kind = type(value)
-        if kind is bytes:
-            return _BYTES + bytes(value)
-        if _is_ndarray(value):
-            return _NDARRAY + _dump_ndarray(value)
-        header = _TUPLE if kind is tuple else _MSGPACK
+    def _encode(self, value: Any) -> bytes:
         try:
             packed: bytes = msgpack.packb(value, use_bin_type=True, default=_msgpack_default)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
-                f"MsgpackSerializer cannot encode a value of type {kind.__name__}: {exc}"
+                f"MsgpackSerializer cannot encode a value of type {type(value).__name__}: {exc}"
             ) from exc
-        return header + packed
+        return packed
 
-    def loads(self, data: bytes) -> Any:
-        header, body = _split(data)
-        if header == _BYTES:
-            return bytes(body)
-        if header == _NDARRAY:
-            return _load_ndarray(body)
-        if header in (_MSGPACK, _TUPLE):
-            try:
-                value = msgpack.unpackb(
-                    body, raw=False, strict_map_key=False, ext_hook=_msgpack_ext
-                )
-            except SerializationError:
-                raise
-            except Exception as exc:  # msgpack raises a zoo of types on garbage
-                raise SerializationError(f"corrupt msgpack value: {exc}") from exc
-            if header == _TUPLE:
-                if type(value) is not list:
-                    raise SerializationError("corrupt tuple value: payload is not a list")
-                return tuple(value)
-            return value
-        raise SerializationError(f"unknown value header {header!r} for MsgpackSerializer")
+    def _decode(self, body: memoryview) -> Any:
+        try:
+            return msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_msgpack_ext)
+        except SerializationError:
+            raise
+        except Exception as exc:  # msgpack raises a zoo of types on garbage
+            raise SerializationError(f"corrupt msgpack value: {exc}") from exc
 
 
 class SignedPickleSerializer:
