@@ -16,6 +16,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from redline.cache._queues import Delivery
 from redline.cache.memory import MemoryCache
 from redline.cache.sinks import PostgresSink
 from redline.cache.write_behind import (
@@ -169,6 +170,34 @@ def test_option_misuse_is_rejected() -> None:
         RetryPolicy(attempts=0)
     with pytest.raises(ValueError, match="table must be a plain SQL identifier"):
         PostgresSink("postgresql://x", "users; drop table users")
+
+
+class SlowReadQueue(MemoryQueue):
+    """A queue whose blocking reads hold what they took for a while before returning, as a
+    Redis stream read does while its reply is on the wire."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = asyncio.Event()
+
+    async def take(self, max_items: int, timeout: float) -> list[Delivery]:
+        taken = await super().take(max_items, timeout)
+        if taken and timeout > 0:
+            self.in_flight.set()
+            await asyncio.sleep(0.2)
+        return taken
+
+
+async def test_flush_waits_for_records_the_flushers_read_already_took() -> None:
+    sink = RecordingSink()
+    queue = SlowReadQueue()
+    async with WriteBehind(None, sink, queue=queue, max_interval=10) as wb:
+        await wb.write("a", 1)
+        await wb.write("b", 2)
+        await asyncio.wait_for(queue.in_flight.wait(), 5)  # the flusher's read holds them
+        await wb.flush()
+        assert sink.latest() == {"a": 1, "b": 2}
+        assert await wb.backlog() == 0
 
 
 async def test_redis_stream_queue_delivers_and_trims_acknowledged_entries(client: Redis) -> None:

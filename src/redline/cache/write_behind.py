@@ -117,6 +117,7 @@ class WriteBehind:
         self._held: list[Delivery] = []  # taken, not yet accepted by the sink
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._reading: asyncio.Future[None] | None = None  # the flusher's read in flight
         self._closed = False
         self._written = self._flushed = self._batches = 0
         self._coalesced = self._retries = self._failures = 0
@@ -143,13 +144,24 @@ class WriteBehind:
             await self.cache.set(key, value, self.ttl)
 
     async def flush(self) -> None:
-        """Hand everything the queue can give now to the sink; raise if the sink keeps failing."""
+        """Hand everything the queue can give now to the sink; raise if the sink keeps failing.
+
+        Records the flusher's own read has already taken from a Redis stream, but not yet
+        received, are waited for: when the queue still holds records that nothing here holds,
+        the flusher's read in flight is let land (once) before giving up.
+        """
         async with self._lock:
+            waited = False
             while True:
                 self._held += await self.queue.take(self.max_batch, 0)
-                if not self._held:
+                if self._held:
+                    await self._deliver_held()
+                    continue
+                reading = self._reading
+                if waited or reading is None or await self.queue.backlog() == 0:
                     return
-                await self._deliver_held()
+                await asyncio.wait({reading})
+                waited = True
 
     async def backlog(self) -> int:
         """Records written but not yet accepted by the sink (asks the queue)."""
@@ -184,7 +196,17 @@ class WriteBehind:
                 continue
             # Short waits: a close() is noticed within a quarter of the stop grace.
             wait = min(wait, _STOP_GRACE / 4)
-            self._held += await self.queue.take(self.max_batch - len(self._held), wait)
+            self._reading = asyncio.ensure_future(
+                self._take_into_held(self.max_batch - len(self._held), wait)
+            )
+            try:
+                await self._reading
+            finally:
+                self._reading = None
+
+    async def _take_into_held(self, max_items: int, timeout: float) -> None:
+        """The flusher's read: what it takes lands in ``_held`` even if nobody awaits it."""
+        self._held += await self.queue.take(max_items, timeout)
 
     async def _deliver_held(self) -> None:
         """Coalesce the oldest held batch per key, run the sink with retries, acknowledge it."""
