@@ -111,6 +111,7 @@ def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     port = free_port()
+    (tmp_path / "metrics").mkdir()
     proc = _serve(
         tmp_path,
         port,
@@ -120,7 +121,6 @@ def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
         "2",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
-    (tmp_path / "metrics").mkdir()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_port(port, timeout=60, proc=proc)
@@ -131,9 +131,13 @@ def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
             except httpx.TransportError:
                 ok = False
             ready_in_a_row = ready_in_a_row + 1 if ok else 0
-            if ready_in_a_row >= 10:
+            if ready_in_a_row >= 10 or proc.poll() is not None:
                 break
             time.sleep(0.05)
+        if ready_in_a_row < 10:
+            stop_process(proc)
+            output = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"the server never became ready (exit {proc.returncode}):\n{output}")
         for index in range(10):  # fresh connections: both workers get some
             with httpx.Client(base_url=url) as client:
                 assert client.post("/v1/embeddings", json={"input": f"w{index}"}).status_code == 200

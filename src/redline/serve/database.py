@@ -67,6 +67,27 @@ usage_table = Table(
 )
 
 
+# The dialects whose INSERT takes ON CONFLICT; any other runs plain statements.
+_UPSERTS: dict[str, Any] = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
+
+# Creating the tables is check-then-create: a server started beside another one on the same
+# database (uvicorn workers, replicas) can find a table missing and then fail to create it
+# because the other just did. Another pass sees it and goes on.
+_CREATE_ATTEMPTS = 4
+
+
+async def _create_tables(engine: AsyncEngine) -> None:
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(_metadata.create_all)
+            return
+        except SQLAlchemyError:
+            if attempt == _CREATE_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.05 * attempt)
+
+
 def _plain(mapping: Any) -> dict[str, Any]:
     """A row as a dict with plain ``str`` keys (SQLAlchemy's ``quoted_name`` trips orjson)."""
     return {str.__str__(key): value for key, value in mapping.items()}
@@ -89,8 +110,7 @@ class Database:
         except (SQLAlchemyError, ImportError, ValueError) as exc:
             raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(_metadata.create_all)
+            await _create_tables(engine)
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
             raise ConfigError(f"cannot open database {engine.url!r}: {exc}") from exc
@@ -106,9 +126,18 @@ class Database:
             "owned_by": owned_by,
             "created": int(time.time()),
         }
+        upsert = _UPSERTS.get(self.engine.dialect.name)
         async with self.engine.begin() as conn:
-            await conn.execute(delete(models_table).where(models_table.c.id == model.name))
-            await conn.execute(insert(models_table).values(**row))
+            if upsert is not None:
+                # One statement: several workers or replicas register the model as they start.
+                changes = {key: value for key, value in row.items() if key != "id"}
+                statement = upsert(models_table).values(**row)
+                await conn.execute(
+                    statement.on_conflict_do_update(index_elements=["id"], set_=changes)
+                )
+            else:
+                await conn.execute(delete(models_table).where(models_table.c.id == model.name))
+                await conn.execute(insert(models_table).values(**row))
 
     async def get_model(self, model_id: str) -> dict[str, Any] | None:
         """The registry row of *model_id*, or None."""
@@ -132,10 +161,8 @@ class Database:
         if not records:
             return
         statement: Any
-        if self.engine.dialect.name == "postgresql":
-            statement = postgresql_insert(usage_table).on_conflict_do_nothing()
-        elif self.engine.dialect.name == "sqlite":
-            statement = sqlite_insert(usage_table).on_conflict_do_nothing()
+        if self.engine.dialect.name in _UPSERTS:
+            statement = _UPSERTS[self.engine.dialect.name](usage_table).on_conflict_do_nothing()
         else:
             statement = insert(usage_table)
         async with self.engine.begin() as conn:

@@ -1,0 +1,83 @@
+"""The server's database when several servers open it at once (uvicorn workers, replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import select
+
+from redline.exceptions import ConfigError
+from redline.serve.database import Database, models_table
+from redline.serve.testing import HashingModel
+from tests._services import PostgresServer
+
+SERVERS = 4  # the race shows with two; four makes every run hit it without the fix
+
+
+async def _open_together(url: str) -> list[Database]:
+    results = await asyncio.gather(
+        *(Database.open(url) for _ in range(SERVERS)), return_exceptions=True
+    )
+    databases = [r for r in results if isinstance(r, Database)]
+    errors = [r for r in results if not isinstance(r, Database)]
+    try:
+        assert errors == []  # every server starts, none loses the race to create a table
+    finally:
+        for database in databases if errors else []:
+            await database.close()
+    return databases
+
+
+async def _check_one_row_each(databases: list[Database]) -> None:
+    model = HashingModel(8)
+    try:
+        await asyncio.gather(*(db.register_model(model) for db in databases))
+        await asyncio.gather(*(db.register_model(model) for db in databases))  # and again
+        async with databases[0].engine.connect() as conn:
+            rows = (await conn.execute(select(models_table))).all()
+        assert [(row.id, row.dimension) for row in rows] == [(model.name, 8)]
+        assert [await db.count_usage() for db in databases] == [0] * SERVERS
+    finally:
+        for database in databases:
+            await database.close()
+
+
+async def test_servers_opening_a_new_sqlite_file_together_all_start(tmp_path: Path) -> None:
+    for round_ in range(5):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'race{round_}.db'}"
+        await _check_one_row_each(await _open_together(url))
+
+
+@pytest.fixture
+async def fresh_postgres_db(postgres: PostgresServer) -> AsyncIterator[str]:
+    """A new, empty database on the session's PostgreSQL; its SQLAlchemy URL."""
+    name = f"race_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield postgres.dsn.replace("postgresql://", "postgresql+asyncpg://").replace(
+            "/redline", f"/{name}"
+        )
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.mark.slow
+async def test_servers_opening_a_new_postgres_database_together_all_start(
+    fresh_postgres_db: str,
+) -> None:
+    await _check_one_row_each(await _open_together(fresh_postgres_db))
+
+
+async def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "not.db"
+    path.write_bytes(b"this is not an SQLite file" * 100)
+    with pytest.raises(ConfigError, match="cannot open database"):
+        await Database.open(f"sqlite+aiosqlite:///{path}")
+    assert path.read_bytes() == b"this is not an SQLite file" * 100  # left as it was
