@@ -153,9 +153,10 @@ class RawModel:
         from redline.serve.minilm import MiniLMModel
 
         workers = min(2, self.threads)
+        threads = max(1, self.threads // workers)
         if self.served is None:
-            self.served = MiniLMModel(self.encoder, "bench", workers=workers)
-        torch.set_num_threads(max(1, self.threads // workers))
+            self.served = MiniLMModel(self.encoder, "bench", workers=workers, threads=threads)
+        torch.set_num_threads(threads)
         return self._loop(size, seconds, self.served.batch)
 
     def _loop(self, size: int, seconds: float, run: Callable[[list[str]], Any]) -> float:
@@ -440,7 +441,7 @@ def main() -> None:
             Result(
                 "1b the server's model path, in-process",
                 served_path,
-                note="batches of 64: sorted passes of 16 on 2 workers; not a target",
+                note="batches of 64: sorted passes of 16 on 2 workers, onnx; not a target",
             )
         )
 

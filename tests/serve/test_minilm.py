@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from redline.serve.minilm import MiniLMModel
+from redline.serve.runtimes import RUNTIMES, Runtime
 
 pytestmark = pytest.mark.model
 
@@ -19,9 +20,13 @@ def _texts(count: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choices(WORDS, k=rng.randint(1, 40))) for _ in range(count)]
 
 
-def test_parallel_workers_equal_the_raw_model_row_by_row(minilm: MiniLMModel) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_parallel_workers_equal_the_raw_model_row_by_row(
+    minilm: MiniLMModel, runtime: Runtime
+) -> None:
     texts = _texts(40, seed=7)
-    model = MiniLMModel(minilm.encoder, "test", sub_batch=8, workers=3)
+    model = MiniLMModel(minilm.encoder, "test", sub_batch=8, workers=3, runtime=runtime)
+    assert model.runtime == runtime
     served = model.batch(texts)
     raw = minilm.encoder.encode(texts, normalize_embeddings=True)
     assert served.shape == (40, 384)
@@ -36,3 +41,10 @@ def test_bad_worker_counts_are_refused(minilm: MiniLMModel) -> None:
         MiniLMModel(minilm.encoder, "test", workers=0)
     with pytest.raises(ValueError, match="sub_batch must be >= 1"):
         MiniLMModel(minilm.encoder, "test", sub_batch=0)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        MiniLMModel(minilm.encoder, "test", threads=0)
+
+
+def test_the_served_model_runs_on_onnx_by_default(minilm: MiniLMModel) -> None:
+    assert minilm.runtime == "onnx"
+    assert "runtime='onnx'" in repr(minilm)

@@ -23,6 +23,7 @@ def test_defaults_are_the_embedded_setup(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.resolved_database_url.startswith("sqlite+aiosqlite:///")
     assert (settings.max_batch_size, settings.max_wait_ms, settings.max_inputs) == (32, 2.0, 256)
     assert (settings.max_chars, settings.max_body_bytes) == (8192, 2 * 1024 * 1024)
+    assert settings.model_runtime == "onnx"
 
 
 def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,6 +58,7 @@ def test_postgres_urls_get_the_asyncpg_driver() -> None:
         ({"model": "no-colon"}, "model must be 'minilm' or 'package.module:factory'"),
         ({"rate_limit": "fast"}, "rate limit must look like '100/s'"),
         ({"log_level": "loud"}, "REDLINE_LOG_LEVEL='loud'"),
+        ({"model_runtime": "tensorrt"}, "REDLINE_MODEL_RUNTIME='tensorrt': Input should be 'onnx'"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(
@@ -93,7 +95,7 @@ def test_serve_command_rejects_a_bad_port_in_one_line(tmp_path: Path) -> None:
 def test_serve_command_is_registered_with_its_flags() -> None:
     result = CliRunner().invoke(build_app(), ["serve", "--help"])
     assert result.exit_code == 0
-    for flag in ("--host", "--port", "--workers", "--model", "--cache-url", "--database-url"):
+    for flag in ("--host", "--port", "--workers", "--model", "--cache-url", "--model-runtime"):
         assert flag in result.output
 
 

@@ -57,7 +57,11 @@ def serve(
     ] = None,
     torch_threads: Annotated[
         int | None,
-        typer.Option(help="Torch intra-op threads per model worker [REDLINE_TORCH_THREADS]."),
+        typer.Option(help="Intra-op threads per model worker [REDLINE_TORCH_THREADS]."),
+    ] = None,
+    model_runtime: Annotated[
+        str | None,
+        typer.Option(help="Built-in model: onnx|torch [REDLINE_MODEL_RUNTIME]."),
     ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug|info|warning|error [REDLINE_LOG_LEVEL].")
@@ -82,6 +86,7 @@ def serve(
         "rate_limit": rate_limit,
         "model_workers": model_workers,
         "torch_threads": torch_threads,
+        "model_runtime": model_runtime,
         "log_level": log_level,
     }
     try:

