@@ -208,6 +208,36 @@ async def test_cluster_tags_and_multi_key_calls_span_slots(cluster_cache: RedisC
     assert await cluster_cache.get_many(keys) == {key: key for key in keys}
     assert await cluster_cache.invalidate_tags("all") == 40
     assert await cluster_cache.get_many(keys) == {}
+    assert await cluster_cache.client.exists(cluster_cache.tag_key("all")) == 0
+
+
+async def test_a_tag_set_lives_as_long_as_its_longest_lived_member(
+    redis_cache: RedisCache,
+) -> None:
+    assert redis_cache.default_ttl is None
+    record = redis_cache.tag_key("t")
+    await redis_cache.set("short", 1, ttl=5, tags=["t"])
+    assert 0 < await redis_cache.client.pttl(record) <= 5_000
+    await redis_cache.set("long", 2, ttl=100, tags=["t"])
+    assert 5_000 < await redis_cache.client.pttl(record) <= 100_000
+    await redis_cache.set("short again", 3, ttl=5, tags=["t"])  # never shortened
+    assert 5_000 < await redis_cache.client.pttl(record) <= 100_000
+    await redis_cache.set("forever", 4, tags=["t"])  # no TTL: nor has the record
+    assert await redis_cache.client.pttl(record) == -1
+    await redis_cache.set("short once more", 5, ttl=5, tags=["t"])
+    assert await redis_cache.client.pttl(record) == -1
+    assert await redis_cache.invalidate_tags("t") == 5
+    assert await redis_cache.client.exists(record) == 0
+
+
+async def test_a_tag_set_expires_with_its_members(redis_cache: RedisCache) -> None:
+    await redis_cache.set("a", 1, ttl=0.2, tags=["gone", "also"])
+    await redis_cache.set("b", 2, ttl=0.3, tags=["gone"])
+    records = [redis_cache.tag_key("gone"), redis_cache.tag_key("also")]
+    assert await redis_cache.client.exists(*records) == 2
+    await asyncio.sleep(0.5)
+    assert await redis_cache.client.exists(*records) == 0  # no names of expired keys left
+    assert await redis_cache.get_many(["a", "b"]) == {}
 
 
 # -- stored values ------------------------------------------------------------------------

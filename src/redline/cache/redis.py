@@ -35,6 +35,26 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisCache", "translate_redis_error"]  # the latter re-exported for callers
 
+# Record KEYS[1] += ARGV[1] and keep the set until its longest-lived member expires: a new
+# set takes the entry's TTL (ARGV[2] ms), a set with one lives on to the later of the two,
+# and an entry that never expires (ARGV[2] = -1) makes the set persistent.
+_TAG = """
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl < 0 then
+    redis.call('PERSIST', KEYS[1])
+elseif existed == 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+else
+    local left = redis.call('PTTL', KEYS[1])
+    if left >= 0 and left < ttl then
+        redis.call('PEXPIRE', KEYS[1], ttl)
+    end
+end
+return 1
+"""
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 RedisClient = Redis | RedisCluster
@@ -72,8 +92,9 @@ class RedisCache:
     so keys written together do not all expire together.
 
     Tags live in one Redis set per tag (``"{namespace}#tag:{tag}"``, outside the key space
-    that patterns match); ``invalidate_tags`` deletes the members and the set. Tag sets do
-    not expire, so a tag that is never invalidated keeps the names of expired keys.
+    that patterns match); ``invalidate_tags`` deletes the members and the set. A tag set
+    lives as long as its longest-lived member: each tagged ``set`` extends its expiry to the
+    new entry's TTL (never shortens it), and an entry without a TTL makes it persistent.
     """
 
     def __init__(
@@ -331,7 +352,7 @@ class RedisCache:
                 pipe = self.client.pipeline(transaction=False)
                 pipe.set(full, data, px=px)
                 for tag_key in tag_keys:
-                    pipe.sadd(tag_key, full)
+                    pipe.eval(_TAG, 1, tag_key, full, -1 if px is None else px)
                 return await pipe.execute()
 
             await self._call("SET", set_and_tag)
