@@ -17,16 +17,18 @@ import pytest
 from tests._services import free_port, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
+HASHING = ("--model", "redline.serve.testing:create_hashing_model")
 
 
 def _serve(tmp_path: Path, port: int, *extra: str, **env: str) -> subprocess.Popen[bytes]:
+    """``redline serve`` on *port* with the fast HashingModel."""
     environment = {
         **os.environ,
         "PYTHONPATH": str(REPO / "src"),
         "REDLINE_DATA_DIR": str(tmp_path / "data"),
         **env,
     }
-    command = [sys.executable, "-m", "redline", "serve", "--port", str(port), *extra]
+    command = [sys.executable, "-m", "redline", "serve", "--port", str(port), *HASHING, *extra]
     return subprocess.Popen(
         command, cwd=tmp_path, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -38,8 +40,6 @@ def slow_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]
     proc = _serve(
         tmp_path,
         port,
-        "--model",
-        "redline.serve.testing:create_hashing_model",
         "--max-batch-size",
         "4",
         "--cache-url",
@@ -88,7 +88,7 @@ async def test_sigterm_drains_in_flight_requests(
 def test_serve_starts_quickly_with_the_hashing_model(tmp_path: Path) -> None:
     port = free_port()
     started = time.monotonic()
-    proc = _serve(tmp_path, port, "--model", "redline.serve.testing:create_hashing_model")
+    proc = _serve(tmp_path, port)
     try:
         wait_for_port(port, timeout=60, proc=proc)
         for _ in range(600):
@@ -115,8 +115,6 @@ def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
     proc = _serve(
         tmp_path,
         port,
-        "--model",
-        "redline.serve.testing:create_hashing_model",
         "--workers",
         "2",
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
@@ -165,8 +163,6 @@ def test_several_workers_remove_the_metrics_dir_they_made(tmp_path: Path) -> Non
     proc = _serve(
         tmp_path,
         port,
-        "--model",
-        "redline.serve.testing:create_hashing_model",
         "--workers",
         "2",
         PROMETHEUS_MULTIPROC_DIR="",  # unset: the server makes its own
