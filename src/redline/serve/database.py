@@ -161,8 +161,9 @@ class Database:
         if not records:
             return
         statement: Any
-        if self.engine.dialect.name in _UPSERTS:
-            statement = _UPSERTS[self.engine.dialect.name](usage_table).on_conflict_do_nothing()
+        upsert = _UPSERTS.get(self.engine.dialect.name)
+        if upsert is not None:
+            statement = upsert(usage_table).on_conflict_do_nothing()
         else:
             statement = insert(usage_table)
         async with self.engine.begin() as conn:
