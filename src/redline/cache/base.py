@@ -45,6 +45,9 @@ class TierStats:
     errors: int = 0
     evictions: int = 0
     size: int = 0
+    #: Health events counted by the tier's :class:`~redline._events.EventLog`
+    #: (``"failure:CAUSE"`` / ``"state:STATE"`` -> count), exported to ``/metrics``.
+    events: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,12 @@ class ServerMetrics:
         self.cache_requests = Counter(
             "redline_cache_requests", "Cache lookups per tier.", ["tier", "result"], registry=r
         )
+        self.cache_events = Counter(
+            "redline_cache_events",
+            "Cache health events per tier: failures by cause and state changes.",
+            ["tier", "event"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "redline_batch_size", "Inputs per model call.", buckets=_BATCH_BUCKETS, registry=r
         )
@@ -127,13 +133,20 @@ class ServerMetrics:
         children[1].observe(seconds)
 
     def sync_cache(self, stats: CacheStats) -> None:
-        """Bring ``redline_cache_requests_total`` up to the cache's own per-tier counters."""
+        """Bring ``redline_cache_requests_total`` and ``redline_cache_events_total`` up to the
+        cache's own per-tier counters."""
         for tier in stats.tiers:
             for result, value in (("hit", tier.hits), ("miss", tier.misses)):
                 key = (tier.name, result)
                 delta = value - self._cache_seen.get(key, 0)
                 if delta > 0:
                     self.cache_requests.labels(tier=tier.name, result=result).inc(delta)
+                    self._cache_seen[key] = value
+            for event, value in tier.events.items():
+                key = (tier.name, event)
+                delta = value - self._cache_seen.get(key, 0)
+                if delta > 0:
+                    self.cache_events.labels(tier=tier.name, event=event).inc(delta)
                     self._cache_seen[key] = value
 
     def observe_batch(self, record: _Batch) -> None:
