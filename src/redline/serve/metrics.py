@@ -91,6 +91,12 @@ class ServerMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.queue_capacity = Gauge(
+            "redline_batch_queue_capacity",
+            "Inputs the batch queue holds before requests get 429 (REDLINE_MAX_QUEUE).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.queue_wait = Histogram(
             "redline_batch_queue_wait_seconds",
             "Time an input waited for its batch.",

@@ -85,7 +85,9 @@ async def metrics(request: Request) -> Response:
     if state.settings.metrics_auth:
         check_api_key(state.settings, request.headers.get("authorization"))
     if state.engine is not None:
-        state.metrics.queue_depth.set(state.engine.health()["queue_depth"])
+        health = state.engine.health()
+        state.metrics.queue_depth.set(health["queue_depth"])
+        state.metrics.queue_capacity.set(health["max_queue"])
     if state.cache is not None:
         state.metrics.sync_cache(state.cache.stats())
     body, content_type = state.metrics.render()

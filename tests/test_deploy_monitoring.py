@@ -1,0 +1,119 @@
+"""deploy/prometheus and deploy/grafana: promtool accepts and unit-tests the rules, and every
+series the rules and the dashboard query is one a live server exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from redline.serve.app import create_app
+from redline.serve.testing import HashingModel
+from tests._services import require_binary
+from tests.serve._helpers import ThreadedServer, make_settings
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+PROMETHEUS = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "redline-dashboard.json"
+_SERIES = re.compile(r"\b(redline_[a-z_]+)")
+_SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created")
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    return require_binary("promtool")
+
+
+@pytest.fixture(scope="module")
+def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The /metrics text of a real server after a few requests (one of them an error)."""
+    app = create_app(make_settings(tmp_path_factory.mktemp("monitoring")), model=HashingModel(16))
+    server = ThreadedServer(app).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for text in ("a", "b", "a"):
+                client.post("/v1/embeddings", json={"input": text}).raise_for_status()
+            assert client.post("/v1/embeddings", json={"input": ""}).status_code == 400
+            response = client.get("/metrics")
+            response.raise_for_status()
+            yield response.text
+    finally:
+        server.stop()
+
+
+def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, cwd=PROMETHEUS, timeout=60
+    )
+
+
+def families(metrics_text: str) -> set[str]:
+    return {line.split()[2] for line in metrics_text.splitlines() if line.startswith("# TYPE ")}
+
+
+def base_name(series: str) -> str:
+    for suffix in _SUFFIXES:
+        if series.endswith(suffix):
+            return series[: -len(suffix)]
+    return series
+
+
+def test_rules_and_config_pass_promtool_checks(promtool: str) -> None:
+    rules = run(promtool, "check", "rules", "alerts.yml")
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    assert "SUCCESS: 7 rules found" in rules.stdout
+    config = run(promtool, "check", "config", "prometheus.yml")
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_every_alert_is_unit_tested_and_the_tests_pass(promtool: str) -> None:
+    alerts = {
+        rule["alert"]
+        for group in yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
+        for rule in group["rules"]
+    }
+    tested = {
+        case["alertname"]
+        for test in yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+        for case in test["alert_rule_test"]
+        if case["exp_alerts"]
+    }
+    assert alerts == tested
+    result = run(promtool, "test", "rules", "alerts_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_live_metrics_pass_promtool_lint(promtool: str, live_metrics: str) -> None:
+    result = run(promtool, "check", "metrics", stdin=live_metrics)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_and_dashboard_query_only_series_the_server_exports(live_metrics: str) -> None:
+    exported = {base_name(name) for name in families(live_metrics)}
+    rules_text = (PROMETHEUS / "alerts.yml").read_text()
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    queried = {base_name(m) for text in (rules_text, *exprs) for m in _SERIES.findall(text)}
+    assert queried, "no redline series found in the rules or the dashboard"
+    assert queried <= exported, f"not exported: {sorted(queried - exported)}"
+
+
+def test_dashboard_panels_are_laid_out_without_overlap() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    cells: set[tuple[int, int]] = set()
+    for panel in dashboard["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24
+        mine = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
+        assert not cells & mine, panel["title"]
+        cells |= mine
