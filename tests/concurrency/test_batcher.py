@@ -352,16 +352,33 @@ async def test_sync_cpu_bound_batch_fn_runs_off_the_event_loop() -> None:
 
 
 async def test_stats_histogram_and_on_batch_records() -> None:
+    """Queue waits and run times come from the injected timer; each batch runs 0.25 s."""
+    now = [0.0]
+    gate = asyncio.Event()
+
+    async def slow_quarter(items: list[int]) -> list[int]:
+        await gate.wait()
+        now[0] += 0.25
+        return items
+
     records: list[BatchRecord] = []
-    async with MicroBatcher(Recorder(), on_batch=records.append) as batcher:
-        await batcher.submit(1)
-        await asyncio.gather(*(batcher.submit(i) for i in range(2, 6)))
+    batcher = MicroBatcher(slow_quarter, on_batch=records.append, timer=lambda: now[0])
+    async with batcher:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.01)  # 1 runs alone, held at the gate
+        rest = [asyncio.create_task(batcher.submit(i)) for i in range(2, 6)]
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(first, *rest) == [1, 2, 3, 4, 5]
         stats = batcher.stats()
     assert isinstance(stats, BatcherStats)
     assert stats.items == 5 == sum(r.size for r in records)
-    assert stats.batches == len(records)
-    assert stats.queue_wait_seconds_total >= 0
-    assert stats.run_seconds_total >= 0
+    assert stats.batches == len(records) == 2
+    assert stats.batch_size_histogram == {1: 1, 4: 1}
+    assert [r.queue_waits for r in records] == [(0.0,), (0.25, 0.25, 0.25, 0.25)]
+    assert [r.run_seconds for r in records] == [0.25, 0.25]
+    assert stats.queue_wait_seconds_total == pytest.approx(1.0)
+    assert stats.run_seconds_total == pytest.approx(0.5)
     with pytest.raises(AttributeError):
         stats.items = 0  # type: ignore[misc]
 
