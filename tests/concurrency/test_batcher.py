@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,11 +19,11 @@ class Recorder:
     """An async batch_fn that records every batch it sees and can be held open."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.batches: list[list[object]] = []
+        self.batches: list[list[Any]] = []
         self.delay = delay
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, items: list[object]) -> list[object]:
+    async def __call__(self, items: list[Any]) -> list[Any]:
         self.batches.append(list(items))
         if self.gate is not None:
             await self.gate.wait()
@@ -105,7 +106,7 @@ async def test_dedup_key_function_groups_equal_keys() -> None:
     async with MicroBatcher(fn, dedup_key=str.lower) as batcher:
         results = await asyncio.gather(batcher.submit("Hi"), batcher.submit("HI"))
         assert batcher.stats().dedup_hits == 1
-    assert results == [("done", "Hi"), ("done", "Hi")]
+    assert list(results) == [("done", "Hi"), ("done", "Hi")]
 
 
 async def test_cancelled_caller_item_never_reaches_batch_fn() -> None:
@@ -195,12 +196,12 @@ async def test_dead_worker_is_restarted_and_reported_in_health() -> None:
     original = batcher._take
     calls = 0
 
-    def take_once_broken() -> list[object]:
+    def take_once_broken() -> list[Any]:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("worker bug")
-        return original()  # type: ignore[return-value]
+        return original()
 
     batcher._take = take_once_broken  # type: ignore[method-assign]
     async with batcher:
@@ -221,7 +222,7 @@ async def test_items_of_a_batch_running_when_worker_dies_get_worker_crashed() ->
     async def exploding_complete(dispatched: object) -> None:
         raise RuntimeError("boom in run")
 
-    batcher._complete = exploding_complete  # type: ignore[method-assign,assignment]
+    batcher._complete = exploding_complete  # type: ignore[method-assign]
     async with batcher:
         with pytest.raises(WorkerCrashed, match="worker died: boom in run"):
             await asyncio.wait_for(batcher.submit("x"), timeout=5)
@@ -428,7 +429,7 @@ async def test_unhashable_items_are_simply_not_deduplicated() -> None:
     async with MicroBatcher(fn, dedup=True) as batcher:
         results = await asyncio.gather(batcher.submit([1]), batcher.submit([1]))
         assert batcher.stats().dedup_hits == 0
-    assert results == [("done", [1]), ("done", [1])]
+    assert list(results) == [("done", [1]), ("done", [1])]
     assert sum(len(b) for b in fn.batches) == 2
 
 

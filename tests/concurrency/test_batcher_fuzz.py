@@ -37,12 +37,14 @@ class FuzzError(Exception):
 class Report:
     outcomes: Counter[str] = field(default_factory=Counter)
     hung: int = 0
+    most_late: float = 0.0  # seconds a timed submit ended after its timeout, at worst
     unexpected: list[str] = field(default_factory=list)
     loop_errors: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"submits={sum(self.outcomes.values())} hung={self.hung} "
+            f"most_late={self.most_late * 1000:.1f}ms "
             f"unexpected={len(self.unexpected)} loop_errors={len(self.loop_errors)} "
             f"outcomes={dict(sorted(self.outcomes.items()))}"
         )
@@ -99,6 +101,7 @@ async def _client(
     cancel_after = rng.uniform(0.0, 0.02) if rng.random() < 0.15 else None
     limit = (timeout if timeout is not None else UNTIMED_BOUND) + SLACK
     async with gate:
+        begun = time.monotonic()
         task = asyncio.ensure_future(batcher.submit(item, timeout=timeout))
         if cancel_after is not None:
             asyncio.get_running_loop().call_later(cancel_after, task.cancel)
@@ -107,6 +110,8 @@ async def _client(
             report.hung += 1
             task.cancel()
             await asyncio.wait({task})
+        if timeout is not None:
+            report.most_late = max(report.most_late, time.monotonic() - begun - timeout)
     if task.cancelled():
         report.outcomes["hung" if not done else "cancelled"] += 1
         if done and cancel_after is None:
