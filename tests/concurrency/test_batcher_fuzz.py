@@ -61,7 +61,7 @@ def _misbehave(rng: random.Random) -> str:
     return "ok"
 
 
-def _async_batch_fn(rng: random.Random) -> Any:
+def _async_batch_fn(rng: random.Random, *, forever: bool = False) -> Any:
     async def batch(items: list[int]) -> list[int]:
         what = _misbehave(rng)
         await asyncio.sleep(0)
@@ -70,6 +70,8 @@ def _async_batch_fn(rng: random.Random) -> Any:
         if what == "cancel":
             raise asyncio.CancelledError("inner call cancelled")
         if what == "hang":
+            if forever:
+                await asyncio.Event().wait()  # only batch_timeout ends this call
             await asyncio.sleep(HANG_SECONDS)
         return [item * 2 for item in items]
 
@@ -122,7 +124,7 @@ async def _client(
         report.outcomes["ok"] += 1
         if task.result() != item * 2:
             report.unexpected.append(f"submit({item}) returned {task.result()!r}")
-    elif isinstance(exc, BatchTimeout) and timeout is not None:
+    elif isinstance(exc, BatchTimeout) and (timeout is not None or "batch_timeout" in str(exc)):
         report.outcomes["timeout"] += 1
     elif isinstance(exc, FuzzError | BatchFailed | Overloaded):
         report.outcomes[type(exc).__name__] += 1
@@ -131,7 +133,7 @@ async def _client(
         report.unexpected.append(f"submit({item}) raised {type(exc).__name__}: {exc}")
 
 
-@pytest.mark.parametrize("kind", ["async", "sync", "async-retry"])
+@pytest.mark.parametrize("kind", ["async", "sync", "async-retry", "async-batch-timeout"])
 async def test_fuzzed_cancels_errors_and_hangs_never_hang_a_submit_or_kill_the_worker(
     kind: str,
 ) -> None:
@@ -141,7 +143,8 @@ async def test_fuzzed_cancels_errors_and_hangs_never_hang_a_submit_or_kill_the_w
     loop.set_exception_handler(lambda _loop, context: report.loop_errors.append(context))
     tasks_before = asyncio.all_tasks()
     rng = random.Random(f"batcher-fuzz-{kind}")
-    batch_fn = _sync_batch_fn(rng) if kind == "sync" else _async_batch_fn(rng)
+    forever = kind == "async-batch-timeout"  # hangs end only at the batch timeout
+    batch_fn = _sync_batch_fn(rng) if kind == "sync" else _async_batch_fn(rng, forever=forever)
     batcher: MicroBatcher[int, int] = MicroBatcher(
         batch_fn,
         max_batch_size=32,
@@ -149,6 +152,7 @@ async def test_fuzzed_cancels_errors_and_hangs_never_hang_a_submit_or_kill_the_w
         max_queue=224,  # below CONCURRENCY: some submits meet a full queue
         dedup=True,
         retry_individually=kind == "async-retry",
+        batch_timeout=HANG_SECONDS if forever else None,
         name=f"fuzz-{kind}",
     )
     try:
