@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 
 from redline._lazy import lazy_exports
 from redline.exceptions import (
+    BatchFailed,
+    BatchResultError,
+    BatchTimeout,
     BenchError,
     CacheError,
     CacheUnavailable,
@@ -29,6 +32,7 @@ from redline.exceptions import (
     ModelNotFound,
     ModelNotReady,
     NginxError,
+    NotStarted,
     Overloaded,
     RateLimited,
     RedlineError,
@@ -211,7 +215,10 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "MISSING",
+    "BatchFailed",
     "BatchRecord",
+    "BatchResultError",
+    "BatchTimeout",
     "BatcherHealth",
     "BatcherStats",
     "BenchError",
@@ -256,6 +263,7 @@ __all__ = [
     "MsgpackSerializer",
     "NginxError",
     "NginxOptions",
+    "NotStarted",
     "Offloader",
     "OffloaderStats",
     "Overloaded",

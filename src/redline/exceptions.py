@@ -13,6 +13,12 @@
     │   ├── Overloaded               a bounded queue is full; retry later
     │   ├── Closed                   the primitive is closed and takes no new work
     │   ├── WorkerCrashed            a worker thread/process died while running the work
+    │   ├── NotStarted               the primitive was used before start() (also a RuntimeError)
+    │   ├── BatchTimeout             a batched call passed its deadline (also a TimeoutError)
+    │   ├── BatchFailed              the batch function ended with a BaseException, not an
+    │   │                            Exception (its own CancelledError, SystemExit...)
+    │   ├── BatchResultError         the batch function returned a wrong result (also a
+    │   │                            ValueError)
     │   └── RateLimited              a rate limit refused the work (carries ``retry_after``)
     ├── ModelError
     │   ├── ModelNotFound            the requested model is not served here
@@ -28,6 +34,9 @@ Third-party errors (redis-py, torch, httpx) are translated at the boundary with
 from __future__ import annotations
 
 __all__ = [
+    "BatchFailed",
+    "BatchResultError",
+    "BatchTimeout",
     "BenchError",
     "CacheError",
     "CacheUnavailable",
@@ -41,6 +50,7 @@ __all__ = [
     "ModelNotFound",
     "ModelNotReady",
     "NginxError",
+    "NotStarted",
     "Overloaded",
     "RateLimited",
     "RedlineError",
@@ -91,6 +101,27 @@ class Closed(ConcurrencyError):
 
 class WorkerCrashed(ConcurrencyError):
     """A worker thread or process died while running the work."""
+
+
+class NotStarted(ConcurrencyError, RuntimeError):
+    """The primitive was used before ``start()`` (or outside ``async with``)."""
+
+
+class BatchTimeout(ConcurrencyError, TimeoutError):
+    """A batched call passed its deadline; its item is dropped if it had not started."""
+
+
+class BatchFailed(ConcurrencyError):
+    """The batch function ended with a BaseException that is not an Exception.
+
+    Its own ``CancelledError`` (an inner timeout, a cancelled client call), ``SystemExit`` or
+    ``KeyboardInterrupt``: that batch's callers get this error, with the original as
+    ``__cause__`` (named in the message, which survives pickling); the batcher carries on.
+    """
+
+
+class BatchResultError(ConcurrencyError, ValueError):
+    """The batch function returned something other than one result per item."""
 
 
 class RateLimited(ConcurrencyError):

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,11 +19,11 @@ class Recorder:
     """An async batch_fn that records every batch it sees and can be held open."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.batches: list[list[object]] = []
+        self.batches: list[list[Any]] = []
         self.delay = delay
         self.gate: asyncio.Event | None = None
 
-    async def __call__(self, items: list[object]) -> list[object]:
+    async def __call__(self, items: list[Any]) -> list[Any]:
         self.batches.append(list(items))
         if self.gate is not None:
             await self.gate.wait()
@@ -105,7 +106,7 @@ async def test_dedup_key_function_groups_equal_keys() -> None:
     async with MicroBatcher(fn, dedup_key=str.lower) as batcher:
         results = await asyncio.gather(batcher.submit("Hi"), batcher.submit("HI"))
         assert batcher.stats().dedup_hits == 1
-    assert results == [("done", "Hi"), ("done", "Hi")]
+    assert list(results) == [("done", "Hi"), ("done", "Hi")]
 
 
 async def test_cancelled_caller_item_never_reaches_batch_fn() -> None:
@@ -195,12 +196,12 @@ async def test_dead_worker_is_restarted_and_reported_in_health() -> None:
     original = batcher._take
     calls = 0
 
-    def take_once_broken() -> list[object]:
+    def take_once_broken() -> list[Any]:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("worker bug")
-        return original()  # type: ignore[return-value]
+        return original()
 
     batcher._take = take_once_broken  # type: ignore[method-assign]
     async with batcher:
@@ -221,7 +222,7 @@ async def test_items_of_a_batch_running_when_worker_dies_get_worker_crashed() ->
     async def exploding_complete(dispatched: object) -> None:
         raise RuntimeError("boom in run")
 
-    batcher._complete = exploding_complete  # type: ignore[method-assign,assignment]
+    batcher._complete = exploding_complete  # type: ignore[method-assign]
     async with batcher:
         with pytest.raises(WorkerCrashed, match="worker died: boom in run"):
             await asyncio.wait_for(batcher.submit("x"), timeout=5)
@@ -352,16 +353,33 @@ async def test_sync_cpu_bound_batch_fn_runs_off_the_event_loop() -> None:
 
 
 async def test_stats_histogram_and_on_batch_records() -> None:
+    """Queue waits and run times come from the injected timer; each batch runs 0.25 s."""
+    now = [0.0]
+    gate = asyncio.Event()
+
+    async def slow_quarter(items: list[int]) -> list[int]:
+        await gate.wait()
+        now[0] += 0.25
+        return items
+
     records: list[BatchRecord] = []
-    async with MicroBatcher(Recorder(), on_batch=records.append) as batcher:
-        await batcher.submit(1)
-        await asyncio.gather(*(batcher.submit(i) for i in range(2, 6)))
+    batcher = MicroBatcher(slow_quarter, on_batch=records.append, timer=lambda: now[0])
+    async with batcher:
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.01)  # 1 runs alone, held at the gate
+        rest = [asyncio.create_task(batcher.submit(i)) for i in range(2, 6)]
+        await asyncio.sleep(0)
+        gate.set()
+        assert await asyncio.gather(first, *rest) == [1, 2, 3, 4, 5]
         stats = batcher.stats()
     assert isinstance(stats, BatcherStats)
     assert stats.items == 5 == sum(r.size for r in records)
-    assert stats.batches == len(records)
-    assert stats.queue_wait_seconds_total >= 0
-    assert stats.run_seconds_total >= 0
+    assert stats.batches == len(records) == 2
+    assert stats.batch_size_histogram == {1: 1, 4: 1}
+    assert [r.queue_waits for r in records] == [(0.0,), (0.25, 0.25, 0.25, 0.25)]
+    assert [r.run_seconds for r in records] == [0.25, 0.25]
+    assert stats.queue_wait_seconds_total == pytest.approx(1.0)
+    assert stats.run_seconds_total == pytest.approx(0.5)
     with pytest.raises(AttributeError):
         stats.items = 0  # type: ignore[misc]
 
@@ -411,7 +429,7 @@ async def test_unhashable_items_are_simply_not_deduplicated() -> None:
     async with MicroBatcher(fn, dedup=True) as batcher:
         results = await asyncio.gather(batcher.submit([1]), batcher.submit([1]))
         assert batcher.stats().dedup_hits == 0
-    assert results == [("done", [1]), ("done", [1])]
+    assert list(results) == [("done", [1]), ("done", [1])]
     assert sum(len(b) for b in fn.batches) == 2
 
 

@@ -143,4 +143,4 @@ async def test_limit_below_one_is_rejected(limit: int) -> None:
 
 async def test_non_awaitable_is_rejected() -> None:
     with pytest.raises(TypeError, match="takes awaitables or zero-argument async callables"):
-        await gather_limited([42], limit=1)  # type: ignore[list-item]
+        await gather_limited([42], limit=1)  # type: ignore[arg-type]

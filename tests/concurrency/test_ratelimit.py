@@ -67,7 +67,7 @@ def test_cost_above_capacity_is_rejected() -> None:
 )
 def test_bad_settings_are_rejected(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=f"^{message}$"):
-        RateLimiter(**kwargs)
+        RateLimiter(**kwargs)  # type: ignore[arg-type]
 
 
 def test_non_positive_cost_is_rejected() -> None:

@@ -4,6 +4,12 @@ A batch starts as soon as the worker is free. The worker waits up to ``max_wait`
 batch only while more work is visibly arriving, so a lone request on an idle batcher runs
 at once; under load, arrivals pile up while a batch runs and form the next batch.
 
+The batch function cannot kill the batcher: whatever it raises or however it ends fails that
+batch's callers and nothing else, and the worker goes on with the next batch. Only the
+batcher's own shutdown (``close``, or a cancel of the worker task) stops the worker; if it
+stops any other way, every waiting caller fails with ``WorkerCrashed`` and ``submit`` fails
+fast until ``start()`` is called again.
+
 Example::
 
     async def embed(texts: list[str]) -> list[list[float]]:
@@ -27,7 +33,15 @@ from typing import Any, Generic, Self, TypeVar, cast
 
 from redline.concurrency._batch_queue import BatchQueue, Entry
 from redline.concurrency._private import is_async_callable, require_positive_int
-from redline.exceptions import Closed, Overloaded, WorkerCrashed
+from redline.exceptions import (
+    BatchFailed,
+    BatchResultError,
+    BatchTimeout,
+    Closed,
+    NotStarted,
+    Overloaded,
+    WorkerCrashed,
+)
 
 __all__ = ["BatchRecord", "BatcherHealth", "BatcherStats", "MicroBatcher"]
 
@@ -81,7 +95,7 @@ class BatcherHealth:
     max_queue: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Dispatched:
     """A batch handed to ``batch_fn``; ``future`` gives (results, started, finished)."""
 
@@ -100,7 +114,26 @@ class MicroBatcher(Generic[T, R]):
     ``cost_fn``/``max_batch_cost`` cap a batch's total cost (an item costlier than the cap
     runs alone); ``group_fn`` keeps items of different buckets (say, length buckets) out of
     the same batch. With ``dedup=True`` or a ``dedup_key``, identical items in flight at once
-    are computed once.
+    are computed once. ``batch_timeout`` bounds one ``batch_fn`` call: past it, the call's
+    callers get :class:`~redline.exceptions.BatchTimeout` and the worker moves on (an async call
+    is cancelled; a sync one cannot be: the model thread finishes it first, and batches behind
+    it count that wait against their own ``batch_timeout``).
+
+    What callers see: the batch function's own ``Exception`` as raised (or, with
+    ``retry_individually``, the error of their item run alone); ``BatchFailed`` (cause
+    chained) when it ends with a ``BaseException`` that is not an ``Exception``, such as a
+    ``CancelledError`` of its own; ``BatchResultError`` for a wrong number of results;
+    ``BatchTimeout`` past their own ``timeout`` or the ``batch_timeout``; ``Overloaded``,
+    ``Closed``, ``NotStarted`` and ``WorkerCrashed`` from the batcher itself. A caller that is
+    cancelled or times out is removed: its item never runs if its batch had not started, and
+    its result is dropped if it had. Misuse (bad options, a non-positive ``timeout``, a bad
+    ``cost_fn`` value) raises ``ValueError``/``TypeError`` with an exact message.
+
+    ``KeyboardInterrupt`` and ``SystemExit`` from ``batch_fn`` fail its batch like any other
+    ``BaseException`` and the batcher carries on. From an async ``batch_fn`` asyncio itself
+    also re-raises them out of the event loop (the batch runs in its own task, so the program
+    stops as asked, not just the worker); from a sync one they happen in the model thread,
+    where, as in any thread, they stop nothing else.
 
     Example::
 
@@ -123,6 +156,7 @@ class MicroBatcher(Generic[T, R]):
         dedup_key: Callable[[T], Hashable] | None = None,
         dedup: bool = False,
         retry_individually: bool = False,
+        batch_timeout: float | None = None,
         timer: Callable[[], float] = time.monotonic,
         name: str = "batcher",
         on_batch: Callable[[BatchRecord], None] | None = None,
@@ -137,6 +171,8 @@ class MicroBatcher(Generic[T, R]):
             require_positive_int("max_batch_cost", max_batch_cost)
             if cost_fn is None:
                 raise ValueError("max_batch_cost needs a cost_fn")
+        if batch_timeout is not None and not batch_timeout > 0:
+            raise ValueError(f"batch_timeout must be > 0, got {batch_timeout}")
         self._batch_fn = batch_fn
         self._is_async = is_async_callable(batch_fn)
         self._max_wait = float(max_wait)
@@ -146,6 +182,7 @@ class MicroBatcher(Generic[T, R]):
         self._dedup_key = dedup_key
         self._dedup = dedup or dedup_key is not None
         self._retry_individually = retry_individually
+        self._batch_timeout = batch_timeout
         self._timer = timer
         self.name = name
         self._on_batch = on_batch
@@ -155,7 +192,8 @@ class MicroBatcher(Generic[T, R]):
         self._consecutive_crashes = 0
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None  # the model thread (sync batch_fn)
-        self._current: list[Entry] = []
+        self._inflight: list[_Dispatched] = []  # handed to batch_fn, outcome not yet handed out
+        self._abandoned: set[asyncio.Future[Any]] = set()  # cancelled batch tasks still ending
         self._closing = False
         self._closed = False
         self._last_error: str | None = None
@@ -173,15 +211,19 @@ class MicroBatcher(Generic[T, R]):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start the worker task (idempotent)."""
+        """Start the worker task (idempotent); starts a fresh one if the worker has stopped."""
         if self._closing:
             raise Closed(f"MicroBatcher {self.name!r} is closed")
-        if self._worker is None:
-            if not self._is_async:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batcher-{self.name}")
-            self._worker = asyncio.get_running_loop().create_task(
-                self._supervise(), name=f"redline-batcher-{self.name}"
-            )
+        if self._worker is not None and not self._worker.done():
+            return
+        if self._worker is not None:
+            self._restarts += 1
+        if not self._is_async and self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batcher-{self.name}")
+        self._worker = asyncio.get_running_loop().create_task(
+            self._supervise(), name=f"redline-batcher-{self.name}"
+        )
+        self._worker.add_done_callback(self._worker_stopped)
 
     async def close(self, drain: bool = True) -> None:
         """Stop taking work; with ``drain`` finish what is queued, else fail it with ``Closed``."""
@@ -193,10 +235,13 @@ class MicroBatcher(Generic[T, R]):
         if not drain:
             self._fail_queued(Closed(f"MicroBatcher {self.name!r} closed before running the item"))
         self._arrived.set()
-        if not drain and self._current:
+        if not drain and self._inflight:
             worker.cancel()
         await asyncio.wait({worker})
         self._fail_queued(Closed(f"MicroBatcher {self.name!r} closed before running the item"))
+        if self._abandoned:
+            # Cancelled batch tasks end within a step or two; nothing is left running after us.
+            await asyncio.wait(set(self._abandoned))
         if self._executor is not None:
             # Nothing is queued any more; a batch cancelled mid-run finishes in the background.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -218,29 +263,40 @@ class MicroBatcher(Generic[T, R]):
     # -- submitting ----------------------------------------------------------------------
 
     async def submit(self, item: T, *, timeout: float | None = None) -> R:
-        """Queue *item* and return its result; ``TimeoutError`` past *timeout* seconds.
+        """Queue *item* and return its result; ``BatchTimeout`` past *timeout* seconds.
 
-        Raises ``Overloaded`` when the queue is full and ``Closed`` once closing. A caller
+        Raises ``Overloaded`` when the queue is full, ``Closed`` once closing, ``NotStarted``
+        before ``start()`` and ``WorkerCrashed`` at once if the worker has stopped. A caller
         cancelled (or timed out) before its batch starts never reaches ``batch_fn``.
         """
         if self._closing:
             self._rejected += 1
             raise Closed(f"MicroBatcher {self.name!r} is closed")
-        if self._worker is None:
-            raise RuntimeError(
+        worker = self._worker
+        if worker is None:
+            raise NotStarted(
                 f"MicroBatcher {self.name!r} is not started; await start() or use `async with`"
             )
-        if timeout is not None and timeout <= 0:
+        if worker.done():
+            self._rejected += 1
+            raise WorkerCrashed(
+                f"MicroBatcher {self.name!r} worker is not running ({self._last_error}); "
+                "await start() to run a new one"
+            )
+        if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
         waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         entry = self._enqueue(item, waiter)
+        deadline = asyncio.timeout(timeout)
         try:
-            if timeout is None:
+            async with deadline:
                 return await waiter
-            async with asyncio.timeout(timeout):
-                return await waiter
-        except BaseException:
+        except BaseException as exc:
             self._detach(entry, waiter)
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise BatchTimeout(
+                    f"MicroBatcher {self.name!r}: no result within {timeout:g}s"
+                ) from None
             raise
 
     def _enqueue(self, item: T, waiter: asyncio.Future[Any]) -> Entry:
@@ -300,21 +356,45 @@ class MicroBatcher(Generic[T, R]):
                 await self._loop()
                 return
             except asyncio.CancelledError:
-                for entry in self._current:
-                    self._settle(entry, Closed(f"MicroBatcher {self.name!r} closed mid-batch"))
-                self._current = []
+                # The worker task itself was cancelled: close(drain=False), or someone else.
+                # (batch_fn's own CancelledError never gets here: see _outcome.)
+                if self._closing:
+                    self._abandon_inflight(Closed(f"MicroBatcher {self.name!r} closed mid-batch"))
+                else:
+                    self._abandon_inflight(
+                        WorkerCrashed(f"MicroBatcher {self.name!r} worker was cancelled")
+                    )
                 raise
             except Exception as exc:
                 self._restarts += 1
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 logger.exception("MicroBatcher %r worker died; restarting", self.name)
-                crashed = WorkerCrashed(f"MicroBatcher {self.name!r} worker died: {exc}")
-                for entry in self._current:
-                    self._settle(entry, crashed)
-                self._current = []
+                self._abandon_inflight(
+                    WorkerCrashed(f"MicroBatcher {self.name!r} worker died: {exc}")
+                )
                 # Back off a little if the loop keeps dying, so a persistent bug cannot spin.
                 self._consecutive_crashes += 1
                 await asyncio.sleep(min(0.01 * (self._consecutive_crashes - 1), 1.0))
+            except BaseException as exc:
+                # KeyboardInterrupt / SystemExit in the worker's own code: the program is
+                # stopping. Fail what is in flight; _worker_stopped fails the queue.
+                self._abandon_inflight(
+                    WorkerCrashed(f"MicroBatcher {self.name!r} worker stopped: {exc!r}")
+                )
+                raise
+
+    def _worker_stopped(self, worker: asyncio.Task[None]) -> None:
+        """Done callback of the worker task: outside close(), fail every queued caller now."""
+        if worker.cancelled():
+            reason = "CancelledError: the worker task was cancelled"
+        else:
+            exc = worker.exception()
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "the worker returned"
+        if self._closing:
+            return
+        self._last_error = reason
+        logger.error("MicroBatcher %r worker stopped outside close(): %s", self.name, reason)
+        self._fail_queued(WorkerCrashed(f"MicroBatcher {self.name!r} worker stopped: {reason}"))
 
     async def _loop(self) -> None:
         ahead: _Dispatched | None = None
@@ -325,29 +405,32 @@ class MicroBatcher(Generic[T, R]):
                     return
                 ahead = self._dispatch(batch)
             current, ahead = ahead, None
-            # Pipelining (sync batch_fn): when a full batch is already queued, hand it to the
-            # model thread now, so it starts the instant this one ends instead of after a
-            # round trip through the event loop. Only full batches go early: none gets smaller.
+            # Pipelining (sync batch_fn): when at least a full batch's worth of items is
+            # queued, hand the next batch to the model thread now, so it starts the instant
+            # this one ends instead of after a round trip through the event loop. The early
+            # batch is what _take gives now: with a group_fn or a cost cap it can be smaller
+            # than max_batch_size, and items arriving while this batch runs cannot join it.
             if self._executor is not None and self._queue.depth >= self._max_batch_size:
                 ahead = self._dispatch(self._take())
-            self._current = current.batch + (ahead.batch if ahead is not None else [])
             await self._complete(current)
-            self._current = ahead.batch if ahead is not None else []
             self._consecutive_crashes = 0
 
     async def _next_batch(self) -> list[Entry] | None:
         arrived = self._arrived
-        while self._queue.depth == 0:
-            if self._closing:
-                return None
-            arrived.clear()
-            await arrived.wait()
-        # Let submitters that are already scheduled enqueue before deciding.
-        before = self._queue.depth
-        await asyncio.sleep(0)
-        if self._max_wait > 0 and not self._closing and before < self._queue.depth:
-            await self._fill(arrived)
-        return self._take()
+        while True:
+            while self._queue.depth == 0:
+                if self._closing:
+                    return None
+                arrived.clear()
+                await arrived.wait()
+            # Let submitters that are already scheduled enqueue before deciding.
+            before = self._queue.depth
+            await asyncio.sleep(0)
+            if self._max_wait > 0 and not self._closing and before < self._queue.depth:
+                await self._fill(arrived)
+            batch = self._take()
+            if batch:  # empty when every queued caller gave up meanwhile
+                return batch
 
     async def _fill(self, arrived: asyncio.Event) -> None:
         """More work is arriving: wait up to ``max_wait`` after the oldest item for a full batch."""
@@ -377,13 +460,36 @@ class MicroBatcher(Generic[T, R]):
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._executor, self._timed_sync, items)
         else:
+            # Its own task: whatever batch_fn raises, CancelledError included, ends that task
+            # and is read back from it in _outcome, never raised into the worker.
             future = asyncio.ensure_future(self._timed_async(items))
-        return _Dispatched(batch, future, self._timer())
+        dispatched = _Dispatched(batch, future, self._timer())
+        self._inflight.append(dispatched)
+        return dispatched
+
+    def _abandon_inflight(self, exc: BaseException) -> None:
+        """The worker is stopping mid-batch: fail every dispatched batch, stop what can stop."""
+        inflight, self._inflight = self._inflight, []
+        for dispatched in inflight:
+            for entry in dispatched.batch:
+                self._settle(entry, exc)
+            self._abandon(dispatched.future)
+
+    def _abandon(self, future: asyncio.Future[Any]) -> None:
+        """Cancel a batch call nobody will read; its outcome is retrieved, so never logged."""
+        future.add_done_callback(_retrieve)
+        if future.cancel() and isinstance(future, asyncio.Task):
+            self._abandoned.add(future)
+            future.add_done_callback(self._abandoned.discard)
 
     def _timed_sync(self, items: list[T]) -> tuple[Sequence[R], float, float]:
         """Runs in the model thread; the times say when the model really ran."""
         started = self._timer()
-        results = cast(Callable[[list[T]], Sequence[R]], self._batch_fn)(items)
+        try:
+            results = cast(Callable[[list[T]], Sequence[R]], self._batch_fn)(items)
+        except StopIteration as exc:
+            # An asyncio future cannot hold a StopIteration: it would never complete.
+            raise RuntimeError(f"batch_fn raised StopIteration: {exc!r}") from exc
         return results, started, self._timer()
 
     async def _timed_async(self, items: list[T]) -> tuple[Sequence[R], float, float]:
@@ -391,32 +497,56 @@ class MicroBatcher(Generic[T, R]):
         results = await cast(Callable[[list[T]], Awaitable[Sequence[R]]], self._batch_fn)(items)
         return results, started, self._timer()
 
-    async def _results(self, dispatched: _Dispatched) -> tuple[Sequence[R], float, float]:
-        results, started, finished = await dispatched.future
+    async def _outcome(self, dispatched: _Dispatched) -> tuple[Sequence[R], float, float]:
+        """Wait for a dispatched call; its results, or a RedlineError / batch_fn's Exception."""
+        future = dispatched.future
+        if not future.done():
+            # asyncio.wait never raises the call's outcome into the worker, so a
+            # CancelledError here is always the worker's own shutdown.
+            await asyncio.wait({future}, timeout=self._batch_timeout)
+        if not future.done():
+            self._abandon(future)
+            raise BatchTimeout(
+                f"MicroBatcher {self.name!r}: batch_fn ran past batch_timeout="
+                f"{self._batch_timeout:g}s"
+            )
+        try:
+            results, started, finished = future.result()
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise BatchFailed(
+                f"MicroBatcher {self.name!r}: batch_fn ended with {exc!r}; "
+                "its batch failed, the batcher carries on"
+            ) from exc
         try:
             count = len(results)
         except TypeError:
-            raise TypeError(
+            raise BatchResultError(
                 f"batch_fn must return a sequence, got {type(results).__name__}"
             ) from None
         if count != len(dispatched.batch):
-            raise ValueError(f"batch_fn returned {count} results for {len(dispatched.batch)} items")
+            raise BatchResultError(
+                f"batch_fn returned {count} results for {len(dispatched.batch)} items"
+            )
         return results, started, finished
 
     async def _complete(self, dispatched: _Dispatched) -> None:
         """Wait for a dispatched batch, hand out results or errors, record the batch."""
         batch = dispatched.batch
-        if not batch:
-            return
         started, finished = dispatched.at, -1.0
         error: str | None = None
         try:
-            results, started, finished = await self._results(dispatched)
+            results, started, finished = await self._outcome(dispatched)
         except Exception as exc:
             self._errors += 1
             error = f"{type(exc).__name__}: {exc}"
             finished = self._timer()
-            if self._retry_individually and len(batch) > 1:
+            if (
+                self._retry_individually
+                and len(batch) > 1
+                and not isinstance(exc, BatchTimeout)  # N calls that may each hang: no
+            ):
                 for entry in batch:
                     await self._run_alone(entry)
             else:
@@ -425,6 +555,7 @@ class MicroBatcher(Generic[T, R]):
         else:
             for entry, result in zip(batch, results, strict=True):
                 self._settle(entry, result=result)
+        self._inflight.remove(dispatched)  # only now: a shutdown mid-retry still fails them all
         waits = tuple(max(0.0, started - entry.enqueued_at) for entry in batch)
         run_seconds = max(0.0, finished - started)
         self._batches += 1
@@ -440,13 +571,18 @@ class MicroBatcher(Generic[T, R]):
                 logger.exception("MicroBatcher %r on_batch callback failed", self.name)
 
     async def _run_alone(self, entry: Entry) -> None:
+        if not entry.waiters:
+            self._settle(entry)  # every caller gave up meanwhile: nothing to run it for
+            return
+        dispatched = self._dispatch([entry])
         try:
-            (result,), _, _ = await self._results(self._dispatch([entry]))
+            (result,), _, _ = await self._outcome(dispatched)
         except Exception as exc:
             self._errors += 1
             self._settle(entry, exc)
         else:
             self._settle(entry, result=result)
+        self._inflight.remove(dispatched)
 
     def _settle(
         self, entry: Entry, exc: BaseException | None = None, *, result: Any = None
@@ -498,3 +634,9 @@ class MicroBatcher(Generic[T, R]):
             f"batches={self._batches} items={self._items} max_batch_size={self._max_batch_size} "
             f"max_wait={self._max_wait}>"
         )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an abandoned call's outcome as read, so asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()

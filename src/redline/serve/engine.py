@@ -1,6 +1,7 @@
 """The inference engine: every input text of every request goes through one micro-batcher,
 so concurrent requests share model calls; per-request queue and inference times come back
-for the ``Server-Timing`` header.
+for the ``Server-Timing`` header. No request waits on the batcher without a deadline: each
+``embed`` call gets ``request_timeout`` seconds (queue + model) unless it passes its own.
 
 Example::
 
@@ -24,7 +25,10 @@ import numpy.typing as npt
 from redline.concurrency.batcher import BatchRecord, MicroBatcher
 from redline.serve.model import Model, run_batch
 
-__all__ = ["EngineTiming", "InferenceEngine"]
+__all__ = ["DEFAULT_REQUEST_TIMEOUT", "EngineTiming", "InferenceEngine"]
+
+DEFAULT_REQUEST_TIMEOUT = 30.0
+"""Seconds an ``embed`` call waits for its vectors by default: under nginx's 60 s read timeout."""
 
 
 @dataclass(slots=True)
@@ -46,7 +50,12 @@ class EngineTiming:
 
 
 class InferenceEngine:
-    """Runs a :class:`Model` behind a :class:`MicroBatcher` (model calls in a worker thread)."""
+    """Runs a :class:`Model` behind a :class:`MicroBatcher` (model calls in a worker thread).
+
+    *request_timeout* bounds every ``embed`` call that does not pass its own ``timeout``: past
+    it the call raises :class:`~redline.exceptions.BatchTimeout` and its inputs still queued are
+    dropped.
+    """
 
     def __init__(
         self,
@@ -56,9 +65,13 @@ class InferenceEngine:
         max_wait: float = 0.002,
         max_queue: int = 1024,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be > 0, got {request_timeout}")
         self.model = model
+        self.request_timeout = float(request_timeout)
         self._timer = timer
         self.max_queue = max_queue
         self._batcher: MicroBatcher[_Job, npt.NDArray[np.float32]] = MicroBatcher(
@@ -87,14 +100,30 @@ class InferenceEngine:
     async def embed(
         self, texts: list[str], *, timeout: float | None = None
     ) -> tuple[npt.NDArray[np.float32], EngineTiming]:
-        """Embed *texts* (``Overloaded`` when the queue is full, ``Closed`` after close)."""
+        """Embed *texts* within *timeout* seconds (default ``request_timeout``).
+
+        Raises ``BatchTimeout`` past the deadline, ``Overloaded`` when the queue is full and
+        ``Closed`` after close; on any failure, the request's other inputs leave the queue.
+        """
+        deadline = self.request_timeout if timeout is None else timeout
         now = self._timer()
         jobs = [_Job(text, now) for text in texts]
-        rows = await asyncio.gather(*(self._batcher.submit(job, timeout=timeout) for job in jobs))
+        rows = await self._submit_all(jobs, deadline)
         queue = max((job.started - job.submitted for job in jobs if job.started), default=0.0)
         inference = max((job.finished - job.started for job in jobs if job.started), default=0.0)
         array = np.stack(rows) if rows else np.empty((0, self.model.dimension), np.float32)
         return array, EngineTiming(queue=queue, inference=inference)
+
+    async def _submit_all(self, jobs: list[_Job], timeout: float) -> list[npt.NDArray[np.float32]]:
+        """Submit every job; the first failure cancels the rest (nothing left queued for it)."""
+        if len(jobs) == 1:
+            return [await self._batcher.submit(jobs[0], timeout=timeout)]
+        tasks = [asyncio.ensure_future(self._batcher.submit(job, timeout=timeout)) for job in jobs]
+        try:
+            return await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()  # a no-op for the finished ones
 
     def health(self) -> dict[str, Any]:
         """The batcher's health (alive, restarts, last_error, queue_depth, max_queue)."""
