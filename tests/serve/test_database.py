@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from redline.exceptions import ConfigError
-from redline.serve.database import Database, models_table
+from redline.serve.database import Database, models_table, usage_table
 from redline.serve.testing import HashingModel
 from tests._services import PostgresServer
 
@@ -81,3 +82,70 @@ async def test_a_file_that_is_not_a_database_is_a_config_error(tmp_path: Path) -
     with pytest.raises(ConfigError, match="cannot open database"):
         await Database.open(f"sqlite+aiosqlite:///{path}")
     assert path.read_bytes() == b"this is not an SQLite file" * 100  # left as it was
+
+
+_OLD_USAGE_TABLE = (
+    "CREATE TABLE redline_usage (request_id VARCHAR(64) PRIMARY KEY, route VARCHAR(64) NOT NULL, "
+    "model VARCHAR(200) NOT NULL, inputs INTEGER NOT NULL, tokens INTEGER NOT NULL, "
+    "cached_inputs INTEGER NOT NULL, client VARCHAR(200) NOT NULL, created_at FLOAT NOT NULL)"
+)
+_OLD_ROW = "INSERT INTO redline_usage VALUES ('old-1', '/v1/embeddings', 'm', 1, 2, 0, 'c', 1.0)"
+
+
+async def _check_the_old_usage_table_gains_the_new_column(url: str) -> None:
+    databases = await _open_together(url)  # several servers migrate at once: none fails
+    database = databases[0]
+    try:
+        row = {"route": "/v1/embeddings", "model": "m", "inputs": 1, "tokens": 1}
+        row |= {"cached_inputs": 0, "client": "c", "created_at": 2.0}
+        await database.insert_usage(
+            [
+                {**row, "request_id": "new-1", "client_request_id": "mine"},
+                {**row, "request_id": "new-2"},
+            ]
+        )
+        async with database.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(usage_table).order_by(usage_table.c.request_id))
+            ).all()
+        assert [(r.request_id, r.client_request_id) for r in rows] == [
+            ("new-1", "mine"),
+            ("new-2", None),
+            ("old-1", None),  # the old row is kept
+        ]
+    finally:
+        for each in databases:
+            await each.close()
+
+
+async def test_a_usage_table_of_an_older_redline_gains_the_client_id_column_in_sqlite(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(_OLD_USAGE_TABLE)
+        conn.execute(_OLD_ROW)
+    await _check_the_old_usage_table_gains_the_new_column(f"sqlite+aiosqlite:///{path}")
+
+
+@pytest.mark.slow
+async def test_a_usage_table_of_an_older_redline_gains_the_client_id_column_in_postgres(
+    fresh_postgres_db: str,
+) -> None:
+    conn = await asyncpg.connect(
+        fresh_postgres_db.replace("postgresql+asyncpg://", "postgresql://")
+    )
+    try:
+        await conn.execute(_OLD_USAGE_TABLE)
+        await conn.execute(_OLD_ROW)
+    finally:
+        await conn.close()
+    await _check_the_old_usage_table_gains_the_new_column(fresh_postgres_db)
+
+
+async def test_an_old_table_lacking_a_required_column_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "older.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(_OLD_USAGE_TABLE.replace(", client VARCHAR(200) NOT NULL", ""))
+    with pytest.raises(ConfigError, match="lacks the column 'client'"):
+        await Database.open(f"sqlite+aiosqlite:///{path}")

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
-from redline.serve.database import Database
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
+
+from redline.serve.database import Database, usage_table
+from redline.serve.testing import HashingModel
 from redline.serve.usage import UsageRecorder
+from tests._services import RedisServer
+from tests.serve._helpers import make_settings, running_app
 
 
 class _Gauge:
@@ -36,7 +44,7 @@ async def test_records_are_written_in_batches_and_counted(tmp_path: Path) -> Non
     await recorder.start()
     try:
         for index in range(25):
-            recorder.record(**_fields(index))
+            await recorder.record(**_fields(index))
         assert recorder.stats().recorded == 25
         await recorder.flush()
         assert await database.count_usage() == 25
@@ -65,7 +73,7 @@ async def test_a_failing_database_keeps_the_records_for_later(tmp_path: Path) ->
     await recorder.start()
     try:
         for index in range(3):
-            recorder.record(**_fields(index))
+            await recorder.record(**_fields(index))
         await recorder.flush()
         assert await database.count_usage() == 3
         assert flaky.calls == 3
@@ -83,3 +91,85 @@ async def test_a_replayed_batch_is_not_inserted_twice(tmp_path: Path) -> None:
         assert await database.count_usage() == 3
     finally:
         await database.close()
+
+
+async def test_requests_sharing_a_client_request_id_each_leave_a_row(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    async with running_app(settings, HashingModel(8)) as (client, state):
+        assert state.usage is not None
+        assert state.database is not None
+        for index in range(20):
+            response = await client.post(
+                "/v1/embeddings", json={"input": f"t{index}"}, headers={"X-Request-ID": "same"}
+            )
+            assert response.status_code == 200
+            assert response.headers["x-request-id"] == "same"  # still echoed to the client
+        await state.usage.flush()
+        assert await state.database.count_usage() == 20
+        async with state.database.engine.connect() as conn:
+            rows = (await conn.execute(select(usage_table))).all()
+    assert len({row.request_id for row in rows}) == 20  # the server's own ids key the rows
+    assert {row.client_request_id for row in rows} == {"same"}
+
+
+def _backlog(metrics_text: str) -> float:
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
+    return families["redline_write_behind_backlog"].samples[0].value
+
+
+@pytest.mark.parametrize("queue", ["memory", "redis"])
+async def test_the_backlog_gauge_counts_rows_the_database_has_not_taken(
+    tmp_path: Path, queue: str, request: pytest.FixtureRequest
+) -> None:
+    cache_url = request.getfixturevalue("redis_url") if queue == "redis" else "memory://"
+    settings = make_settings(tmp_path, cache_url=cache_url, usage_queue=queue)
+    async with running_app(settings, HashingModel(8)) as (client, state):
+        assert state.usage is not None
+        assert state.database is not None
+        assert state.usage.durable is (queue == "redis")
+        database = state.database
+        insert = database.insert_usage
+        stalled = asyncio.Event()
+
+        async def stalled_insert(records: list[dict[str, Any]]) -> None:
+            await stalled.wait()  # the database is slow: rows wait in the queue
+            await insert(records)
+
+        database.insert_usage = stalled_insert  # type: ignore[method-assign]
+        assert _backlog((await client.get("/metrics")).text) == 0
+        for index in range(7):
+            response = await client.post("/v1/embeddings", json={"input": f"g{index}"})
+            assert response.status_code == 200
+        await asyncio.sleep(0)  # the in-process queue takes rows one loop turn later
+        assert _backlog((await client.get("/metrics")).text) == 7
+        stalled.set()  # the background flusher writes them and the gauge follows
+        for _ in range(200):
+            if _backlog((await client.get("/metrics")).text) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert _backlog((await client.get("/metrics")).text) == 0
+        assert await database.count_usage() == 7
+
+
+async def test_usage_waits_in_process_while_the_redis_stream_is_down(
+    tmp_path: Path, fresh_redis: RedisServer
+) -> None:
+    settings = make_settings(tmp_path, cache_url=f"{fresh_redis.url}?socket_timeout=0.5")
+    async with running_app(settings, HashingModel(8)) as (client, state):
+        assert state.usage is not None
+        assert state.database is not None
+        assert (await client.post("/v1/embeddings", json={"input": "up"})).status_code == 200
+        await state.usage.flush()
+        assert await state.database.count_usage() == 1
+        fresh_redis.kill()
+        for index in range(5):
+            response = await client.post("/v1/embeddings", json={"input": f"down {index}"})
+            assert response.status_code == 200
+        assert state.usage.stats().fallbacks == 5
+        fresh_redis.start()  # empty: the stream and its group are made again
+        await state.usage.flush()
+        assert await state.database.count_usage() == 6
+        assert (await client.post("/v1/embeddings", json={"input": "back"})).status_code == 200
+        await state.usage.flush()
+        assert await state.database.count_usage() == 7
+    assert state.usage.stats().fallbacks in (5, 6)  # "back" may come within the pause

@@ -259,24 +259,34 @@ class RedisStreamQueue:
 
     async def take(self, max_items: int, timeout: float) -> list[Delivery]:
         with translate_redis_errors(f"cannot read stream {self.stream!r}"):
-            await self._ensure_group()
-            if not self._own_pending_drained:
-                # Entries this consumer name read before a restart and never acknowledged.
-                got = await self._read("0", max_items, None)
-                if got:
-                    return got
-                self._own_pending_drained = True
-            loop = asyncio.get_running_loop()
-            if loop.time() >= self._next_claim:
-                self._next_claim = loop.time() + self.claim_idle / 2
-                claimed = await self._claim(max_items)
-                if claimed:
-                    return claimed
-            # BLOCK 0 would mean "forever": below a millisecond, don't block at all.
-            block_ms = int(min(timeout, self.block) * 1000)
-            got = await self._read(">", max_items, block_ms if block_ms >= 1 else None)
-            self._backlog = int(await self.client.xlen(self.stream))
-            return got
+            try:
+                return await self._take(max_items, timeout)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or its group is gone (a Redis restarted empty): make them again.
+                self._group_ready = False
+                return await self._take(max_items, timeout)
+
+    async def _take(self, max_items: int, timeout: float) -> list[Delivery]:
+        await self._ensure_group()
+        if not self._own_pending_drained:
+            # Entries this consumer name read before a restart and never acknowledged.
+            got = await self._read("0", max_items, None)
+            if got:
+                return got
+            self._own_pending_drained = True
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_claim:
+            self._next_claim = loop.time() + self.claim_idle / 2
+            claimed = await self._claim(max_items)
+            if claimed:
+                return claimed
+        # BLOCK 0 would mean "forever": below a millisecond, don't block at all.
+        block_ms = int(min(timeout, self.block) * 1000)
+        got = await self._read(">", max_items, block_ms if block_ms >= 1 else None)
+        self._backlog = int(await self.client.xlen(self.stream))
+        return got
 
     async def _read(self, start: str, count: int, block_ms: int | None) -> list[Delivery]:
         reply: Any = await self.client.xreadgroup(

@@ -84,7 +84,8 @@ class WriteBehind:
     """Batch writes to a *sink* behind a cache; see the module docstring.
 
     *cache* may be ``None`` (queue only). *ttl* is the cache TTL of written values.
-    *queue* defaults to ``MemoryQueue(max_pending)``.
+    *queue* defaults to ``MemoryQueue(max_pending)``. *on_flushed*, if given, is called with
+    the batch after the sink accepted it and the queue acknowledged it.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class WriteBehind:
         retry: RetryPolicy | None = None,
         put_timeout: float = 1.0,
         ttl: float | None = None,
+        on_flushed: Callable[[list[WriteRecord]], object] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -114,6 +116,7 @@ class WriteBehind:
         self.retry = retry or RetryPolicy()
         self.put_timeout = put_timeout
         self.ttl = ttl
+        self.on_flushed = on_flushed
         self._held: list[Delivery] = []  # taken, not yet accepted by the sink
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -234,6 +237,8 @@ class WriteBehind:
         self._coalesced += len(batch) - len(records)
         self._flushed += len(records)
         self._batches += 1
+        if self.on_flushed is not None:
+            self.on_flushed(records)
 
     def _count_retry(self, state: RetryCallState) -> None:
         self._retries += 1

@@ -27,11 +27,13 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -53,10 +55,14 @@ models_table = Table(
     Column("created", Integer, nullable=False),
 )
 
+# ``request_id`` is the server's own id of the request (unique: it keys the row, so a replayed
+# write-behind batch inserts nothing twice); ``client_request_id`` is the ``X-Request-ID`` the
+# client sent, if any, which any number of requests may share.
 usage_table = Table(
     "redline_usage",
     _metadata,
     Column("request_id", String(64), primary_key=True),
+    Column("client_request_id", String(64), nullable=True),
     Column("route", String(64), nullable=False),
     Column("model", String(200), nullable=False),
     Column("inputs", Integer, nullable=False),
@@ -81,11 +87,40 @@ async def _create_tables(engine: AsyncEngine) -> None:
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(_metadata.create_all)
+            async with engine.begin() as conn:
+                await conn.run_sync(_add_missing_columns)
             return
         except SQLAlchemyError:
             if attempt == _CREATE_ATTEMPTS:
                 raise
             await asyncio.sleep(0.05 * attempt)
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Bring a table made by an older redline up to date: add (nullable) columns it lacks.
+
+    Only additive changes are made here; a column that changed meaning would need a real
+    migration. A server racing another one to add the same column fails and retries.
+    """
+    inspector = inspect(conn)
+    for table in _metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            if not column.nullable:
+                raise ConfigError(
+                    f"table {table.name!r} lacks the column {column.name!r} and it cannot be "
+                    "added in place; migrate the table or point REDLINE_DATABASE_URL elsewhere"
+                )
+            kind = column.type.compile(dialect=conn.dialect)
+            preparer = conn.dialect.identifier_preparer
+            conn.execute(
+                text(
+                    f"ALTER TABLE {preparer.format_table(table)} "
+                    f"ADD COLUMN {preparer.format_column(column)} {kind}"
+                )
+            )
 
 
 def _plain(mapping: Any) -> dict[str, Any]:
@@ -102,7 +137,8 @@ class Database:
 
     @classmethod
     async def open(cls, url: str, *, data_dir: Path | None = None) -> Database:
-        """Connect, create the tables if needed; ``ConfigError`` when the URL is unusable."""
+        """Connect, create the tables (or add the columns an older redline's tables lack);
+        ``ConfigError`` when the URL is unusable or a table cannot be brought up to date."""
         if url.startswith("sqlite") and data_dir is not None:
             await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
         try:
@@ -111,6 +147,9 @@ class Database:
             raise ConfigError(f"bad database URL {url!r}: {exc}") from exc
         try:
             await _create_tables(engine)
+        except ConfigError:
+            await engine.dispose()
+            raise
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
             raise ConfigError(f"cannot open database {engine.url!r}: {exc}") from exc
@@ -153,10 +192,11 @@ class Database:
             return [_plain(row._mapping) for row in result.all()]
 
     async def insert_usage(self, records: Sequence[dict[str, Any]]) -> None:
-        """Insert usage rows in one statement; a row whose request id exists is skipped.
+        """Insert usage rows in one statement; a row whose (server) request id exists is skipped.
 
         Idempotent on purpose: write-behind delivers at least once, so a batch that was
-        committed just before a crash or a cancellation may come again.
+        committed just before a crash or a cancellation may come again. Rows without a
+        ``client_request_id`` get ``None``.
         """
         if not records:
             return
@@ -166,8 +206,9 @@ class Database:
             statement = upsert(usage_table).on_conflict_do_nothing()
         else:
             statement = insert(usage_table)
+        rows = [{"client_request_id": None, **record} for record in records]
         async with self.engine.begin() as conn:
-            await conn.execute(statement, list(records))
+            await conn.execute(statement, rows)
 
     async def count_usage(self) -> int:
         """How many usage rows exist."""

@@ -1,4 +1,5 @@
-"""One ASGI middleware for every request: ``X-Request-ID`` (echoed or generated), the body size
+"""One ASGI middleware for every request: a request id of the server's own (the client's
+``X-Request-ID`` is kept beside it and echoed; the server's is sent when none came), the body size
 limit (413 JSON), Prometheus request metrics and one structured JSON log line per request.
 It runs outermost, outside Starlette's error middleware, and dispatches the hot inference
 routes itself (:class:`DirectRoutes`).
@@ -50,9 +51,14 @@ class RequestMiddleware:
             return
         started = time.perf_counter()
         headers = dict(scope.get("headers") or ())
+        # The server's own id (unique) keys the usage row; the client's goes beside it and is
+        # what the response echoes, so a shared client id can neither merge nor erase rows.
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.match(given) else f"{self._id_prefix}{next(self._ids):x}"
-        scope.setdefault("state", {})["request_id"] = request_id
+        client_id = given if _REQUEST_ID.match(given) else None
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_request_id"] = request_id, client_id
+        echoed = (client_id or request_id).encode()
         method = scope["method"]
         status = 500
         metrics = self.state.metrics
@@ -63,7 +69,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message["headers"], (b"x-request-id", echoed)]
             await send(message)
 
         try:
@@ -109,6 +115,7 @@ class RequestMiddleware:
         state: dict[str, Any] = scope.get("state") or {}
         record = {
             "request_id": request_id,
+            "client_request_id": state.get("client_request_id"),
             "method": scope["method"],
             "route": route,
             "status": status,

@@ -5,13 +5,17 @@ each built from :class:`Settings` inside the lifespan; errors become :class:`Con
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import TYPE_CHECKING
 
 from redline.cache.base import Cache
+from redline.exceptions import ConfigError
 from redline.serve.metrics import ServerMetrics
 from redline.serve.settings import Settings
 
 if TYPE_CHECKING:
+    from redline.cache.write_behind import RedisStreamQueue
     from redline.serve.database import Database
     from redline.serve.ratelimit import ClientRateLimiter
     from redline.serve.usage import UsageRecorder
@@ -42,14 +46,47 @@ async def open_database(settings: Settings) -> Database:
 
 
 async def open_usage(
-    settings: Settings, database: Database, metrics: ServerMetrics
+    settings: Settings, database: Database, metrics: ServerMetrics, cache: Cache | None = None
 ) -> UsageRecorder:
-    """The usage-record writer (write-behind into the ``usage`` table)."""
+    """The usage-record writer (write-behind into the ``usage`` table), through a Redis
+    stream on the cache's client when ``settings.durable_usage``."""
     from redline.serve.usage import UsageRecorder
 
-    recorder = UsageRecorder(database, backlog_gauge=metrics.write_behind_backlog)
+    queue = _usage_stream(settings, cache) if settings.durable_usage else None
+    recorder = UsageRecorder(
+        database, durable_queue=queue, backlog_gauge=metrics.write_behind_backlog
+    )
     await recorder.start()
     return recorder
+
+
+def _usage_stream(settings: Settings, cache: Cache | None) -> RedisStreamQueue:
+    """The durable usage queue: a stream read by the group ``redline-usage``.
+
+    The consumer name is stable across restarts of a one-worker server (host name and port),
+    so a restarted server first writes what it had read before it died; with several workers
+    each worker's name adds its pid, and the entries of a dead one are claimed by a live one
+    after ``usage_claim_idle`` seconds.
+    """
+    from redline.cache.redis import RedisCache
+    from redline.cache.tiered import TieredCache
+    from redline.cache.write_behind import RedisStreamQueue
+
+    redis = cache.l2 if isinstance(cache, TieredCache) else cache
+    if not isinstance(redis, RedisCache):
+        raise ConfigError(
+            f"REDLINE_USAGE_QUEUE needs a Redis cache to hold the usage stream, got {cache!r}"
+        )
+    consumer = f"{socket.gethostname()}:{settings.port}"
+    if settings.workers > 1:
+        consumer += f":{os.getpid()}"
+    return RedisStreamQueue(
+        redis.client,
+        settings.resolved_usage_stream,
+        "redline-usage",
+        consumer,
+        claim_idle=settings.usage_claim_idle,
+    )
 
 
 async def open_limiter(settings: Settings, cache: Cache | None) -> ClientRateLimiter | None:

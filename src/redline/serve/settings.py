@@ -37,16 +37,29 @@ model_runtime       onnx                built-in model: ``onnx`` (exported at lo
 log_level           info                debug, info, warning, error, critical
 metrics_auth        false               /metrics requires an API key too
 ready_queue_ratio   0.9                 /ready fails when the queue is fuller than this
+usage_queue         auto                where usage records wait for the database: ``redis``
+                                        (a Redis Stream on the cache's Redis or Cluster;
+                                        survives a crash), ``memory`` (in process; a crash
+                                        loses what waits), ``auto`` (redis when the cache URL
+                                        is a Redis one, else memory)
+usage_stream        None                the stream's key; None = ``redline:usage:`` + a hash
+                                        of the database URL (and, for SQLite, the host name):
+                                        servers share a stream exactly when they share a
+                                        database
+usage_claim_idle    30                  seconds after which a live server takes over the
+                                        stream entries another server read and never wrote
 ==================  ==================  ===================================================
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from redline.exceptions import ConfigError
@@ -102,6 +115,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     metrics_auth: bool = False
     ready_queue_ratio: float = Field(default=0.9, gt=0, le=1)
+    usage_queue: Literal["auto", "redis", "memory"] = "auto"
+    usage_stream: str | None = Field(default=None, min_length=1, max_length=200)
+    usage_claim_idle: float = Field(default=30.0, gt=0, le=86400)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -135,6 +151,36 @@ class Settings(BaseSettings):
     def cache_enabled(self) -> bool:
         """False when ``cache_url`` is ``none`` (or empty)."""
         return self.cache_url.strip().lower() not in ("", "none", "off")
+
+    @model_validator(mode="after")
+    def _check_usage_queue(self) -> Settings:
+        if self.usage_queue == "redis" and not self.redis_cache:
+            raise ValueError(
+                "REDLINE_USAGE_QUEUE=redis keeps usage in a stream on the cache's Redis, but "
+                f"REDLINE_CACHE_URL={self.cache_url!r} is not a Redis or Redis Cluster URL"
+            )
+        return self
+
+    @property
+    def redis_cache(self) -> bool:
+        """True when ``cache_url`` names Redis or Redis Cluster (tiered or not)."""
+        scheme = self.cache_url.strip().partition("://")[0].lower()
+        return scheme.removeprefix("tiered+").startswith("redis")
+
+    @property
+    def durable_usage(self) -> bool:
+        """True when usage records go through a Redis stream (see ``usage_queue``)."""
+        return self.usage_queue == "redis" or (self.usage_queue == "auto" and self.redis_cache)
+
+    @property
+    def resolved_usage_stream(self) -> str:
+        """``usage_stream``, or a key derived from the database (see the table above)."""
+        if self.usage_stream:
+            return self.usage_stream
+        where = self.resolved_database_url
+        if where.startswith("sqlite"):
+            where += "@" + socket.gethostname()
+        return "redline:usage:" + hashlib.sha256(where.encode()).hexdigest()[:16]
 
     @property
     def resolved_database_url(self) -> str:

@@ -54,7 +54,7 @@ class ServerState:
 
         self.cache = await open_cache(self.settings)
         self.database = await open_database(self.settings)
-        self.usage = await open_usage(self.settings, self.database, self.metrics)
+        self.usage = await open_usage(self.settings, self.database, self.metrics, self.cache)
         self.limiter = await open_limiter(self.settings, self.cache)
         self._loader = asyncio.create_task(self._load(), name="redline-model-loader")
 

@@ -78,7 +78,7 @@ async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCa
     return InferenceCall(client, body, state, model, started)
 
 
-def inference_response(
+async def inference_response(
     request: Request,
     call: InferenceCall[Any],
     route: str,
@@ -86,14 +86,16 @@ def inference_response(
     texts: list[str],
     result: EmbedResult,
 ) -> Response:
-    """The end of every inference route: count the tokens of *texts*, record usage, note the
-    cache result for the access log, and answer the OpenAI-style list with ``X-Cache`` and
+    """The end of every inference route: count the tokens of *texts*, record usage (with a
+    durable usage queue, the answer waits until the record is in it), note the cache result
+    for the access log, and answer the OpenAI-style list with ``X-Cache`` and
     ``Server-Timing``."""
     tokens = sum(count_tokens(call.model, texts))
     request.state.cache_result = result.cache_result
     if call.state.usage is not None:
-        call.state.usage.record(
+        await call.state.usage.record(
             request_id=request.state.request_id,
+            client_request_id=request.state.client_request_id,
             route=route,
             model=call.model.name,
             inputs=len(texts),

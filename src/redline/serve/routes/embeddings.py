@@ -48,4 +48,4 @@ async def create_embeddings(request: Request) -> Response:
         else:
             encoded = vector
         data.append({"object": "embedding", "index": index, "embedding": encoded})
-    return inference_response(request, call, "/v1/embeddings", data, texts, result)
+    return await inference_response(request, call, "/v1/embeddings", data, texts, result)

@@ -56,4 +56,4 @@ async def predict(request: Request) -> Response:
                 },
             }
         )
-    return inference_response(request, call, "/v1/predict", data, texts, result)
+    return await inference_response(request, call, "/v1/predict", data, texts, result)
