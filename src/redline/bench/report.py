@@ -18,8 +18,14 @@ Schema ``redline.bench/1`` (every key always present)::
       "breakdown": {"source": "server-timing"|"metrics"|null, "client_mean_ms",
                     "server_total_ms", "stages_ms": {...}, "shares": {...}, "bottleneck"},
       "server_metrics": {"histograms": {...}, "counters": {...}} | null,
-      "timeline": [{"t", "requests", "errors", "rps", "p50_ms", "p99_ms"}, ...]
+      "timeline": [{"t", "seconds", "requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms",
+                    "max_ms"}, ...]
     }
+
+A timeline row is the one-second bucket starting ``t`` seconds into the measured phase;
+``seconds`` is how much of it the run covered (less than 1 only for the last bucket) and
+``rps`` is ``requests / seconds``. Reports written before ``seconds``, ``p90_ms`` and
+``max_ms`` existed still load (readers treat them as absent).
 
 Latencies are of successful responses only; errors are counted by kind and by status.
 
@@ -138,23 +144,33 @@ def _cache_tiers(delta: MetricsDelta) -> dict[str, dict[str, float | None]]:
 
 
 def _timeline(result: LoadResult) -> list[dict[str, Any]]:
-    """Per-second request counts and latency percentiles."""
-    seconds = sorted(set(result.timeline) | set(result.timeline_errors))
+    """Per-second request counts, rates and latency percentiles."""
     rows = []
-    for second in seconds:
+    for second in sorted(set(result.timeline) | set(result.timeline_errors)):
         values = np.frombuffer(result.timeline.get(second, b""), dtype=np.float64)
         errors = result.timeline_errors[second]
+        requests = int(values.size) + errors
+        # The last bucket is partial: a count over a fraction of a second is not a rate.
+        covered = min(1.0, result.elapsed_s - second)
+        covered = covered if covered > 0 else 1.0
         rows.append(
             {
                 "t": second,
-                "requests": int(values.size) + errors,
+                "seconds": covered,
+                "requests": requests,
                 "errors": errors,
-                "rps": float(values.size + errors),
-                "p50_ms": float(np.percentile(values, 50)) if values.size else None,
-                "p99_ms": float(np.percentile(values, 99)) if values.size else None,
+                "rps": requests / covered,
+                "p50_ms": _percentile(values, 50),
+                "p90_ms": _percentile(values, 90),
+                "p99_ms": _percentile(values, 99),
+                "max_ms": float(values.max()) if values.size else None,
             }
         )
     return rows
+
+
+def _percentile(values: np.ndarray[Any, Any], percentile: float) -> float | None:
+    return float(np.percentile(values, percentile)) if values.size else None
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:
