@@ -137,16 +137,17 @@ class _Tab:
                 self.events.append(data)
         raise RuntimeError(f"DevTools connection closed during {method}")
 
-    async def wait_for(self, method: str) -> None:
-        if any(event["method"] == method for event in self.events):
-            return
-        async for message in self.ws:
-            data = json.loads(message.data)
-            if "method" in data:
-                self.events.append(data)
-                if data["method"] == method:
-                    return
-        raise RuntimeError(f"DevTools connection closed before {method}")
+    async def wait_until_loaded(self, uri: str) -> None:
+        # Not Page.loadEventFired: the new tab's own about:blank load can fire it late.
+        probe = "location.href + ' ' + document.readyState"
+        while True:
+            try:
+                state = await self.call("Runtime.evaluate", expression=probe, returnByValue=True)
+            except RuntimeError:  # the context went away mid-navigation: ask the new one
+                state = {"result": {}}
+            if state["result"].get("value") == f"{uri} complete":
+                return
+            await asyncio.sleep(0.05)
 
     async def load(self, uri: str, width: int, mobile: bool) -> tuple[Visit, bytes]:
         for domain in ("Page", "Network", "Runtime", "Log"):
@@ -154,7 +155,7 @@ class _Tab:
         metrics = {"width": width, "deviceScaleFactor": 1, "mobile": mobile}
         await self.call("Emulation.setDeviceMetricsOverride", height=900, **metrics)
         await self.call("Page.navigate", url=uri)
-        await self.wait_for("Page.loadEventFired")
+        await self.wait_until_loaded(uri)
         read = await self.call("Runtime.evaluate", expression=_READ_PAGE, returnByValue=True)
         state = json.loads(read["result"]["value"])
         layout = await self.call("Page.getLayoutMetrics")

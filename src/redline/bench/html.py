@@ -29,7 +29,6 @@ __all__ = ["render_html", "write_html"]
 _NINES = ((2.0, "50%"), (10.0, "90%"), (100.0, "99%"), (1e3, "99.9%"), (1e4, "99.99%"))
 _STAGE_COLORS = {"cache": PALETTE[2], "queue": PALETTE[1], "inference": PALETTE[0]}
 _OTHER_COLORS = (PALETTE[4], PALETTE[5], PALETTE[3], PALETTE[6])
-_MIN_BUCKET_S = 0.5
 
 _CSS = """
 :root { color-scheme: light; --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --card: #f6f8fa; }
@@ -128,10 +127,14 @@ def _single(report: dict[str, Any]) -> tuple[str, str]:
                 x_label="time into the run (s)",
                 y_label="latency (ms)",
             ),
-            "Successful requests, by the second they completed in.",
+            _timeline_note(report, "Latency of successful requests"),
         )
         + _section("Latency percentiles", _percentile_chart([report]), _percentile_table([report]))
-        + _section("Throughput over time", _throughput_chart([report]), _throughput_note(report))
+        + _section(
+            "Throughput over time",
+            _throughput_chart([report]),
+            _timeline_note(report, "Completed requests per second (errors included)"),
+        )
         + _section("Errors", *_errors_single(report))
         + _section("Where the time went", *_breakdown([report]))
         + _section("Cache", _cache_table(report), "")
@@ -219,25 +222,27 @@ def _percentile_table(reports: Sequence[dict[str, Any]]) -> str:
 
 
 def _timeline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = report.get("timeline") or []
-    return rows
+    """The timeline rows to draw: all but a last bucket under half as long as the others.
 
-
-def _full_buckets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Timeline rows to draw as rates: all but a last bucket too short for one.
-
-    Older reports have no ``seconds``: every row counts as a full second.
+    A run's final bucket holds only the stragglers of its last moments (a closed loop's
+    draining requests): as a rate, or as percentiles of a handful, it would mislead.
+    Older reports have no ``seconds``: every row counts as a full bucket.
     """
-    rows = _timeline_rows(report)
-    if len(rows) > 1 and rows[-1].get("seconds", 1.0) < _MIN_BUCKET_S:
+    rows: list[dict[str, Any]] = report.get("timeline") or []
+    if len(rows) > 1 and rows[-1].get("seconds", 1.0) < 0.5 * rows[-2].get("seconds", 1.0):
         return rows[:-1]
     return rows
+
+
+def _bucket_s(report: dict[str, Any]) -> float:
+    rows: list[dict[str, Any]] = report.get("timeline") or []
+    return float(rows[0].get("seconds", 1.0)) if len(rows) > 1 else 1.0
 
 
 def _throughput_chart(reports: Sequence[dict[str, Any]]) -> str:
     series = []
     for index, report in enumerate(reports):
-        rows = _full_buckets(report)
+        rows = _timeline_rows(report)
         color = _run_color(index) if len(reports) > 1 else PALETTE[0]
         name = report_name(report, index) if len(reports) > 1 else "requests/s"
         series.append(Series(name, [(row["t"], row["rps"]) for row in rows], color))
@@ -252,11 +257,11 @@ def _throughput_chart(reports: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _throughput_note(report: dict[str, Any]) -> str:
-    left_out = len(_timeline_rows(report)) - len(_full_buckets(report))
-    note = "Completed requests (errors included) per second."
-    if left_out:
-        note += f" The last bucket, under {_MIN_BUCKET_S} s long, is not drawn."
+def _timeline_note(report: dict[str, Any], what: str) -> str:
+    bucket = _bucket_s(report)
+    note = f"{what}, in buckets of {bucket:g} s by when they completed."
+    if len(_timeline_rows(report)) < len(report.get("timeline") or []):
+        note += " The short last bucket is not drawn."
     return note
 
 

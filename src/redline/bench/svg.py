@@ -25,8 +25,8 @@ __all__ = ["PALETTE", "Bar", "Series", "bar_chart", "line_chart", "nice_ticks"]
 #: Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9", "#000000")
 
-_WIDTH, _HEIGHT = 480, 270
-_LEFT, _RIGHT, _TOP, _BOTTOM = 66, 16, 14, 62
+_WIDTH, _HEIGHT = 480, 280
+_LEFT, _RIGHT, _TOP, _BOTTOM = 66, 16, 14, 70
 _FEW_POINTS = 40
 _LEGEND_ROW = 18
 
@@ -113,7 +113,7 @@ def line_chart(
     def py(y: float) -> float:
         return _TOP + plot_h - (y - y_low) / ((y_high - y_low) or 1.0) * plot_h
 
-    legend, rows = _legend([(line.name, line.color, line.dashed) for line in series], _HEIGHT - 14)
+    legend, rows = _legend([(line.name, line.color, line.dashed) for line in series], _HEIGHT - 12)
     parts = [_open(name, _HEIGHT + _LEGEND_ROW * (rows - 1))]
     parts.append(_axes(x_labels, px, [(t, _number(t)) for t in y_ticks], py, x_label, y_label))
     for line in series:
@@ -212,7 +212,7 @@ def _axes(
     parts.append(f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>')
     parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" class="axis"/>')
     parts.append(
-        f'<text x="{(left + right) / 2:.1f}" y="{bottom + 34}" text-anchor="middle" '
+        f'<text x="{(left + right) / 2:.1f}" y="{bottom + 38}" text-anchor="middle" '
         f'class="label">{escape(x_label)}</text>'
     )
     parts.append(
