@@ -79,7 +79,7 @@ def _bench(url: str, out: Path, name: str, *extra: str) -> dict[str, Any]:
 
 
 def _run_in_process(url: str, label: str) -> dict[str, Any]:
-    run = BenchRun(LoadConfig(url=url, concurrency=2, requests=150), Workload(), label=label)
+    run = BenchRun(LoadConfig(url=url, concurrency=2, requests=600), Workload(), label=label)
     return asyncio.run(bench(run))
 
 
@@ -157,19 +157,18 @@ def test_html_report_of_a_run_shows_its_figures_and_charts(
 
 
 def test_html_report_counts_errors_by_kind(app_url: str, browser: Browser, tmp_path: Path) -> None:
-    # /v1/flaky answers every 3rd request 500 and every other 5th 429: 50 and 20 of 150.
+    # /v1/flaky answers every 3rd request 500 and every other 5th 429: 200 and 80 of 600.
     flaky = ("--route", "custom", "--path", "/v1/flaky", "--body", '{"q": {{input}}}')
-    report = _bench(app_url, tmp_path, "flaky", "-c", "2", "-n", "150", *flaky)
-    assert report["errors"]["by_kind"] == {"HTTP 429": 20, "HTTP 500": 50}
+    report = _bench(app_url, tmp_path, "flaky", "-c", "2", "-n", "600", *flaky)
+    assert report["errors"]["by_kind"] == {"HTTP 429": 80, "HTTP 500": 200}
     visit = _open(browser, tmp_path / "flaky.html")[0]
     shown = _figures(visit)
-    assert shown["error:HTTP 500"] == "50"
-    assert shown["error:HTTP 429"] == "20"
-    assert shown["status:200"] == "80"
-    assert _number(shown["error_ratio"]) == pytest.approx(70 / 150 * 100, abs=0.05)
+    assert shown["error:HTTP 500"] == "200"
+    assert shown["error:HTTP 429"] == "80"
+    assert shown["status:200"] == "320"
+    assert _number(shown["error_ratio"]) == pytest.approx(280 / 600 * 100, abs=0.05)
     assert visit.charts["errors-by-kind"] == {"HTTP 429": 1, "HTTP 500": 1}
-    errors_per_second = sum(row["errors"] for row in report["timeline"])
-    assert errors_per_second == 70
+    assert sum(row["errors"] for row in report["timeline"]) == 280
     assert "errors/s" in visit.charts["throughput-over-time"]
 
     # compare: this run next to a clean one, side by side
@@ -194,7 +193,7 @@ def test_html_report_counts_errors_by_kind(app_url: str, browser: Browser, tmp_p
                 assert shown[metric[0]] == "n/a"
             else:
                 assert _number(shown[metric[0]]) == pytest.approx(value, rel=0.01, abs=0.001)
-        assert shown["error:HTTP 500"] == ("0", "50")[index]
+        assert shown["error:HTTP 500"] == ("0", "200")[index]
     assert _figures(visit, "1")["throughput"].endswith("x)")  # the ratio to the first run
     charts = visit.charts
     assert set(charts["percentiles"]) == {"clean", "flaky"}

@@ -176,7 +176,7 @@ def _comparison(reports: Sequence[dict[str, Any]]) -> tuple[str, str]:
                 x_label="time into the run (s)",
                 y_label="latency (ms)",
             ),
-            "Solid: p99 of each second; dashed: p50.",
+            "Solid: p99 of each bucket of time; dashed: p50.",
         )
         + _section("Throughput over time", _throughput_chart(reports), "")
         + _section("Errors", *_errors_comparison(reports, names))
@@ -343,7 +343,7 @@ def _breakdown(reports: Sequence[dict[str, Any]]) -> tuple[str, str]:
         for index, report in enumerate(reports):
             breakdown = report["breakdown"]
             value = breakdown["stages_ms"].get(stage)
-            mark = " ◀" if stage == breakdown["bottleneck"] else ""
+            mark = "\u00a0◀" if stage == breakdown["bottleneck"] else ""
             shown = (
                 "n/a"
                 if value is None
@@ -385,7 +385,7 @@ def _config_table(reports: Sequence[dict[str, Any]]) -> str:
     table = [(key, [report["config"].get(key) for report in reports]) for key in keys]
     table.append(("path", [report["config"]["workload"].get("path") for report in reports]))
     table.append(("model", [report["config"]["workload"].get("model") for report in reports]))
-    table.append(("created", [report.get("created") for report in reports]))
+    table.append(("created", [_when(report) for report in reports]))
     rows = "".join(
         f"<tr><td>{key}</td>" + "".join(f"<td>{escape(_plain(v))}</td>" for v in values) + "</tr>"
         for key, values in table
@@ -422,10 +422,16 @@ def _section(title: str, content: str, note: str) -> str:
 
 def _subtitle(report: dict[str, Any], tag: str = "p") -> str:
     config = report["config"]
-    parts = [f"{config['mode']} loop", _target(config), str(report.get("created", ""))]
+    parts = [f"{config['mode']} loop", _target(config), _when(report)]
     if report.get("label") and tag == "p":
         parts.insert(0, str(report["label"]))
     return f'<{tag} class="sub">{escape(" · ".join(p for p in parts if p))}</{tag}>'
+
+
+def _when(report: dict[str, Any]) -> str:
+    """``created`` as people read it: ``2026-01-01 12:00:00 UTC``."""
+    created = str(report.get("created") or "")
+    return created.replace("T", " ").replace("+00:00", " UTC")
 
 
 def _target(config: dict[str, Any]) -> str:
