@@ -177,6 +177,7 @@ def bar_chart(bars: Sequence[Bar], *, name: str, unit: str) -> str:
 
 
 def _open(name: str, height: int = _HEIGHT) -> str:
+    """The ``<svg>`` start tag of a chart named ``name``."""
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_WIDTH} {height}" '
         f'class="chart" data-chart="{escape(name)}" role="img" aria-label="{escape(name)}">'
@@ -243,6 +244,7 @@ def _legend(entries: Sequence[tuple[str, str, bool]], y: float) -> tuple[str, in
 
 
 def _empty(name: str, message: str) -> str:
+    """A short chart that says there is nothing to draw."""
     return (
         f'{_open(name, 60)}<text x="{_WIDTH / 2}" y="34" text-anchor="middle" class="label">'
         f"{escape(message)}</text></svg>"
@@ -250,4 +252,5 @@ def _empty(name: str, message: str) -> str:
 
 
 def _clip(text: str, length: int) -> str:
+    """``text`` cut to ``length`` characters with an ellipsis."""
     return text if len(text) <= length else text[: length - 1] + "…"
