@@ -233,3 +233,21 @@ def test_reports_written_before_the_new_timeline_fields_still_render(
     assert 'data-series="max"' not in single
     with pytest.raises(ValueError, match="render_html needs at least 1 report, got 0"):
         render_html([])
+
+
+def test_a_run_without_successes_and_a_hostile_label_render_safely() -> None:
+    from redline.bench import LoadResult, Workload, build_report
+
+    result = LoadResult(completed=3, elapsed_s=0.2)
+    result.errors["connection refused"] = 3
+    result.timeline_errors[0] = 3
+    label = '<script>alert("x")</script>'
+    report = build_report(LoadConfig(url="http://127.0.0.1:1"), Workload(), result, label=label)
+    for page in (render_html([report]), render_html([report, report])):
+        assert "<script" not in page
+        assert "&lt;script&gt;" in page
+        assert 'data-figure="error:connection refused">3<' in page
+    single = render_html([report])
+    assert 'data-chart="percentiles"' in single  # drawn empty: "no data"
+    assert "no data" in single
+    assert 'data-figure="no-breakdown"' in single
