@@ -88,7 +88,9 @@ def test_report_has_the_documented_schema(report: dict[str, Any]) -> None:
     timeline = report["timeline"]
     assert sum(row["requests"] for row in timeline) == 200
     assert all(
-        set(row) == {"t", "requests", "errors", "rps", "p50_ms", "p99_ms"} for row in timeline
+        set(row)
+        == {"t", "seconds", "requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms", "max_ms"}
+        for row in timeline
     )
     # the report is JSON-serialisable as is
     assert json.loads(json.dumps(report)) == report
@@ -211,3 +213,43 @@ def test_metric_deltas_exclude_the_warmup(app_url: str) -> None:
     assert report["summary"]["warmup_requests"] > 0
     counters = report["server_metrics"]["counters"]
     assert counters['redline_http_requests_total{route="/v1/embeddings",status="200"}'] == 50
+
+
+def _timeline_of(elapsed_s: float, slots: dict[int, int], errors: dict[int, int]) -> list[Any]:
+    """The report timeline of a result with ``slots[i]`` 5 ms successes in 0.1 s slot i."""
+    from array import array
+
+    from redline.bench import Workload, build_report
+
+    result = LoadResult(elapsed_s=elapsed_s)
+    for slot, count in slots.items():
+        result.timeline[slot] = array("d", [5.0] * count)
+    result.timeline_errors.update(errors)
+    timeline: list[Any] = build_report(LoadConfig(url="http://127.0.0.1:1"), Workload(), result)[
+        "timeline"
+    ]
+    return timeline
+
+
+def test_timeline_buckets_widen_with_the_run_and_include_empty_ones() -> None:
+    # 10 s: 0.5 s buckets (at most 30 rows); slot 0.1 s each, one success per slot, none 3..4 s
+    slots = {slot: 1 for slot in range(100) if not 30 <= slot < 40}
+    timeline = _timeline_of(10.0, slots, {4: 2})
+    assert [row["t"] for row in timeline] == [i * 0.5 for i in range(20)]
+    assert all(row["seconds"] == 0.5 for row in timeline)
+    assert timeline[0]["requests"] == 7  # 5 successes + 2 errors
+    assert timeline[0]["errors"] == 2
+    assert timeline[0]["rps"] == pytest.approx(14.0)
+    assert timeline[6]["requests"] == timeline[7]["requests"] == 0  # the stall shows as zeros
+    assert timeline[6]["p99_ms"] is None
+    assert timeline[8]["p50_ms"] == timeline[8]["max_ms"] == 5.0
+
+
+def test_timeline_rate_of_the_last_partial_bucket_is_per_second() -> None:
+    # 1.45 s: 0.1 s buckets; the last one covers 0.05 s, its 5 requests are 100 req/s
+    timeline = _timeline_of(1.45, {0: 10, 14: 5}, {})
+    assert len(timeline) == 15
+    assert timeline[0]["rps"] == pytest.approx(100.0)
+    assert timeline[-1]["t"] == pytest.approx(1.4)
+    assert timeline[-1]["seconds"] == pytest.approx(0.05)
+    assert timeline[-1]["rps"] == pytest.approx(100.0)

@@ -3,8 +3,9 @@
 ``redline bench URL`` runs :func:`run_load` (closed loop with ``--concurrency``, open loop with
 ``--rate``; latencies in an HDR histogram), scrapes the server's ``/metrics`` before and
 after, reads ``X-Cache`` and ``Server-Timing`` on every response, and prints / writes a
-``redline.bench/1`` report (:mod:`redline.bench.report`). ``redline bench compare`` shows
-reports side by side; ``redline bench scenario`` runs the concurrency, cache and batching
+``redline.bench/1`` report (:mod:`redline.bench.report`), and with ``--html`` a
+self-contained page (:mod:`redline.bench.html`). ``redline bench compare`` shows reports side
+by side (``--html`` too); ``redline bench scenario`` runs the concurrency, cache and batching
 experiments.
 
 How much load one generator process makes: against a trivial endpoint (an asyncio server
@@ -24,6 +25,7 @@ Example::
 from redline.bench.breakdown import Breakdown, compute_breakdown
 from redline.bench.compare import compare_reports
 from redline.bench.config import LoadConfig
+from redline.bench.html import render_html, write_html
 from redline.bench.loadgen import run_load
 from redline.bench.metrics_scrape import parse_prometheus, parse_server_timing
 from redline.bench.report import (
@@ -56,8 +58,10 @@ __all__ = [
     "load_report",
     "parse_prometheus",
     "parse_server_timing",
+    "render_html",
     "render_report",
     "run_load",
+    "write_html",
     "write_json",
     "write_plot",
 ]

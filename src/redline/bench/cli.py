@@ -109,6 +109,9 @@ def run_command(
     no_metrics: Annotated[bool, typer.Option("--no-metrics", help="Do not scrape.")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the JSON report.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG plot.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write a self-contained HTML report (opens offline).")
+    ] = None,
     label: Annotated[str | None, typer.Option(help="Name of this run in compare.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for generated inputs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -151,7 +154,7 @@ def run_command(
             seed=seed,
             progress=not quiet and sys.stderr.isatty(),
         )
-        execute(run, json_path=json_path, plot_path=plot)
+        execute(run, json_path=json_path, plot_path=plot, html_path=html)
     except BenchError as exc:
         raise _fail(exc) from exc
 
@@ -159,6 +162,10 @@ def run_command(
 @bench_app.command("compare")
 def compare_command(
     reports: Annotated[list[Path], typer.Argument(help="Two or more JSON reports.")],
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write them side by side as a self-contained HTML page."),
+    ] = None,
 ) -> None:
     """Show JSON reports side by side, with ratios vs the first."""
     from rich.console import Console
@@ -173,6 +180,10 @@ def compare_command(
     except BenchError as exc:
         raise _fail(exc) from exc
     Console().print(compare_reports(loaded))
+    if html is not None:
+        from redline.bench.html import write_html
+
+        write_html(loaded, html)
 
 
 @bench_app.command("scenario")

@@ -29,7 +29,7 @@ import aiohttp
 
 from redline.bench.config import LoadConfig
 from redline.bench.metrics_scrape import parse_server_timing
-from redline.bench.result import LoadProgress, LoadResult
+from redline.bench.result import TIMELINE_SLOT_S, LoadProgress, LoadResult
 from redline.bench.stats import LatencyHistogram
 from redline.bench.workload import RequestSampler, Workload
 from redline.exceptions import BenchError
@@ -114,16 +114,16 @@ class _Phase:
     ) -> None:
         result = self.result
         result.completed += 1
-        second = int(end - self.started)
+        slot = int((end - self.started) / TIMELINE_SLOT_S)
         if status:
             result.statuses[status] += 1
         if error is not None:
             result.errors[error] += 1
-            result.timeline_errors[second] += 1
+            result.timeline_errors[slot] += 1
             return
         result.ok += 1
         result.histogram.record(latency)
-        result.timeline.setdefault(second, array("d")).append(latency * 1000.0)
+        result.timeline.setdefault(slot, array("d")).append(latency * 1000.0)
         if self.track_recent:
             self.recent.append((end, latency))
         result.cache[(x_cache or "none").strip().lower()] += 1

@@ -18,8 +18,17 @@ Schema ``redline.bench/1`` (every key always present)::
       "breakdown": {"source": "server-timing"|"metrics"|null, "client_mean_ms",
                     "server_total_ms", "stages_ms": {...}, "shares": {...}, "bottleneck"},
       "server_metrics": {"histograms": {...}, "counters": {...}} | null,
-      "timeline": [{"t", "requests", "errors", "rps", "p50_ms", "p99_ms"}, ...]
+      "timeline": [{"t", "seconds", "requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms",
+                    "max_ms"}, ...]
     }
+
+A timeline row is the bucket starting ``t`` seconds into the measured phase. Buckets are as
+wide as :func:`timeline_bucket_s` says for the run's length (0.1 s for a run of up to 3 s,
+1 s up to 30 s, 10 s up to 5 minutes: at most 30 rows); ``seconds`` is how much of the
+bucket the run covered (the width, less only for the last one) and ``rps`` is
+``requests / seconds``. Buckets with nothing completed are rows with zero requests.
+Reports written before ``seconds``, ``p90_ms`` and ``max_ms`` existed (one-second buckets)
+still load: readers take a missing ``seconds`` as 1.
 
 Latencies are of successful responses only; errors are counted by kind and by status.
 
@@ -43,7 +52,7 @@ from rich.table import Table
 from redline.bench.breakdown import compute_breakdown
 from redline.bench.config import LoadConfig
 from redline.bench.metrics_scrape import MetricsDelta
-from redline.bench.result import LoadResult
+from redline.bench.result import TIMELINE_SLOT_S, LoadResult
 from redline.bench.workload import Workload
 from redline.exceptions import BenchError
 
@@ -51,6 +60,9 @@ __all__ = ["SCHEMA", "build_report", "load_report", "render_report", "write_json
 
 #: The schema tag of every JSON report this version writes.
 SCHEMA = "redline.bench/1"
+
+_BUCKET_WIDTHS_S = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_MAX_BUCKETS = 30
 
 
 def build_report(
@@ -137,24 +149,54 @@ def _cache_tiers(delta: MetricsDelta) -> dict[str, dict[str, float | None]]:
     return dict(sorted(tiers.items()))
 
 
+def timeline_bucket_s(elapsed_s: float) -> float:
+    """The timeline's bucket width for a run this long: at most 30 buckets, round widths."""
+    return next(
+        (width for width in _BUCKET_WIDTHS_S if elapsed_s <= width * _MAX_BUCKETS),
+        _BUCKET_WIDTHS_S[-1],
+    )
+
+
 def _timeline(result: LoadResult) -> list[dict[str, Any]]:
-    """Per-second request counts and latency percentiles."""
-    seconds = sorted(set(result.timeline) | set(result.timeline_errors))
+    """Request counts, rates and latency percentiles per bucket, empty buckets included."""
+    slots = set(result.timeline) | set(result.timeline_errors)
+    if not slots:
+        return []
+    width = timeline_bucket_s(result.elapsed_s)
+    per_bucket = round(width / TIMELINE_SLOT_S)
     rows = []
-    for second in seconds:
-        values = np.frombuffer(result.timeline.get(second, b""), dtype=np.float64)
-        errors = result.timeline_errors[second]
+    for bucket in range(max(slots) // per_bucket + 1):
+        members = range(bucket * per_bucket, (bucket + 1) * per_bucket)
+        chunks = [
+            np.frombuffer(result.timeline[s], dtype=np.float64)
+            for s in members
+            if s in result.timeline
+        ]
+        values = np.concatenate(chunks) if chunks else np.empty(0)
+        errors = sum(result.timeline_errors[s] for s in members)
+        requests = int(values.size) + errors
+        start = round(bucket * width, 6)
+        # The last bucket is partial: a count over part of the width is not a full rate.
+        covered = min(width, result.elapsed_s - start)
+        covered = covered if covered > 0 else width
         rows.append(
             {
-                "t": second,
-                "requests": int(values.size) + errors,
+                "t": start,
+                "seconds": covered,
+                "requests": requests,
                 "errors": errors,
-                "rps": float(values.size + errors),
-                "p50_ms": float(np.percentile(values, 50)) if values.size else None,
-                "p99_ms": float(np.percentile(values, 99)) if values.size else None,
+                "rps": requests / covered,
+                "p50_ms": _percentile(values, 50),
+                "p90_ms": _percentile(values, 90),
+                "p99_ms": _percentile(values, 99),
+                "max_ms": float(values.max()) if values.size else None,
             }
         )
     return rows
+
+
+def _percentile(values: np.ndarray[Any, Any], percentile: float) -> float | None:
+    return float(np.percentile(values, percentile)) if values.size else None
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:

@@ -20,7 +20,10 @@ from typing import Any
 
 from redline.bench.stats import LatencyHistogram
 
-__all__ = ["LoadProgress", "LoadResult"]
+__all__ = ["TIMELINE_SLOT_S", "LoadProgress", "LoadResult"]
+
+#: Completions are filed by the slot (this many seconds into the measured phase) they ended in.
+TIMELINE_SLOT_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,9 @@ class LoadResult:
     interrupted: bool = False
     warmup_completed: int = 0
     model: str | None = None
+    #: Slot index (see TIMELINE_SLOT_S) -> latencies (ms) of the successes that ended in it.
     timeline: dict[int, array[float]] = field(default_factory=dict)
+    #: Slot index -> errors that ended in it.
     timeline_errors: Counter[int] = field(default_factory=Counter)
 
     @property
@@ -79,8 +84,8 @@ class LoadResult:
         self.max_send_lag_ms = max(self.max_send_lag_ms, other.max_send_lag_ms)
         self.interrupted = self.interrupted or other.interrupted
         self.warmup_completed += other.warmup_completed
-        for second, values in other.timeline.items():
-            self.timeline.setdefault(second, array("d")).extend(values)
+        for slot, values in other.timeline.items():
+            self.timeline.setdefault(slot, array("d")).extend(values)
         self.timeline_errors.update(other.timeline_errors)
 
     def __getstate__(self) -> dict[str, Any]:

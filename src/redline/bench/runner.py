@@ -29,6 +29,7 @@ import aiohttp
 from rich.console import Console
 
 from redline.bench.config import LoadConfig
+from redline.bench.html import write_html
 from redline.bench.loadgen import check_reachable, run_load
 from redline.bench.metrics_scrape import (
     MetricsDelta,
@@ -129,8 +130,14 @@ async def _scrape(url: str) -> dict[Any, float] | None:
         return await scrape_metrics(session, url)
 
 
-def execute(run: BenchRun, *, json_path: Path | None = None, plot_path: Path | None = None) -> None:
-    """CLI body: run with a SIGINT handler, print the report, write JSON / plot if asked."""
+def execute(
+    run: BenchRun,
+    *,
+    json_path: Path | None = None,
+    plot_path: Path | None = None,
+    html_path: Path | None = None,
+) -> None:
+    """CLI body: run with a SIGINT handler, print the report, write JSON / plot / HTML if asked."""
     console = Console()
 
     async def main() -> dict[str, Any]:
@@ -158,6 +165,8 @@ def execute(run: BenchRun, *, json_path: Path | None = None, plot_path: Path | N
         write_json(report, json_path)
     if plot_path is not None:
         write_plot(report, plot_path)
+    if html_path is not None:
+        write_html([report], html_path)
 
 
 async def _run_processes(
