@@ -65,7 +65,7 @@ class Worker:
         self.max_write_s = 0.0
 
     def errors(self) -> int:
-        return self.cache.stats().tier(self.cache.name).errors
+        return self.cache.l2_errors
 
     def link(self) -> tuple[bool, int]:
         channel = self.cache.invalidation
