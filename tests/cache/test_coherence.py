@@ -17,8 +17,10 @@ values are unique per write. The invariants checked on the merged history:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import fnmatch
 import json
+import math
 import os
 import signal
 import sys
@@ -116,6 +118,27 @@ def check_history(
         for op in found:
             if op.ok and op.op != "restart":
                 local[op.pid, key].append(op)
+    # Per (process, key): its completed changes by end time, with the running "latest start".
+    ends: dict[tuple[int, str], list[float]] = {}
+    latest_by_end: dict[tuple[int, str], list[Op]] = {}
+    for slot, found in local.items():
+        found.sort(key=lambda op: op.end)
+        ends[slot] = [op.end for op in found]
+        running: list[Op] = []
+        for op in found:
+            running.append(op if not running or op.start > running[-1].start else running[-1])
+        latest_by_end[slot] = running
+    # Per key: the deletes by start time, with the running "latest end" (inf: unknown end).
+    delete_starts: dict[str, list[float]] = {}
+    delete_reach: dict[str, list[float]] = {}
+    for key, found in changes.items():
+        deletes = sorted((op for op in found if op.op in DELETES), key=lambda op: op.start)
+        delete_starts[key] = [op.start for op in deletes]
+        reach, far = [], -math.inf
+        for op in deletes:
+            far = max(far, op.end if op.ok else math.inf)
+            reach.append(far)
+        delete_reach[key] = reach
     for read in (op for op in ops if op.op == "get"):
         if read.value is not None:
             source = writes.get(read.value)
@@ -124,11 +147,12 @@ def check_history(
                 continue
         if not (read.up and read.ok):
             continue
-        before = [op for op in local[read.pid, read.key] if op.end < read.start]
-        if not before:
+        slot = (read.pid, read.key)
+        count = bisect.bisect_left(ends.get(slot, []), read.start)
+        if not count:
             continue
         verdict.checked_reads += 1
-        latest = max(before, key=lambda op: op.start)  # the most constraining completed write
+        latest = latest_by_end[slot][count - 1]  # the most constraining completed change
         if read.value is not None:
             source = writes[read.value]
             if source.ok and source.end < latest.start:
@@ -142,10 +166,8 @@ def check_history(
                 )
                 (verdict.tag_record_races if lost_tag else verdict.stale_reads).append(found)
         elif latest.op == "set":
-            erased = any(
-                op.op in DELETES and op.start < read.end and (op.end > latest.start or not op.ok)
-                for op in changes[read.key]
-            )
+            begun = bisect.bisect_left(delete_starts[read.key], read.end)
+            erased = begun > 0 and delete_reach[read.key][begun - 1] > latest.start
             if not erased:
                 verdict.stale_reads.append(
                     f"pid {read.pid} missed {read.key} at {read.start:.3f}, after its own "
@@ -287,15 +309,20 @@ async def run_checker(
     schedule: Callable[[], Awaitable[None]],
     faults: Faults,
 ) -> tuple[Verdict, list[dict[str, Any]]]:
+    began = time.monotonic()
     workers = await Workers.start(configs, tmp)
+    faults.log.append(f"workers ready after {time.monotonic() - began:.1f}s")
     try:
         await workers.send(f"run {seconds}")
         await asyncio.gather(schedule(), workers.expect("done", seconds + 60))
+        faults.log.append(f"run done after {time.monotonic() - began:.1f}s")
         await workers.send("settle")
         await workers.expect("settled", 60)
+        faults.log.append(f"settled after {time.monotonic() - began:.1f}s")
         await asyncio.sleep(PROPAGATION_BOUND)
         await workers.send("check")
         await workers.expect("checked", 60)
+        faults.log.append(f"checked after {time.monotonic() - began:.1f}s")
     finally:
         await workers.stop()
     reports = workers.reports()
@@ -328,7 +355,7 @@ async def proxies() -> AsyncIterator[list[FaultProxy]]:
         await asyncio.to_thread(proxy.stop)
 
 
-SECONDS = float(os.environ.get("REDLINE_COHERENCE_SECONDS", "10"))
+SECONDS = float(os.environ.get("REDLINE_COHERENCE_SECONDS", "18"))
 
 
 async def test_coherence_over_redis_with_freezes_kills_and_a_cut_link(
