@@ -66,6 +66,17 @@ async def closing() -> AsyncIterator[list[Cache]]:
             await cache.close()
 
 
+async def read_into_l1(cache: TieredCache, key: str, expected: Any) -> None:
+    """Read *key* until it sits in *cache*'s L1 (a fill is refused while an invalidation of
+    it, published in the background by the writer, arrives during the read)."""
+
+    async def filled() -> bool:
+        assert await cache.get(key) == expected
+        return bool(cache.get_nowait(key) == expected)
+
+    await eventually(filled, f"{key}={expected!r} in L1")
+
+
 def redis_tiered(url: str, namespace: str, **kwargs: Any) -> TieredCache:
     return TieredCache(
         MemoryCache(),
@@ -298,8 +309,7 @@ async def test_a_killed_invalidation_link_flushes_l1_and_never_serves_stale(
     writer = redis_tiered(fresh_redis.url, namespace)
     closing += [reader, writer]
     await writer.set("k", "v1", ttl=300)
-    assert await reader.get("k") == "v1"
-    assert reader.get_nowait("k") == "v1"
+    await read_into_l1(reader, "k", "v1")
     assert reader.invalidation is not None
     link = reader.invalidation
     assert isinstance(link, RedisInvalidation)
@@ -309,7 +319,7 @@ async def test_a_killed_invalidation_link_flushes_l1_and_never_serves_stale(
     await eventually(
         lambda: link.connected and link.reconnects > reconnects, "invalidation reconnect"
     )
-    assert await reader.get("k") == "v1"
+    await read_into_l1(reader, "k", "v1")
     await writer.set("k", "v2", ttl=300)
     await eventually(lambda: reader.get_nowait("k") != "v1", "invalidation after reconnect")
     assert await reader.get("k") == "v2"
@@ -352,7 +362,7 @@ async def test_tiered_over_redis_cluster(
     await a.start()
     await b.start()
     await a.set("k", "v1", ttl=60)
-    assert await b.get("k") == "v1"
+    await read_into_l1(b, "k", "v1")
     await a.set("k", "v2", ttl=60)
     await eventually(lambda: b.get_nowait("k") is MISSING, "cluster-wide invalidation")
     assert await b.get("k") == "v2"
@@ -543,7 +553,7 @@ async def test_a_frozen_redis_does_not_stall_writes_on_the_publish(
         cache.invalidation.ping_interval = 0.25
         cache.invalidation.link_timeout = 0.5
     await writer.set("k", "v1", ttl=300)
-    assert await reader.get("k") == "v1"
+    await read_into_l1(reader, "k", "v1")
     assert fresh_redis.proc is not None
     os.kill(fresh_redis.proc.pid, signal.SIGSTOP)
     frozen_at = time.monotonic()
@@ -569,3 +579,26 @@ async def test_a_frozen_redis_does_not_stall_writes_on_the_publish(
     assert longest < 1.5  # L2's own socket timeout (0.5 s) at most; was 4.5 s
     assert await writer.wait_published(10)
     assert writer.stats().tier("tiered").events.get("failure:publish", 0) >= 1
+
+
+def test_the_fill_guard_only_refuses_more_when_it_prunes() -> None:
+    from redline.cache._coherence import FillGuard
+
+    guard = FillGuard(max_keys=2)
+    since = guard.now()
+    stamp = guard.begin_write(["w"])
+    assert not guard.may_fill("w", since)  # a write is in flight
+    assert guard.may_fill("other", since)
+    guard.changed(["a", "b", "c"])  # past max_keys: everything forgotten counts as changed now
+    assert not guard.may_fill("other", since)
+    assert guard.end_write(["w"], stamp) == []  # its overlap can no longer be ruled out
+    later = guard.now()
+    assert guard.may_fill("other", later)
+    alone = guard.begin_write(["x"])
+    assert guard.end_write(["x"], alone) == ["x"]
+    guard.begin_global()
+    assert not guard.may_fill("x", guard.now())
+    guard.end_global()
+    assert guard.may_fill("x", guard.now())
+    with pytest.raises(ValueError, match=r"^max_keys must be >= 1, got 0$"):
+        FillGuard(max_keys=0)
