@@ -84,10 +84,19 @@ class Verdict:
     #: record: not atomic) can drop the record of a member added in between, so a later
     #: invalidate_tags misses that key in Redis. Reported, not counted against L1 coherence.
     tag_record_races: list[str] = field(default_factory=list)
+    #: Invariant (b) applied to the reads made while the link was down too: stricter than
+    #: (b), and TieredCache's in-process rule does not depend on the link, so it counts.
+    checked_offline_reads: int = 0
+    offline_stale_reads: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
-        return len(self.stale_reads) + len(self.phantom_reads) + len(self.l1_mismatches)
+        return (
+            len(self.stale_reads)
+            + len(self.offline_stale_reads)
+            + len(self.phantom_reads)
+            + len(self.l1_mismatches)
+        )
 
     def summary(self) -> str:
         shown = (self.l1_mismatches + self.stale_reads + self.phantom_reads)[:8]
@@ -96,7 +105,8 @@ class Verdict:
             f"(a) {len(self.l1_mismatches)} L1/L2 mismatches, (b) {len(self.stale_reads)} "
             f"stale reads of {self.checked_reads} checked, (c) {len(self.phantom_reads)} "
             f"phantom reads; e.g. {shown}; L2 tag-record races (not counted): "
-            f"{len(self.tag_record_races)}"
+            f"{len(self.tag_record_races)}; link down: {len(self.offline_stale_reads)} stale "
+            f"of {self.checked_offline_reads} checked {self.offline_stale_reads[:3]}"
         )
 
 
@@ -145,13 +155,17 @@ def check_history(
             if source is None or source.key != read.key or source.start > read.end:
                 verdict.phantom_reads.append(f"pid {read.pid} read {read.key}={read.value!r}")
                 continue
-        if not (read.up and read.ok):
+        if not read.ok:
             continue
         slot = (read.pid, read.key)
         count = bisect.bisect_left(ends.get(slot, []), read.start)
         if not count:
             continue
-        verdict.checked_reads += 1
+        stale = verdict.stale_reads if read.up else verdict.offline_stale_reads
+        if read.up:
+            verdict.checked_reads += 1
+        else:
+            verdict.checked_offline_reads += 1
         latest = latest_by_end[slot][count - 1]  # the most constraining completed change
         if read.value is not None:
             source = writes[read.value]
@@ -164,12 +178,12 @@ def check_history(
                     op.op == "invalidate_tags" and op.start < source.end and op.end > source.start
                     for op in changes[read.key]
                 )
-                (verdict.tag_record_races if lost_tag else verdict.stale_reads).append(found)
+                (verdict.tag_record_races if lost_tag else stale).append(found)
         elif latest.op == "set":
             begun = bisect.bisect_left(delete_starts[read.key], read.end)
             erased = begun > 0 and delete_reach[read.key][begun - 1] > latest.start
             if not erased:
-                verdict.stale_reads.append(
+                stale.append(
                     f"pid {read.pid} missed {read.key} at {read.start:.3f}, after its own "
                     f"set {latest.value!r} ended at {latest.end:.3f} and no delete since"
                 )
