@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ from redline.cache.invalidation import (
     LocalInvalidation,
     RedisInvalidation,
 )
-from tests._services import RedisClusterServers, RedisServer, free_port
+from redline.exceptions import CacheUnavailable
+from tests._faultproxy import FaultProxy
+from tests._services import HOST, RedisClusterServers, RedisServer, free_port
 
 
 class Inbox:
@@ -181,7 +184,8 @@ async def test_a_dead_server_flushes_and_the_channel_comes_back_with_it(
     fresh_redis.kill()
     await inbox.wait_for(lambda m: m.flush)
     await wait_until(lambda: not receiver.connected, "disconnect")
-    await sender.publish(InvalidationMessage(origin="lost", keys=("k",)))  # must not raise
+    with pytest.raises(CacheUnavailable, match="failed on every node"):  # and fast
+        await sender.publish(InvalidationMessage(origin="lost", keys=("k",)))
     fresh_redis.start()
     await wait_until(lambda: receiver.connected, "reconnect")
     await sender.publish(InvalidationMessage(origin="back", keys=("k",)))
@@ -264,3 +268,176 @@ async def test_tiered_url_carries_the_password_to_its_invalidation_channel(
             await asyncio.sleep(0.02)
         assert await reader.get("k") == "v2"
         assert (await reader.health())["status"] == "ok"
+
+
+# -- half-open links, bounded publishes, quiet logs (through the fault proxy) -------------
+
+
+@pytest.fixture
+def proxy(redis_server: RedisServer) -> Iterator[FaultProxy]:
+    with FaultProxy((HOST, redis_server.port)) as running:
+        yield running
+
+
+async def test_a_half_open_link_is_detected_by_the_heartbeat_and_flushes(
+    proxy: FaultProxy, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    receiver = RedisInvalidation(
+        [proxy.address], channel_name, ping_interval=0.2, backoff_initial=0.01, backoff_max=0.1
+    )
+    channels.append(receiver)
+    inbox = Inbox()
+    receiver.subscribe(inbox)
+    await receiver.start()
+    assert receiver.connected
+    inbox.messages.clear()
+    await asyncio.to_thread(proxy.set_mode, "blackhole")  # TCP stays open, nothing answers
+    cut = time.monotonic()
+    await inbox.wait_for(lambda m: m.flush and m.origin == CHANNEL_ORIGIN)
+    detected = time.monotonic() - cut
+    assert not receiver.connected
+    print(f"half-open link detected after {detected:.2f} s (bound 2 x 0.2 s)")
+    assert detected < 3  # the bound is 0.4 s; a generous "it was detected" check
+    assert receiver.events.counts()["state:down"] == 1
+    await asyncio.to_thread(proxy.set_mode, "pass")
+    await wait_until(lambda: receiver.connected, "reconnect after the link healed")
+    sender = RedisInvalidation([proxy.address], channel_name)
+    channels.append(sender)
+    await sender.publish(InvalidationMessage(origin="after", keys=("k",)))
+    await inbox.wait_for(lambda m: m.origin == "after")
+
+
+async def test_a_slow_link_is_not_counted_down_while_it_answers(
+    proxy: FaultProxy, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    receiver = RedisInvalidation([proxy.address], channel_name, ping_interval=0.3)
+    channels.append(receiver)
+    await receiver.start()
+    await asyncio.to_thread(proxy.set_mode, "delay", delay=0.1)
+    await asyncio.sleep(1.5)
+    assert receiver.connected
+    assert receiver.reconnects == 0
+
+
+async def test_a_publish_into_a_blackhole_gives_up_in_bounded_time(
+    proxy: FaultProxy, channel_name: str, channels: list[RedisInvalidation]
+) -> None:
+    sender = RedisInvalidation([proxy.address], channel_name, publish_timeout=0.2)
+    channels.append(sender)
+    await sender.publish(InvalidationMessage(origin="warm", keys=("k",)))
+    await asyncio.to_thread(proxy.set_mode, "blackhole")
+    started = time.monotonic()
+    with pytest.raises(CacheUnavailable, match="failed on every node"):
+        await sender.publish(InvalidationMessage(origin="lost", keys=("k",)))
+    assert time.monotonic() - started < 2  # 2 tries x 0.2 s; it was 2 x 2 s
+
+
+async def test_writes_never_wait_for_a_cut_link_and_the_pending_go_out_when_it_heals(
+    proxy: FaultProxy, redis_server: RedisServer, channel_name: str
+) -> None:
+    from redline.cache.memory import MemoryCache
+    from redline.cache.tiered import TieredCache
+
+    listener = RedisInvalidation(redis_server.url, channel_name)
+    inbox = Inbox()
+    listener.subscribe(inbox)
+    await listener.start()
+    channel = RedisInvalidation([proxy.address], channel_name, ping_interval=0.2)
+    cache = TieredCache(MemoryCache(), MemoryCache(), invalidation=channel)
+    try:
+        await cache.start()
+        await asyncio.to_thread(proxy.set_mode, "blackhole")
+        longest = 0.0
+        for i in range(200):
+            started = time.monotonic()
+            await cache.set(f"k{i % 10}", i)
+            longest = max(longest, time.monotonic() - started)
+            await asyncio.sleep(0.005)
+        print(f"longest write with the link cut: {longest * 1000:.1f} ms")
+        assert longest < 0.1  # no I/O on the write path at all (it was 4 s)
+        assert 1 <= cache.pending_invalidations <= 10  # coalesced
+        deadline = time.monotonic() + 15
+        while (await cache.health())["publishing"]:  # its breaker opens after 2 failures
+            assert time.monotonic() < deadline, "the publisher never noticed the cut link"
+            await asyncio.sleep(0.05)
+        assert (await cache.health())["status"] == "degraded"
+        await asyncio.to_thread(proxy.set_mode, "pass")
+        assert await cache.wait_published(15)
+        message = await inbox.wait_for(lambda m: m.origin == cache.instance_id and "k9" in m.keys)
+        assert len(message.keys) <= 10
+    finally:
+        await cache.close()
+        await listener.close()
+
+
+async def test_close_sends_the_pending_invalidations_or_gives_up_in_bounded_time(
+    proxy: FaultProxy, redis_server: RedisServer, channel_name: str
+) -> None:
+    from redline.cache.memory import MemoryCache
+    from redline.cache.tiered import TieredCache
+
+    listener = RedisInvalidation(redis_server.url, channel_name)
+    inbox = Inbox()
+    listener.subscribe(inbox)
+    await listener.start()
+    try:
+        cache = TieredCache(
+            MemoryCache(),
+            MemoryCache(),
+            invalidation=RedisInvalidation(redis_server.url, channel_name),
+        )
+        await cache.start()
+        await cache.set("k", 1)
+        await cache.close()  # right after the write: the message still goes out
+        await inbox.wait_for(lambda m: m.origin == cache.instance_id)
+        cut = TieredCache(
+            MemoryCache(),
+            MemoryCache(),
+            invalidation=RedisInvalidation([proxy.address], channel_name),
+            publish_timeout=0.3,
+        )
+        await cut.start()
+        await asyncio.to_thread(proxy.set_mode, "blackhole")
+        await cut.set("k", 2)
+        started = time.monotonic()
+        await cut.close()
+        assert time.monotonic() - started < 3  # bounded by publish_timeout, not by Redis
+        assert cut.stats().tier("tiered").events.get("failure:close") == 1
+    finally:
+        await listener.close()
+
+
+async def test_an_outage_logs_a_few_lines_whatever_the_write_rate(
+    fresh_redis: RedisServer, channel_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from redline.cache.memory import MemoryCache
+    from redline.cache.tiered import TieredCache
+
+    channel = RedisInvalidation(
+        fresh_redis.url, channel_name, ping_interval=0.2, backoff_initial=0.01, backoff_max=0.1
+    )
+    cache = TieredCache(MemoryCache(), MemoryCache(), invalidation=channel)
+    try:
+        await cache.start()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="redline.cache"):
+            await asyncio.to_thread(fresh_redis.kill)
+            deadline = time.monotonic() + 2
+            writes = 0
+            while time.monotonic() < deadline:
+                await cache.set(f"k{writes % 50}", writes)
+                writes += 1
+                await asyncio.sleep(0.001)
+            await asyncio.to_thread(fresh_redis.start)
+            await wait_until(lambda: channel.connected, "reconnect")
+            assert await cache.wait_published(15)
+        lines = [r for r in caplog.records if r.name.startswith("redline.cache")]
+        events = cache.stats().tier("tiered").events
+        print(f"{writes} writes during the outage -> {len(lines)} log lines; events {events}")
+        for line in lines:
+            print("   ", line.levelname, line.getMessage()[:150])
+        assert events["state:down"] == 1
+        assert events.get("failure:subscribe", 0) + events.get("failure:publish", 0) >= 2
+        assert len(lines) <= 8  # link: down, first failure, up; publisher: the same
+    finally:
+        await cache.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -63,6 +64,17 @@ async def closing() -> AsyncIterator[list[Cache]]:
             await cache.clear()
         finally:
             await cache.close()
+
+
+async def read_into_l1(cache: TieredCache, key: str, expected: Any) -> None:
+    """Read *key* until it sits in *cache*'s L1 (a fill is refused while an invalidation of
+    it, published in the background by the writer, arrives during the read)."""
+
+    async def filled() -> bool:
+        assert await cache.get(key) == expected
+        return bool(cache.get_nowait(key) == expected)
+
+    await eventually(filled, f"{key}={expected!r} in L1")
 
 
 def redis_tiered(url: str, namespace: str, **kwargs: Any) -> TieredCache:
@@ -191,6 +203,8 @@ async def test_two_instances_on_one_channel_keep_their_l1s_coherent() -> None:
     assert await b.get("k") == "v1"
     assert b.l1.get_nowait("k") == "v1"  # type: ignore[attr-defined]
     await a.set("k", "v2")
+    assert a.pending_invalidations == 1  # published in the background, not by set()
+    assert await a.wait_published(5)
     assert b.l1.get_nowait("k") is MISSING  # type: ignore[attr-defined]
     assert await b.get("k") == "v2"
     assert await a.get("k") == "v2"  # its own message did not drop its L1
@@ -198,11 +212,13 @@ async def test_two_instances_on_one_channel_keep_their_l1s_coherent() -> None:
     await b.set("p:1", 1)
     await a.get("p:1")
     await b.delete_pattern("p:*")
+    assert await b.wait_published(5)
     assert a.l1.get_nowait("p:1") is MISSING  # type: ignore[attr-defined]
     await a.get("k")
     await b.invalidate_tags("t")
+    assert await b.wait_published(5)
     assert len(a.l1) == 0  # type: ignore[arg-type]
-    assert a.stats().tier("tiered").evictions >= 3
+    assert a.stats().tier("tiered").evictions >= 2  # b's set and delete_pattern: one message
 
 
 async def test_stats_list_l1_l2_and_the_tiered_tier() -> None:
@@ -293,8 +309,7 @@ async def test_a_killed_invalidation_link_flushes_l1_and_never_serves_stale(
     writer = redis_tiered(fresh_redis.url, namespace)
     closing += [reader, writer]
     await writer.set("k", "v1", ttl=300)
-    assert await reader.get("k") == "v1"
-    assert reader.get_nowait("k") == "v1"
+    await read_into_l1(reader, "k", "v1")
     assert reader.invalidation is not None
     link = reader.invalidation
     assert isinstance(link, RedisInvalidation)
@@ -304,7 +319,7 @@ async def test_a_killed_invalidation_link_flushes_l1_and_never_serves_stale(
     await eventually(
         lambda: link.connected and link.reconnects > reconnects, "invalidation reconnect"
     )
-    assert await reader.get("k") == "v1"
+    await read_into_l1(reader, "k", "v1")
     await writer.set("k", "v2", ttl=300)
     await eventually(lambda: reader.get_nowait("k") != "v1", "invalidation after reconnect")
     assert await reader.get("k") == "v2"
@@ -347,7 +362,7 @@ async def test_tiered_over_redis_cluster(
     await a.start()
     await b.start()
     await a.set("k", "v1", ttl=60)
-    assert await b.get("k") == "v1"
+    await read_into_l1(b, "k", "v1")
     await a.set("k", "v2", ttl=60)
     await eventually(lambda: b.get_nowait("k") is MISSING, "cluster-wide invalidation")
     assert await b.get("k") == "v2"
@@ -414,3 +429,176 @@ async def test_a_write_in_one_process_invalidates_l1_in_another(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# -- read-fills racing writes (deterministic interleavings) ------------------------------
+
+
+class GatedL2(MemoryCache):
+    """An L2 whose calls can be held at chosen points: reads after fetching, writes before
+    (``write_gate``) or after (``applied_gate``) they change the data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read_gate: asyncio.Event | None = None
+        self.write_gate: asyncio.Event | None = None
+        self.applied_gate: asyncio.Event | None = None
+
+    async def get_with_ttl(self, key: str, default: Any = MISSING) -> tuple[Any, float | None]:
+        found = await super().get_with_ttl(key, default)  # what L2 holds when asked
+        if self.read_gate is not None:
+            await self.read_gate.wait()
+        return found
+
+    async def get_many(self, keys: Any) -> dict[str, Any]:
+        found = await super().get_many(keys)
+        if self.read_gate is not None:
+            await self.read_gate.wait()
+        return found
+
+    async def set(self, key: str, value: Any, ttl: float | None = None, *, tags: Any = ()) -> None:
+        if self.write_gate is not None:
+            await self.write_gate.wait()
+        await super().set(key, value, ttl, tags=tags)
+        if self.applied_gate is not None:
+            await self.applied_gate.wait()
+
+    async def delete(self, key: str) -> bool:
+        if self.write_gate is not None:
+            await self.write_gate.wait()
+        return await super().delete(key)
+
+
+@pytest.mark.parametrize("write", ["set", "delete"])
+@pytest.mark.parametrize("read", ["get", "get_many"])
+async def test_a_read_that_fetched_before_a_write_never_fills_l1_after_it(
+    write: str, read: str
+) -> None:
+    """The writer is in L2 when the reader starts; the reader fetched the old value and resumes
+    after the writer finished: the old value must not land in L1 over the write."""
+    l1, l2 = MemoryCache(), GatedL2()
+    cache = TieredCache(l1, l2, l1_ttl=60)
+    await l2.set("k", "old")
+    l2.write_gate, l2.read_gate = asyncio.Event(), asyncio.Event()
+    writer = asyncio.create_task(
+        cache.set("k", "new") if write == "set" else cache.delete("k")  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(0.01)  # the writer waits in L2
+    reader = asyncio.create_task(cache.get("k") if read == "get" else cache.get_many(["k"]))
+    await asyncio.sleep(0.01)  # the reader fetched "old" and waits
+    l2.write_gate.set()
+    await writer
+    l2.read_gate.set()
+    await reader
+    expected = "new" if write == "set" else MISSING
+    assert l1.get_nowait("k") in (expected, MISSING)
+    assert await cache.get("k") == ("new" if write == "set" else MISSING)
+    l2.write_gate = l2.read_gate = None
+    assert await cache.get("k") == ("new" if write == "set" else MISSING)
+
+
+async def test_overlapping_writes_to_one_key_leave_l1_with_l2s_value_or_nothing() -> None:
+    """Two sets of one key overlap; the first reaches L2 first but returns last: L1 must not
+    keep the first value over the second one that L2 holds."""
+    l1, l2 = MemoryCache(), GatedL2()
+    cache = TieredCache(l1, l2)
+    applied = asyncio.Event()
+    l2.applied_gate = applied
+    first = asyncio.create_task(cache.set("k", "first"))
+    await asyncio.sleep(0.01)  # "first" is in L2; its reply is held
+    l2.applied_gate = None
+    await cache.set("k", "second")
+    applied.set()
+    await first
+    assert await l2.get("k") == "second"
+    assert l1.get_nowait("k") in ("second", MISSING)
+    assert await cache.get("k") == "second"
+
+
+async def test_while_the_link_is_down_l1_keeps_values_only_briefly() -> None:
+    channel = LocalInvalidation()
+    l1, l2 = MemoryCache(), MemoryCache()
+    cache = TieredCache(l1, l2, invalidation=channel, offline_l1_ttl=0.5)
+    await cache.start()
+    await cache.set("up", 1)
+    assert await l1.ttl("up") is None  # link up: as long as L2 keeps it
+    await channel.close()  # the link is down
+    await cache.set("down", 2)
+    await l2.set("filled", 3)
+    assert await cache.get("filled") == 3
+    for key in ("down", "filled"):
+        remaining = await l1.ttl(key)
+        assert remaining is not None
+        assert remaining <= 0.5
+    with pytest.raises(ValueError, match=r"^offline_l1_ttl must be >= 0, got -1$"):
+        TieredCache(MemoryCache(), MemoryCache(), offline_l1_ttl=-1)
+    lost = LocalInvalidation()
+    nothing = TieredCache(MemoryCache(), l2, invalidation=lost, offline_l1_ttl=0)
+    await nothing.start()
+    await lost.close()
+    assert await nothing.get("filled") == 3
+    assert nothing.get_nowait("filled") is MISSING
+
+
+async def test_a_frozen_redis_does_not_stall_writes_on_the_publish(
+    fresh_redis: RedisServer, namespace: str, closing: list[Cache]
+) -> None:
+    """Redis SIGSTOPped: a write pays at most L2's own timeout (until L2's breaker opens),
+    never the invalidation publish; the other process's link is counted down and flushed."""
+    writer = redis_tiered(fresh_redis.url, namespace)
+    reader = redis_tiered(fresh_redis.url, namespace)
+    closing += [writer, reader]
+    for cache in (writer, reader):
+        assert isinstance(cache.invalidation, RedisInvalidation)
+        cache.invalidation.ping_interval = 0.25
+        cache.invalidation.link_timeout = 0.5
+    await writer.set("k", "v1", ttl=300)
+    await read_into_l1(reader, "k", "v1")
+    assert fresh_redis.proc is not None
+    os.kill(fresh_redis.proc.pid, signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        flushed_at: list[float] = []
+
+        async def watch() -> None:
+            await eventually(lambda: reader.get_nowait("k") is MISSING, "reader's L1 flush", 10)
+            flushed_at.append(time.monotonic())
+
+        flushed = asyncio.create_task(watch())
+        longest = 0.0
+        for i in range(20):
+            started = time.monotonic()
+            await writer.set("k", f"v{i + 2}", ttl=300)
+            longest = max(longest, time.monotonic() - started)
+        await flushed
+        detected = flushed_at[0] - frozen_at
+        assert writer.pending_invalidations >= 1  # kept for when Redis is back
+    finally:
+        os.kill(fresh_redis.proc.pid, signal.SIGCONT)
+    print(f"longest write while frozen: {longest * 1000:.0f} ms; flushed after {detected:.2f} s")
+    assert longest < 1.5  # L2's own socket timeout (0.5 s) at most; was 4.5 s
+    assert await writer.wait_published(10)
+    assert writer.stats().tier("tiered").events.get("failure:publish", 0) >= 1
+
+
+def test_the_fill_guard_only_refuses_more_when_it_prunes() -> None:
+    from redline.cache._coherence import FillGuard
+
+    guard = FillGuard(max_keys=2)
+    since = guard.now()
+    stamp = guard.begin_write(["w"])
+    assert not guard.may_fill("w", since)  # a write is in flight
+    assert guard.may_fill("other", since)
+    guard.changed(["a", "b", "c"])  # past max_keys: everything forgotten counts as changed now
+    assert not guard.may_fill("other", since)
+    assert guard.end_write(["w"], stamp) == []  # its overlap can no longer be ruled out
+    later = guard.now()
+    assert guard.may_fill("other", later)
+    alone = guard.begin_write(["x"])
+    assert guard.end_write(["x"], alone) == ["x"]
+    guard.begin_global()
+    assert not guard.may_fill("x", guard.now())
+    guard.end_global()
+    assert guard.may_fill("x", guard.now())
+    with pytest.raises(ValueError, match=r"^max_keys must be >= 1, got 0$"):
+        FillGuard(max_keys=0)

@@ -13,7 +13,16 @@ When the channel loses its connection, subscribers receive a ``flush`` message a
 (nothing heard while disconnected can be trusted) and another one when it is back, since
 messages published in between were lost. :class:`RedisInvalidation` uses classic Redis
 pub/sub; in a Redis Cluster a ``PUBLISH`` reaches every node, so it subscribes to any one
-of the candidate nodes and fails over to the next when that one is gone.
+of the candidate nodes and fails over to the next when that one is gone. A link that goes
+silent without closing (a frozen server, a dead peer behind a NAT, a half-open TCP
+connection) is caught by the heartbeat: the subscriber PINGs after ``ping_interval``
+seconds of silence and counts the link as lost when nothing, not even the PONG, has come
+back ``2 * ping_interval`` seconds after it last heard from the server.
+
+``publish`` is bounded in time and raises :class:`~redline.exceptions.CacheUnavailable`
+when no node took the message; a TieredCache publishes from a background task, so that
+never delays a write. Link state changes and failures go through an
+:class:`~redline._events.EventLog` (a line per state change, failures counted).
 :class:`LocalInvalidation` is the in-process twin (one process, or tests).
 """
 
@@ -33,10 +42,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from redline._events import EventLog
 from redline.exceptions import CacheUnavailable
 
 __all__ = [
     "CHANNEL_ORIGIN",
+    "EventSource",
     "Invalidation",
     "InvalidationCallback",
     "InvalidationMessage",
@@ -104,11 +115,23 @@ class Invalidation(Protocol):
         ...
 
     async def publish(self, message: InvalidationMessage) -> None:
-        """Send *message* to every subscriber, in every process. Never raises on a lost link."""
+        """Send *message* to every subscriber, in every process; bounded in time.
+
+        Raises :class:`~redline.exceptions.CacheUnavailable` when it could not be sent."""
         ...
 
     async def close(self) -> None:
         """Stop receiving and release connections (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class EventSource(Protocol):
+    """Something that reports its health through an :class:`~redline._events.EventLog`."""
+
+    @property
+    def events(self) -> EventLog:
+        """Its event log (state changes and counted failures)."""
         ...
 
 
@@ -188,10 +211,11 @@ class RedisInvalidation(_Subscribers):
 
     Parameters: *nodes* (``(host, port)`` pairs or a ``redis://host:port`` /
     ``redis+cluster://h1:p1,h2:p2`` URL), ``channel`` name, ``connect_timeout`` per node,
-    ``ping_interval`` (how often an idle subscription checks its link), the reconnect
-    backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds, doubling), and
-    ``username`` / ``password`` / ``ssl`` for a Redis that needs them (``cache_from_url``
-    passes the cache URL's own).
+    ``ping_interval`` (how often an idle subscription checks its link; the link counts as
+    lost after ``2 * ping_interval`` without any reply), ``publish_timeout`` (per node
+    tried), the reconnect backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds,
+    doubling), and ``username`` / ``password`` / ``ssl`` for a Redis that needs them
+    (``cache_from_url`` passes the cache URL's own).
     """
 
     def __init__(
@@ -201,6 +225,7 @@ class RedisInvalidation(_Subscribers):
         *,
         connect_timeout: float = 1.0,
         ping_interval: float = 1.0,
+        publish_timeout: float = 0.5,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
         username: str | None = None,
@@ -211,6 +236,7 @@ class RedisInvalidation(_Subscribers):
         for label, value in (
             ("connect_timeout", connect_timeout),
             ("ping_interval", ping_interval),
+            ("publish_timeout", publish_timeout),
             ("backoff_initial", backoff_initial),
             ("backoff_max", backoff_max),
         ):
@@ -223,6 +249,8 @@ class RedisInvalidation(_Subscribers):
         self._auth: dict[str, Any] = {"username": username, "password": password, "ssl": ssl}
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
+        self.link_timeout = 2 * ping_interval
+        self.publish_timeout = publish_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self._connected = False
@@ -230,8 +258,10 @@ class RedisInvalidation(_Subscribers):
         self._first_connect: asyncio.Event | None = None
         self._node_index = 0
         self._publisher: aioredis.Redis | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.reconnects = 0
         self.received = 0
+        self._events = EventLog(logger, f"invalidation channel {channel!r}")
 
     def __repr__(self) -> str:
         host, port = self.nodes[self._node_index]
@@ -243,6 +273,11 @@ class RedisInvalidation(_Subscribers):
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def events(self) -> EventLog:
+        """Link state changes (``up`` / ``down``) and counted subscribe failures."""
+        return self._events
 
     async def start(self) -> None:
         """Start the subscriber and wait (up to ``connect_timeout``) for it to subscribe.
@@ -257,19 +292,30 @@ class RedisInvalidation(_Subscribers):
             await asyncio.wait_for(self._first_connect.wait(), self.connect_timeout)
 
     async def publish(self, message: InvalidationMessage) -> None:
+        """Send *message* via the current node, failing over to the next ones; each try is
+        bounded by ``publish_timeout``. Raises ``CacheUnavailable`` when every try failed."""
         data = message.encode()
+        error: BaseException | None = None
         # One more try than there are nodes: a pooled connection that died with a server
         # restart fails once, and the message must still go out on a fresh one.
         for _ in range(len(self.nodes) + 1):
             client = self._publisher_client()
+            sent = False
             try:
-                await client.publish(self.channel, data)
+                await asyncio.wait_for(client.publish(self.channel, data), self.publish_timeout)
+                sent = True
                 return
-            except (RedisError, OSError) as exc:
-                logger.warning("invalidation publish via %s failed: %s", self._node_label(), exc)
-                await self._drop_publisher()
+            except (RedisError, OSError, TimeoutError) as exc:
+                error = exc
+                logger.debug("invalidation publish via %s failed: %s", self._node_label(), exc)
                 self._node_index = (self._node_index + 1) % len(self.nodes)
-        # Every node failed: subscribers elsewhere have lost their link too and will flush.
+            finally:
+                if not sent:  # failed or cancelled mid-command: the connection is unusable
+                    self._discard_publisher()
+        raise CacheUnavailable(
+            f"invalidation publish failed on every node of {self.channel!r}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -278,7 +324,9 @@ class RedisInvalidation(_Subscribers):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._connected = False
-        await self._drop_publisher()
+        self._discard_publisher()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -304,11 +352,19 @@ class RedisInvalidation(_Subscribers):
             self._publisher = self._client()
         return self._publisher
 
-    async def _drop_publisher(self) -> None:
+    def _discard_publisher(self) -> None:
+        """Forget the publishing client; it is closed in the background (never waited on by
+        a publish, which may be being cancelled)."""
         publisher, self._publisher = self._publisher, None
         if publisher is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await publisher.aclose()
+            task = asyncio.get_running_loop().create_task(self._close_quietly(publisher))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_quietly(client: aioredis.Redis) -> None:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await client.aclose()
 
     async def _run(self) -> None:
         backoff = self.backoff_initial
@@ -318,9 +374,10 @@ class RedisInvalidation(_Subscribers):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError, CacheUnavailable) as exc:
-                logger.warning("invalidation subscription via %s lost: %s", self._node_label(), exc)
-            except Exception:
+                self._lost(exc)
+            except Exception as exc:
                 logger.exception("invalidation subscriber failed")
+                self._lost(exc)
             if self._connected:
                 backoff = self.backoff_initial
                 self._connected = False
@@ -329,6 +386,12 @@ class RedisInvalidation(_Subscribers):
             self._node_index = (self._node_index + 1) % len(self.nodes)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max)
+
+    def _lost(self, exc: BaseException) -> None:
+        if self._connected:
+            self._events.state("down", f"via {self._node_label()}: {exc}")
+        else:
+            self._events.failure("subscribe", exc)
 
     async def _listen(self) -> None:
         client = self._client()
@@ -341,6 +404,7 @@ class RedisInvalidation(_Subscribers):
             # Anything published before now was missed: drop every L1 copy, then go live.
             await self._deliver(InvalidationMessage(origin=CHANNEL_ORIGIN, flush=True))
             self._connected = True
+            self._events.state("up", f"subscribed via {self._node_label()}", level=logging.INFO)
             if self._first_connect is not None:
                 self._first_connect.set()
             await self._receive(pubsub)
@@ -351,19 +415,27 @@ class RedisInvalidation(_Subscribers):
                 await client.aclose()
 
     async def _receive(self, pubsub: Any) -> None:
+        """Deliver messages; PING after ``ping_interval`` of silence, and give the link up
+        when nothing at all (not even the PONG) came back within ``link_timeout``."""
         loop = asyncio.get_running_loop()
-        last_seen = loop.time()
+        last_heard = pinged = loop.time()
         while True:
-            message = await pubsub.get_message(timeout=self.ping_interval)
+            message = await pubsub.get_message(timeout=self.ping_interval / 4)
+            now = loop.time()
             if message is not None:
-                last_seen = loop.time()
+                last_heard = now
                 if message.get("type") == "message":
                     self.received += 1
                     await self._handle(message["data"])
                 continue
-            if loop.time() - last_seen >= self.ping_interval:
-                await pubsub.ping()
-                last_seen = loop.time()
+            silent = now - last_heard
+            if silent >= self.link_timeout:
+                raise CacheUnavailable(
+                    f"no reply from {self._node_label()} for {silent:.1f} s (PING unanswered)"
+                )
+            if silent >= self.ping_interval and now - pinged >= self.ping_interval:
+                pinged = now
+                await asyncio.wait_for(pubsub.ping(), self.ping_interval)
 
     async def _handle(self, data: bytes | str) -> None:
         try:

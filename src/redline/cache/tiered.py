@@ -11,33 +11,64 @@
 ...     await cache.get("user:1")     # L1 hit; other processes dropped their L1 copy
 
 Reads try L1, then L2; an L2 hit fills L1 with the entry's *remaining* L2 TTL (capped by
-``l1_ttl``), so L1 never outlives L2. Writes go to L2, then L1, then an invalidation message
-tells every other instance (any process) on the channel to drop its L1 copy.
+``l1_ttl``), so L1 never outlives L2. Writes go to L2, then L1; the invalidation that tells
+every other instance (any process) on the channel to drop its L1 copy is published in the
+background (coalesced, bounded in time, behind its own circuit breaker), so a slow or
+frozen Redis never holds a write up on it.
+
+**Local coherence (a read-fill never goes back in time).** L1 is filled by reads and by
+writes, and the two race: a read may fetch a value from L2, wait, and resume after a write
+to the same key finished. A :class:`~redline.cache._coherence.FillGuard` numbers every
+change this instance sees (the start and end of each local write or delete, each
+invalidation received, each pattern / tag / clear / link flush) and lets a read fill L1
+only if no change to its key was in flight at *any* moment between the read's start and
+the fill. Why that suffices: a write W that completed before the fill either ended before
+the read started — then the read's L2 request was sent after W's reply, so it saw W's
+value or a later one — or it overlapped the read, and then it started or ended after the
+read's stamp, or is still in flight at the fill, and the fill is refused. A write puts its
+value in L1 only if no other change to the key overlapped it (otherwise their order in L2
+is unknown, and it drops the L1 copy instead). ``get_many`` applies the same rule per key.
+Invalidations received during a read count as changes, so they refuse the fill too. This
+relies on L1 applying calls in the order they are made (:class:`MemoryCache` does: it never
+suspends).
+
+**Cross-process coherence.** Another process's L1 drops a key when this instance's message
+reaches it: normally within one round trip of the write. If the channel cannot take the
+message (Redis frozen or gone), the message is kept, merged with later ones, and sent when
+a probe gets through; meanwhile the other processes' own links to that Redis go silent
+too, and their heartbeats count them as lost within ``2 * ping_interval`` (2 s by
+default) and flush their L1. When the link is lost, L1 is flushed at once and again when
+it is back (messages sent meanwhile were lost); while it is down, L1 entries live at most
+``offline_l1_ttl`` seconds (1 s by default; 0: no L1 while offline), which bounds what a
+reader can see without a channel while keeping the hot keys local.
 
 Degraded mode: an L2 that raises :class:`~redline.exceptions.CacheUnavailable` (Redis down,
 breaker open) is counted in this tier's ``errors`` and never reaches the caller: reads serve
-L1 or miss, ``set`` still writes L1, ``delete`` still deletes from L1. Only ``incr`` raises,
-since a local count would be wrong. When the invalidation channel loses its link, L1 is
-flushed at once and again when the link is back (messages sent meanwhile were lost), so L1
-never serves a value another process has changed since the link came back. Values that a
-read fetched from L2 while an invalidation arrived are not put into L1.
+L1 or miss, ``set`` still writes L1 (for ``offline_l1_ttl``, since L2 may or may not have
+taken the value), ``delete`` still deletes from L1. Only ``incr`` raises, since a local
+count would be wrong.
 
 Tags go to both tiers; ``invalidate_tags`` clears the whole L1 here and in every other
 process, because L1 copies filled from L2 do not know their tags (coarse but never stale).
 ``get_many`` fills L1 only when ``l1_ttl`` is set, since it does not learn remaining TTLs.
-The TieredCache owns its tiers and channel: ``close()`` closes all three.
+The TieredCache owns its tiers and channel: ``close()`` sends the pending invalidations
+(within ``publish_timeout``) and closes all three.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from redline._events import EventLog
+from redline.cache._coherence import FillGuard
+from redline.cache._publisher import InvalidationPublisher
 from redline.cache.base import MISSING, Cache, CacheStats, TierStats
-from redline.cache.invalidation import Invalidation, InvalidationMessage
+from redline.cache.invalidation import EventSource, Invalidation, InvalidationMessage
 from redline.exceptions import CacheUnavailable
 
 __all__ = ["TieredCache"]
@@ -50,8 +81,10 @@ class TieredCache:
 
     Parameters: ``l1`` (usually a :class:`~redline.cache.memory.MemoryCache`), ``l2`` (usually
     a :class:`~redline.cache.redis.RedisCache`), ``invalidation`` (the channel; ``None`` for a
-    single process), ``l1_ttl`` (cap on how long a value lives in L1), ``name`` of this tier
-    in :meth:`stats`.
+    single process), ``l1_ttl`` (cap on how long a value lives in L1), ``offline_l1_ttl``
+    (the cap while the invalidation link is down, or after an L2 write failed; 0: keep
+    nothing in L1 then), ``publish_timeout`` (the most one invalidation publish may take),
+    ``name`` of this tier in :meth:`stats`.
     """
 
     def __init__(
@@ -61,23 +94,34 @@ class TieredCache:
         *,
         invalidation: Invalidation | None = None,
         l1_ttl: float | None = None,
+        offline_l1_ttl: float = 1.0,
+        publish_timeout: float = 1.0,
         name: str = "tiered",
     ) -> None:
         if l1_ttl is not None and l1_ttl <= 0:
             raise ValueError(f"l1_ttl must be > 0 or None, got {l1_ttl}")
+        if offline_l1_ttl < 0:
+            raise ValueError(f"offline_l1_ttl must be >= 0, got {offline_l1_ttl}")
         if l1 is l2:
             raise ValueError("l1 and l2 must be two different caches")
         self.l1 = l1
         self.l2 = l2
         self.invalidation = invalidation
         self.l1_ttl = l1_ttl
+        self.offline_l1_ttl = offline_l1_ttl
         self.name = name
         self.instance_id = uuid.uuid4().hex
         self._peek: Callable[[str, Any], Any] | None = getattr(l1, "get_nowait", None)
         self._started = invalidation is None
-        # Bumped by every invalidation and local write: an L2 read that overlapped one
-        # must not fill L1 with what may already be stale.
-        self._generation = 0
+        self._guard = FillGuard()
+        self._publisher: InvalidationPublisher | None = None
+        if invalidation is not None:
+            self._publisher = InvalidationPublisher(
+                invalidation,
+                self.instance_id,
+                timeout=publish_timeout,
+                events=EventLog(logger, f"{name}: invalidation publisher"),
+            )
         self._l2_errors = 0
         self._invalidations = 0
         if invalidation is not None:
@@ -87,7 +131,8 @@ class TieredCache:
         link = "none" if self.invalidation is None else self.invalidation.connected
         return (
             f"<TieredCache name={self.name!r} l1={self.l1!r} l2={self.l2!r} "
-            f"invalidation_connected={link} l2_errors={self._l2_errors}>"
+            f"invalidation_connected={link} pending_invalidations={self.pending_invalidations} "
+            f"l2_errors={self._l2_errors}>"
         )
 
     async def start(self) -> None:
@@ -95,6 +140,20 @@ class TieredCache:
         if not self._started and self.invalidation is not None:
             self._started = True
             await self.invalidation.start()
+
+    @property
+    def pending_invalidations(self) -> int:
+        """Invalidations recorded and not published yet (0 without a channel)."""
+        return 0 if self._publisher is None else self._publisher.pending
+
+    @property
+    def l2_errors(self) -> int:
+        """L2 failures absorbed so far (the ``errors`` of this tier in :meth:`stats`)."""
+        return self._l2_errors
+
+    async def wait_published(self, timeout: float) -> bool:
+        """Wait (up to *timeout* seconds) until every invalidation is published; whether it was."""
+        return True if self._publisher is None else await self._publisher.wait_sent(timeout)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -134,7 +193,7 @@ class TieredCache:
 
     async def _read_l2(self, key: str, default: Any) -> tuple[Any, float | None]:
         await self.start()
-        generation = self._generation
+        since = self._guard.now()
         try:
             l2_get_with_ttl = getattr(self.l2, "get_with_ttl", None)
             if l2_get_with_ttl is not None:
@@ -146,10 +205,10 @@ class TieredCache:
             return default, None
         if value is MISSING:
             return default, None
-        ttl = remaining if l2_get_with_ttl is not None else self.l1_ttl
-        if ttl is None or (self.l1_ttl is not None and ttl > self.l1_ttl):
-            ttl = self.l1_ttl
-        if generation == self._generation and (ttl is None or ttl > 0):
+        ttl = self._l1_ttl_for(remaining if l2_get_with_ttl is not None else self.l1_ttl)
+        if ttl is not None and ttl <= 0:
+            return value, remaining
+        if self._guard.may_fill(key, since):
             await self.l1.set(key, value, ttl)
         return value, remaining
 
@@ -160,14 +219,17 @@ class TieredCache:
         if not rest:
             return found
         await self.start()
-        generation = self._generation
+        since = self._guard.now()
         try:
             below = await self.l2.get_many(rest)
         except CacheUnavailable as exc:
             self._l2_failed("get_many", exc)
             return found
-        if below and self.l1_ttl is not None and generation == self._generation:
-            await self.l1.set_many(below, self.l1_ttl)
+        ttl = self._l1_ttl_for(self.l1_ttl)
+        if below and self.l1_ttl is not None and ttl is not None and ttl > 0:
+            fresh = {k: v for k, v in below.items() if self._guard.may_fill(k, since)}
+            if fresh:
+                await self.l1.set_many(fresh, ttl)
         found.update(below)
         return found
 
@@ -194,91 +256,128 @@ class TieredCache:
     ) -> None:
         await self.start()
         tags = tuple(tags)
-        self._generation += 1
+        stamp = self._guard.begin_write((key,))
+        stored = True
         try:
             await self.l2.set(key, value, ttl, tags=tags)
         except CacheUnavailable as exc:
+            stored = False
             self._l2_failed("set", exc)
-        l1_ttl = ttl if ttl is not None else getattr(self.l2, "default_ttl", None)
-        if self.l1_ttl is not None and (l1_ttl is None or l1_ttl > self.l1_ttl):
-            l1_ttl = self.l1_ttl
-        await self.l1.set(key, value, l1_ttl, tags=tags)
-        await self._publish(keys=(key,))
+        finally:
+            safe = self._guard.end_write((key,), stamp)
+        l1_ttl = self._l1_ttl_for(self._write_ttl(ttl), offline=not stored)
+        if safe and (l1_ttl is None or l1_ttl > 0):
+            await self.l1.set(key, value, l1_ttl, tags=tags)
+        else:
+            await self.l1.delete(key)
+        self._publish(keys=(key,))
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         await self.start()
-        self._generation += 1
+        keys = tuple(mapping)
+        stamp = self._guard.begin_write(keys)
+        stored = True
         try:
             await self.l2.set_many(mapping, ttl)
         except CacheUnavailable as exc:
+            stored = False
             self._l2_failed("set_many", exc)
-        l1_ttl = ttl if ttl is not None else getattr(self.l2, "default_ttl", None)
-        if self.l1_ttl is not None and (l1_ttl is None or l1_ttl > self.l1_ttl):
-            l1_ttl = self.l1_ttl
-        await self.l1.set_many(mapping, l1_ttl)
-        await self._publish(keys=tuple(mapping))
+        finally:
+            safe = self._guard.end_write(keys, stamp)
+        l1_ttl = self._l1_ttl_for(self._write_ttl(ttl), offline=not stored)
+        keep = l1_ttl is None or l1_ttl > 0
+        if keep and safe:
+            await self.l1.set_many({key: mapping[key] for key in safe}, l1_ttl)
+        for key in keys:
+            if not keep or key not in safe:
+                await self.l1.delete(key)
+        self._publish(keys=keys)
 
     async def incr(self, key: str, amount: int = 1) -> int:
         """Atomic in L2 (raises ``CacheUnavailable`` when L2 is down); drops L1 copies."""
         await self.start()
-        self._generation += 1
-        value = await self.l2.incr(key, amount)
-        await self.l1.delete(key)
-        await self._publish(keys=(key,))
+        stamp = self._guard.begin_write((key,))
+        try:
+            value = await self.l2.incr(key, amount)
+        finally:
+            self._guard.end_write((key,), stamp)
+            await self.l1.delete(key)
+            self._publish(keys=(key,))
         return value
 
     async def delete(self, key: str) -> bool:
         await self.start()
-        self._generation += 1
+        stamp = self._guard.begin_write((key,))
         deleted = False
         try:
             deleted = await self.l2.delete(key)
         except CacheUnavailable as exc:
             self._l2_failed("delete", exc)
+        finally:
+            self._guard.end_write((key,), stamp)
         deleted = await self.l1.delete(key) or deleted
-        await self._publish(keys=(key,))
+        self._publish(keys=(key,))
         return deleted
 
     async def delete_pattern(self, pattern: str) -> int:
         """Delete matching keys in both tiers; the count is L2's (L1's when L2 is down)."""
         await self.start()
-        self._generation += 1
         l2_count: int | None = None
+        self._guard.begin_global()
         try:
             l2_count = await self.l2.delete_pattern(pattern)
         except CacheUnavailable as exc:
             self._l2_failed("delete_pattern", exc)
+        finally:
+            self._guard.end_global()
         l1_count = await self.l1.delete_pattern(pattern)
-        await self._publish(patterns=(pattern,))
+        self._publish(patterns=(pattern,))
         return l1_count if l2_count is None else l2_count
 
     async def invalidate_tags(self, *tags: str) -> int:
         """Delete tagged entries in L2 and clear L1 (see the module docstring); L2's count."""
         await self.start()
-        self._generation += 1
         count: int | None = None
+        self._guard.begin_global()
         try:
             count = await self.l2.invalidate_tags(*tags)
         except CacheUnavailable as exc:
             self._l2_failed("invalidate_tags", exc)
+        finally:
+            self._guard.end_global()
         l1_count = await self.l1.invalidate_tags(*tags)
         await self.l1.clear()
-        await self._publish(tags=tags)
+        self._publish(tags=tags)
         return l1_count if count is None else count
 
     async def clear(self) -> None:
         await self.start()
-        self._generation += 1
+        self._guard.begin_global()
         try:
             await self.l2.clear()
         except CacheUnavailable as exc:
             self._l2_failed("clear", exc)
+        finally:
+            self._guard.end_global()
         await self.l1.clear()
-        await self._publish(flush=True)
+        self._publish(flush=True)
+
+    def _write_ttl(self, ttl: float | None) -> float | None:
+        return ttl if ttl is not None else getattr(self.l2, "default_ttl", None)
 
     # -- coherence ---------------------------------------------------------------------
 
-    async def _publish(
+    def _l1_ttl_for(self, ttl: float | None, *, offline: bool = False) -> float | None:
+        """The L1 lifetime of a value whose L2 lifetime is *ttl*: capped by ``l1_ttl``, and
+        by ``offline_l1_ttl`` while the link is down or when L2 may not hold the value."""
+        cap = self.l1_ttl if self.l1_ttl is not None else math.inf
+        if offline or (self.invalidation is not None and not self.invalidation.connected):
+            cap = min(cap, self.offline_l1_ttl)
+        if ttl is None or ttl > cap:
+            return None if cap == math.inf else cap
+        return ttl
+
+    def _publish(
         self,
         *,
         keys: tuple[str, ...] = (),
@@ -286,21 +385,17 @@ class TieredCache:
         tags: tuple[str, ...] = (),
         flush: bool = False,
     ) -> None:
-        if self.invalidation is None:
-            return
-        message = InvalidationMessage(
-            origin=self.instance_id, keys=keys, patterns=patterns, tags=tags, flush=flush
-        )
-        try:
-            await self.invalidation.publish(message)
-        except Exception:
-            logger.exception("publishing an invalidation from %s failed", self.name)
+        if self._publisher is not None:
+            self._publisher.put(keys=keys, patterns=patterns, tags=tags, flush=flush)
 
     async def _on_invalidation(self, message: InvalidationMessage) -> None:
         if message.origin == self.instance_id:
             return
-        self._generation += 1
         self._invalidations += 1
+        if message.flush or message.tags or message.patterns:
+            self._guard.changed_all()
+        else:
+            self._guard.changed(message.keys)
         if message.flush or message.tags:
             await self.l1.clear()
             return
@@ -316,18 +411,28 @@ class TieredCache:
     # -- lifecycle and introspection ---------------------------------------------------
 
     async def health(self) -> dict[str, Any]:
-        """``{"status": "ok" | "degraded" | "down", "l1": ..., "l2": ..., "invalidation": ...}``."""
+        """``{"status": "ok" | "degraded" | "down", "l1": ..., "l2": ..., "invalidation": ...}``
+        (``publishing``: whether invalidations go out; ``None`` without a channel)."""
         await self.start()
         l1 = await self._tier_health(self.l1)
         l2 = await self._tier_health(self.l2)
         link = None if self.invalidation is None else self.invalidation.connected
+        publishing = None if self._publisher is None else self._publisher.healthy
         if l1.get("status") != "ok":
             status = "down"
-        elif l2.get("status") != "ok" or link is False:
+        elif l2.get("status") != "ok" or link is False or publishing is False:
             status = "degraded"
         else:
             status = "ok"
-        return {"status": status, "name": self.name, "l1": l1, "l2": l2, "invalidation": link}
+        return {
+            "status": status,
+            "name": self.name,
+            "l1": l1,
+            "l2": l2,
+            "invalidation": link,
+            "publishing": publishing,
+            "pending_invalidations": self.pending_invalidations,
+        }
 
     @staticmethod
     async def _tier_health(tier: Cache) -> dict[str, Any]:
@@ -336,14 +441,32 @@ class TieredCache:
         except Exception as exc:  # health must report, never raise
             return {"status": "down", "error": str(exc)}
 
+    def events(self) -> dict[str, int]:
+        """The invalidation link's and publisher's event counts (``"state:down"``, ...)."""
+        counts: dict[str, int] = {}
+        if isinstance(self.invalidation, EventSource):
+            counts.update(self.invalidation.events.counts())
+        if self._publisher is not None:
+            for event, count in self._publisher.events.counts().items():
+                counts[f"publish:{event}" if event.startswith("state:") else event] = count
+        return counts
+
     def stats(self) -> CacheStats:
         """L1's tiers, L2's tiers, then this one (``errors``: L2 failures absorbed here;
-        ``evictions``: invalidation messages applied to L1)."""
-        own = TierStats(name=self.name, errors=self._l2_errors, evictions=self._invalidations)
+        ``evictions``: invalidation messages applied to L1; ``events``: the invalidation
+        link's state changes and failures)."""
+        own = TierStats(
+            name=self.name,
+            errors=self._l2_errors,
+            evictions=self._invalidations,
+            events=self.events(),
+        )
         return CacheStats(tiers=(*self.l1.stats().tiers, *self.l2.stats().tiers, own))
 
     async def close(self) -> None:
         try:
+            if self._publisher is not None:
+                await self._publisher.close()
             if self.invalidation is not None:
                 await self.invalidation.close()
         finally:
