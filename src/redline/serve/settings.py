@@ -37,6 +37,15 @@ model_runtime       onnx                built-in model: ``onnx`` (exported at lo
 log_level           info                debug, info, warning, error, critical
 metrics_auth        false               /metrics requires an API key too
 ready_queue_ratio   0.9                 /ready fails when the queue is fuller than this
+header_timeout      10                  seconds a client has to send a request's line and
+                                        headers (from connect, or from its first byte on a
+                                        kept-alive connection); then 408 and close
+body_timeout        30                  seconds a client has to send a request's body once
+                                        its headers are in; then 408 (or close) and close
+auth_failure_limit  10/min              failed API-key attempts per client address (same
+                                        syntax as rate_limit); past it every request from
+                                        that address that needs a key gets 429 with
+                                        Retry-After until the budget refills; ``off``
 ==================  ==================  ===================================================
 """
 
@@ -102,6 +111,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     metrics_auth: bool = False
     ready_queue_ratio: float = Field(default=0.9, gt=0, le=1)
+    # Abuse resistance: slow clients are cut, failed authentication is throttled.
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    auth_failure_limit: str | None = "10/min"
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -110,7 +123,7 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _check_rate(cls, value: str | None) -> str | None:
         if value is not None and value.strip().lower() in ("", "none", "off"):
