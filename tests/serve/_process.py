@@ -12,9 +12,11 @@ from pathlib import Path
 
 import httpx
 
+import redline
 from tests._services import free_port, stop_process, wait_for_port
 
-REPO = Path(__file__).resolve().parents[2]
+# The server runs the same source as the tests (an old checkout's, when checking a fix).
+SOURCE = Path(redline.__file__).resolve().parents[1]
 HASHING_MODEL = "redline.serve.testing:create_hashing_model"
 
 
@@ -24,7 +26,7 @@ def serve_process(tmp_path: Path, *flags: str, **env: str) -> Iterator[str]:
     port = free_port()
     environment = {
         **os.environ,
-        "PYTHONPATH": str(REPO / "src"),
+        "PYTHONPATH": str(SOURCE),
         "REDLINE_DATA_DIR": str(tmp_path / "data"),
         **env,
     }

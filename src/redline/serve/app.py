@@ -17,6 +17,7 @@ from functools import partial
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.direct import DirectRoutes
 from redline.serve.errors import install_error_handlers
 from redline.serve.middleware import RequestMiddleware
@@ -39,10 +40,13 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.open()
+        app.state.auth_failures = auth_failures = AuthFailureLimiter.from_settings(settings)
         try:
             yield
         finally:
             await state.close()
+            if auth_failures is not None:
+                await auth_failures.close()
 
     app = _App(
         title="redline inference API",
@@ -54,6 +58,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.redline = state
+    app.state.auth_failures = None  # failed API-key attempts, per address: the lifespan opens it
     install_error_handlers(app)
     for router in (embeddings.router, predict.router, models.router, ops.router):
         app.include_router(router)

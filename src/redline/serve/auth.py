@@ -1,8 +1,10 @@
 """Optional bearer-token API keys (``REDLINE_API_KEYS``) and the per-client rate limit.
 
-Keys are compared with :func:`hmac.compare_digest` against every configured key. The client
-identity used for rate limiting and usage records is ``key:<first 12 hex of SHA-256(key)>``
-with a key, else ``ip:<address>``; the key itself is never stored or logged.
+Keys are compared with :func:`hmac.compare_digest` against every configured key. Failed
+attempts are counted per client address and throttled (:mod:`redline.serve.auth_failures`).
+The client identity used for rate limiting and usage records is
+``key:<first 12 hex of SHA-256(key)>`` with a key, else ``ip:<address>``; the key itself is
+never stored or logged.
 
 Example::
 
@@ -17,10 +19,11 @@ import hmac
 
 from starlette.requests import Request
 
+from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.errors import APIError
 from redline.serve.settings import Settings
 
-__all__ = ["authorize", "check_api_key", "client_identity"]
+__all__ = ["authenticate", "authorize", "check_api_key", "client_address", "client_identity"]
 
 
 def check_api_key(settings: Settings, authorization: str | None) -> str | None:
@@ -48,18 +51,40 @@ def check_api_key(settings: Settings, authorization: str | None) -> str | None:
     return matched
 
 
+def client_address(request: Request) -> str:
+    """The client's IP address (behind the cluster's nginx: the one it forwarded)."""
+    return request.client.host if request.client else "unknown"
+
+
 def client_identity(request: Request, key: str | None) -> str:
     """``key:<hash prefix>`` or ``ip:<address>``."""
     if key is not None:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
-    host = request.client.host if request.client else "unknown"
-    return f"ip:{host}"
+    return f"ip:{client_address(request)}"
+
+
+async def authenticate(request: Request) -> str | None:
+    """The API key the request carries (None when keys are off); 401 when it has none or a
+    wrong one, 429 when its address has failed too often (``REDLINE_AUTH_FAILURE_LIMIT``)."""
+    settings: Settings = request.app.state.redline.settings
+    if not settings.api_keys:
+        return None
+    failures: AuthFailureLimiter | None = request.app.state.auth_failures
+    if failures is None:
+        return check_api_key(settings, request.headers.get("authorization"))
+    address = client_address(request)
+    failures.check(address)
+    try:
+        return check_api_key(settings, request.headers.get("authorization"))
+    except APIError:
+        await failures.record_failure(address)
+        raise
 
 
 async def authorize(request: Request) -> str:
     """FastAPI dependency: check the API key, apply the rate limit, return the client id."""
     state = request.app.state.redline
-    key = check_api_key(state.settings, request.headers.get("authorization"))
+    key = await authenticate(request)
     client = client_identity(request, key)
     request.state.client = client
     if state.limiter is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "json_response",
     "parse_body",
     "prepare_texts",
+    "require_json",
     "server_state",
     "server_timing",
 ]
@@ -40,8 +41,29 @@ def body_doc(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def require_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json`` (parameters such as charset are
+    fine). A browser's cross-origin "simple" POST cannot send that type without a CORS
+    preflight, so it cannot spend the server's capacity."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        raise APIError(
+            415,
+            "missing Content-Type: send the body as JSON with 'Content-Type: application/json'",
+            code="unsupported_media_type",
+        )
+    if declared.partition(";")[0].strip().lower() != "application/json":
+        raise APIError(
+            415,
+            f"unsupported Content-Type {declared[:100]!r}: send the body as JSON with "
+            "'Content-Type: application/json'",
+            code="unsupported_media_type",
+        )
+
+
 async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     """Parse and validate the JSON body; the hot path skips FastAPI's dependency machinery."""
+    require_json(request)
     raw = await request.body()
     try:
         data = orjson.loads(raw)

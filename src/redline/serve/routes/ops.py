@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from redline.serve.auth import check_api_key
+from redline.serve.auth import authenticate
 from redline.serve.routes._common import json_response, server_state
 from redline.serve.state import ServerState
 
@@ -83,7 +83,7 @@ async def metrics(request: Request) -> Response:
     """Prometheus exposition (API key required when ``REDLINE_METRICS_AUTH=true``)."""
     state = server_state(request)
     if state.settings.metrics_auth:
-        check_api_key(state.settings, request.headers.get("authorization"))
+        await authenticate(request)
     if state.engine is not None:
         state.metrics.queue_depth.set(state.engine.health()["queue_depth"])
     if state.cache is not None:
