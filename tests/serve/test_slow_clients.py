@@ -124,6 +124,19 @@ async def test_clients_within_the_deadlines_are_served(port: int) -> None:
         writer.close()
 
 
+async def test_a_request_the_parser_refuses_gets_a_json_400(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /health HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")  # no colon
+        await writer.drain()
+        received = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    status, error = _status_and_error(received)
+    assert status == 400
+    assert error["code"] == "invalid_http"
+
+
 def test_the_protocol_factory_pickles_for_worker_processes() -> None:
     import pickle
 

@@ -193,22 +193,28 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 cycle.keep_alive = False
                 return
             if self._head_begun:  # a connection that never sent a byte is just closed
-                self._send_408(
-                    f"request line and headers not received within {self.header_timeout:g}s"
-                )
+                message = f"request line and headers not received within {self.header_timeout:g}s"
+                self._send_error(408, message, "request_timeout")
             self.transport.close()
             return
         if cycle is not None:
             if not cycle.response_started:
-                self._send_408(f"request body not received within {self.body_timeout:g}s")
+                message = f"request body not received within {self.body_timeout:g}s"
+                self._send_error(408, message, "request_timeout")
             # The app reading the body sees a disconnect; whatever it sends is dropped.
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.close()
 
-    def _send_408(self, message: str) -> None:
-        body = error_body(408, message, code="request_timeout")
-        head = [STATUS_LINE[408]]
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refuses gets the API's JSON error shape too, then close."""
+        self._send_error(400, f"{msg} The request is not valid HTTP/1.1.", "invalid_http")
+        self.transport.close()
+
+    def _send_error(self, status: int, message: str, code: str) -> None:
+        """Write a JSON error with ``connection: close`` straight to the transport."""
+        body = error_body(status, message, code=code)
+        head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head += [
