@@ -22,7 +22,6 @@ from redline.serve.state import ServerState
 __all__ = [
     "InferenceCall",
     "begin_inference",
-    "body_doc",
     "inference_response",
     "json_response",
     "parse_body",
@@ -33,12 +32,6 @@ __all__ = [
 ]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a JSON body the route parses itself."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def require_json(request: Request) -> None:
@@ -158,20 +151,21 @@ def prepare_texts(raw: str | list[Any], field: str, settings: Settings) -> list[
     prepared = []
     for index, text in enumerate(texts):
         where = field if isinstance(raw, str) else f"{field}[{index}]"
+        # The limit counts characters as sent, as the OpenAPI document's maxLength does.
+        if len(text) > settings.max_chars and not settings.truncate:
+            raise APIError(
+                413,
+                f"'{where}' has {len(text)} characters; at most {settings.max_chars} are "
+                "allowed (REDLINE_MAX_CHARS; REDLINE_TRUNCATE=true truncates instead)",
+                param=field,
+                code="input_too_long",
+            )
         normal = normalize_text(text)
         if not normal:
             raise APIError(
                 400, f"'{where}' is empty; send non-empty strings", param=field, code="empty_input"
             )
-        if len(normal) > settings.max_chars:
-            if not settings.truncate:
-                raise APIError(
-                    413,
-                    f"'{where}' has {len(normal)} characters; at most {settings.max_chars} are "
-                    "allowed (REDLINE_MAX_CHARS; REDLINE_TRUNCATE=true truncates instead)",
-                    param=field,
-                    code="input_too_long",
-                )
+        if settings.truncate:
             normal = normal[: settings.max_chars]
         prepared.append(normal)
     return prepared
