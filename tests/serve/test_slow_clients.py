@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 
+import httpx
 import orjson
 import pytest
 
@@ -92,6 +93,11 @@ async def test_a_body_that_trickles_in_is_cut_at_the_body_timeout(port: int) -> 
     status, error = _status_and_error(received)
     assert status == 408
     assert "body" in str(error["message"])
+    # The endpoint waiting on the body saw a disconnect: counted as 499, not a 500.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'route="/v1/embeddings",status="499"' in metrics
+    assert 'status="500"' not in metrics
 
 
 async def test_clients_within_the_deadlines_are_served(port: int) -> None:
