@@ -215,3 +215,37 @@ async def test_the_method_label_takes_only_methods_a_route_serves(
         r'^redline_http_requests_total\{method="DELETE",route="([^"]+)"', text, re.M
     )
     assert unmatched == ["unmatched"]
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--header-timeout", "0"], "REDLINE_HEADER_TIMEOUT=0.0"),
+        (["--body-timeout", "-1"], "REDLINE_BODY_TIMEOUT=-1.0"),
+        (["--auth-failure-limit", "lots"], "REDLINE_AUTH_FAILURE_LIMIT='lots'"),
+    ],
+)
+def test_bad_abuse_settings_stop_the_server_with_one_line(flags: list[str], named: str) -> None:
+    from typer.testing import CliRunner
+
+    from redline.cli import build_app
+
+    result = CliRunner().invoke(build_app(), ["serve", *flags])
+    assert result.exit_code == 2
+    assert named in result.output
+    assert "Traceback" not in result.output
+
+
+def test_abuse_settings_defaults_and_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from redline.serve.settings import load_settings
+
+    for name in ("REDLINE_HEADER_TIMEOUT", "REDLINE_BODY_TIMEOUT", "REDLINE_AUTH_FAILURE_LIMIT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert (settings.header_timeout, settings.body_timeout) == (10.0, 30.0)
+    assert settings.auth_failure_limit == "10/min"
+    monkeypatch.setenv("REDLINE_AUTH_FAILURE_LIMIT", "off")
+    assert load_settings().auth_failure_limit is None
