@@ -144,9 +144,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._head_begun = True
         super().data_received(data)
         # Arm here rather than in the parser callbacks: a request that arrives whole in one
-        # read never needs a timer.
+        # read never needs a timer. Between requests nothing is timed here: an idle kept-alive
+        # connection is uvicorn's keep-alive timeout's to close.
         if self._deadline is None and not self.transport.is_closing():
-            if self._awaiting is _Awaiting.HEAD:
+            if self._awaiting is _Awaiting.HEAD and self._head_begun:
                 self._arm(self.header_timeout)
             elif self._awaiting is _Awaiting.BODY:
                 self._arm(self.body_timeout)
