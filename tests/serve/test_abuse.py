@@ -100,7 +100,7 @@ async def test_a_wrong_key_burst_is_throttled_and_valid_keys_elsewhere_are_not(
             statuses[response.status_code] += 1
         # The budget of failures, then 429 (well before the 1000/min valid keys get).
         assert statuses == {401: 10, 429: 290}
-        throttled = await attacker.post("/v1/embeddings", json=BODY)  # no key at all
+        throttled = await attacker.post("/v1/embeddings", json=BODY)  # no key: refused too
         assert throttled.status_code == 429
         assert throttled.json()["error"]["code"] == "too_many_auth_failures"
         assert 1 <= int(throttled.headers["retry-after"]) <= 7  # one failure back: 6 s
@@ -134,8 +134,24 @@ async def test_metrics_behind_a_key_are_throttled_too(tmp_path: Path) -> None:
         tmp_path, api_keys="right", metrics_auth=True, auth_failure_limit="2/min"
     )
     async with _app(settings) as app, _client(app, "192.0.2.20") as client:
-        statuses = [(await client.get("/metrics")).status_code for _ in range(3)]
+        wrong = {"Authorization": "Bearer wrong"}
+        statuses = [(await client.get("/metrics", headers=wrong)).status_code for _ in range(3)]
         assert statuses == [401, 401, 429]
+
+
+async def test_requests_without_a_key_are_refused_but_not_counted(tmp_path: Path) -> None:
+    """A scraper or health checker without a key cannot lock its address out."""
+    settings = make_settings(
+        tmp_path, api_keys="right", metrics_auth=True, auth_failure_limit="2/min"
+    )
+    async with _app(settings) as app, _client(app, "192.0.2.25") as client:
+        for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"}):
+            for _ in range(5):
+                response = await client.get("/metrics", headers=headers)
+                assert response.status_code == 401
+                assert response.json()["error"]["code"] == "missing_api_key"
+        right = {"Authorization": "Bearer right"}
+        assert (await client.get("/metrics", headers=right)).status_code == 200
 
 
 async def test_the_failure_limit_can_be_turned_off(tmp_path: Path) -> None:

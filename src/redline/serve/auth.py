@@ -23,7 +23,17 @@ from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.errors import APIError
 from redline.serve.settings import Settings
 
-__all__ = ["authenticate", "authorize", "check_api_key", "client_address", "client_identity"]
+__all__ = [
+    "INVALID_API_KEY",
+    "authenticate",
+    "authorize",
+    "check_api_key",
+    "client_address",
+    "client_identity",
+]
+
+#: The error code of a request whose key matches none configured.
+INVALID_API_KEY = "invalid_api_key"
 
 
 def check_api_key(settings: Settings, authorization: str | None) -> str | None:
@@ -46,7 +56,7 @@ def check_api_key(settings: Settings, authorization: str | None) -> str | None:
             matched = key
     if matched is None:
         raise APIError(
-            401, "invalid API key", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"}
+            401, "invalid API key", code=INVALID_API_KEY, headers={"WWW-Authenticate": "Bearer"}
         )
     return matched
 
@@ -65,7 +75,10 @@ def client_identity(request: Request, key: str | None) -> str:
 
 async def authenticate(request: Request) -> str | None:
     """The API key the request carries (None when keys are off); 401 when it has none or a
-    wrong one, 429 when its address has failed too often (``REDLINE_AUTH_FAILURE_LIMIT``)."""
+    wrong one, 429 when its address sent too many wrong ones (``REDLINE_AUTH_FAILURE_LIMIT``).
+
+    Only a wrong key counts as a failure: a request without one guesses nothing (health
+    checkers, scrapers and browsers send none), and it costs no key comparison."""
     settings: Settings = request.app.state.redline.settings
     if not settings.api_keys:
         return None
@@ -76,8 +89,9 @@ async def authenticate(request: Request) -> str | None:
     failures.check(address)
     try:
         return check_api_key(settings, request.headers.get("authorization"))
-    except APIError:
-        await failures.record_failure(address)
+    except APIError as exc:
+        if exc.code == INVALID_API_KEY:
+            await failures.record_failure(address)
         raise
 
 

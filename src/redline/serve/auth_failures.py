@@ -1,7 +1,8 @@
 """Failed API-key attempts, counted per client address and throttled
 (``REDLINE_AUTH_FAILURE_LIMIT``).
 
-Each address has a budget of failures (a token bucket: ``10/min`` allows 10 at once, then one
+A failure is a wrong key (a request without one guesses nothing and is not counted). Each
+address has a budget of failures (a token bucket: ``10/min`` allows 10 at once, then one
 every 6 s). A failure past the budget answers ``429`` with ``Retry-After`` instead of ``401``
 and blocks the address until a token is back: while blocked, every request from it that needs
 a key gets ``429``, a valid key included, so a guesser cannot tell a right key from a wrong one

@@ -42,8 +42,8 @@ header_timeout      10                  seconds a client has to send a request's
                                         kept-alive connection); then 408 and close
 body_timeout        30                  seconds a client has to send a request's body once
                                         its headers are in; then 408 (or close) and close
-auth_failure_limit  10/min              failed API-key attempts per client address (same
-                                        syntax as rate_limit); past it every request from
+auth_failure_limit  10/min              wrong API keys per client address (same syntax as
+                                        rate_limit); past it every request from
                                         that address that needs a key gets 429 with
                                         Retry-After until the budget refills; ``off``
 ==================  ==================  ===================================================
