@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.direct import DirectRoutes
 from redline.serve.errors import install_error_handlers
 from redline.serve.middleware import RequestMiddleware
 from redline.serve.model import Model
+from redline.serve.openapi import describe_openapi
 from redline.serve.routes import embeddings, models, ops, predict
 from redline.serve.settings import Settings, load_settings
 from redline.serve.state import ServerState
@@ -39,10 +42,13 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.open()
+        app.state.auth_failures = auth_failures = AuthFailureLimiter.from_settings(settings)
         try:
             yield
         finally:
             await state.close()
+            if auth_failures is not None:
+                await auth_failures.close()
 
     app = _App(
         title="redline inference API",
@@ -54,6 +60,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.redline = state
+    app.state.auth_failures = None  # failed API-key attempts, per address: the lifespan opens it
     install_error_handlers(app)
     for router in (embeddings.router, predict.router, models.router, ops.router):
         app.include_router(router)
@@ -66,13 +73,19 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
 
 
 class _App(FastAPI):
-    """FastAPI with one middleware outside its error, telemetry and body-limit layers."""
+    """FastAPI with one middleware outside its error, telemetry and body-limit layers, and an
+    OpenAPI document that says what the server answers (``serve.openapi``)."""
 
     outermost: Callable[[ASGIApp], ASGIApp] | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
         return stack if self.outermost is None else self.outermost(stack)
+
+    def openapi(self) -> dict[str, Any]:
+        # Built per call (a few ms, rarely asked for): the limits in it depend on the model,
+        # which loads after startup.
+        return describe_openapi(super().openapi(), self.state.redline)
 
 
 def create_app_from_env() -> FastAPI:

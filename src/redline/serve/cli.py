@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -66,6 +67,21 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug|info|warning|error [REDLINE_LOG_LEVEL].")
     ] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to receive a request's headers [REDLINE_HEADER_TIMEOUT]."),
+    ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds to receive a request's body [REDLINE_BODY_TIMEOUT]."),
+    ] = None,
+    auth_failure_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Failed API-key attempts per client address, e.g. 10/min, or off "
+            "[REDLINE_AUTH_FAILURE_LIMIT]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the embeddings API (OpenAI-compatible) with caching and micro-batching."""
     from redline.exceptions import ConfigError
@@ -88,6 +104,9 @@ def serve(
         "torch_threads": torch_threads,
         "model_runtime": model_runtime,
         "log_level": log_level,
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+        "auth_failure_limit": auth_failure_limit,
     }
     try:
         settings = load_settings(**flags)
@@ -125,7 +144,12 @@ def serve(
             access_log=False,
             timeout_graceful_shutdown=30,
             log_config=None,
-            http=coalescing_http_protocol(),  # one send per response: see serve/protocol.py
+            # One send per response and deadlines on slow clients: see serve/protocol.py.
+            # uvicorn calls the factory as it would a protocol class.
+            http=cast(
+                "type[asyncio.Protocol]",
+                coalescing_http_protocol(settings.header_timeout, settings.body_timeout),
+            ),
         )
     finally:
         if metrics_dir is not None:  # ours, not one the caller named: remove it

@@ -15,11 +15,12 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from redline.exceptions import Closed, ModelNotReady, Overloaded, RateLimited
 
-__all__ = ["APIError", "error_response", "install_error_handlers"]
+__all__ = ["APIError", "error_body", "error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ _TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
@@ -56,15 +58,10 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
-def error_response(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    """The JSON error response itself (for middleware that cannot raise)."""
+def error_body(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> bytes:
+    """The JSON bytes of an error (for code below ASGI, such as the HTTP protocol)."""
     body = {
         "error": {
             "message": message,
@@ -75,7 +72,20 @@ def error_response(
             "code": code,
         }
     }
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    return orjson.dumps(body)
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The JSON error response itself (for middleware that cannot raise)."""
+    body = error_body(status, message, param=param, code=code)
+    return Response(body, status, headers, media_type="application/json")
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -139,6 +149,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Closed)
     async def _closed(request: Request, exc: Closed) -> Response:
         return error_response(503, f"server is shutting down: {exc}", code="shutting_down")
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, exc: ClientDisconnect) -> Response:
+        # Nobody reads this answer; 499 (nginx's "client closed request") is for the metrics
+        # and the access log, in place of a 500 and a traceback.
+        return error_response(
+            499, "the client closed the connection before sending its body", code="disconnected"
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

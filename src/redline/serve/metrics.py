@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -28,13 +28,30 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from redline.cache.base import CacheStats
 
-__all__ = ["ServerMetrics"]
+__all__ = ["OTHER_METHOD", "ServerMetrics", "method_label"]
+
+#: The ``method`` label of a request whose method its route does not serve.
+OTHER_METHOD = "other"
+#: Methods a request that matched no route is labelled with (RFC 9110's, and PATCH).
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
     0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def method_label(method: str, served: Collection[str] | None) -> str:
+    """*method* if the route serves it (a standard method if no route matched), else
+    ``"other"``: the label takes a bounded set of values whatever methods clients send.
+
+    >>> method_label("PROPFIND", {"POST"})
+    'other'
+    """
+    return method if method in (_STANDARD_METHODS if served is None else served) else OTHER_METHOD
 
 
 class _Batch(Protocol):

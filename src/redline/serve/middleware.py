@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redline.serve.direct import DirectRoutes
 from redline.serve.errors import APIError, error_response
+from redline.serve.metrics import method_label
 from redline.serve.state import ServerState
 
 __all__ = ["RequestMiddleware"]
@@ -83,8 +84,10 @@ class RequestMiddleware:
         finally:
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.observe_request(route, method, status, elapsed)
+            matched = scope.get("route")
+            route = getattr(matched, "path", None) or "unmatched"
+            label = method_label(method, getattr(matched, "methods", None))
+            metrics.observe_request(route, label, status, elapsed)
             self._log(scope, request_id, route, status, elapsed)
 
     def _limited(self, receive: Receive) -> Receive:

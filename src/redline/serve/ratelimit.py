@@ -23,7 +23,7 @@ from redline.concurrency.redis_ratelimit import RedisRateLimiter
 from redline.exceptions import CacheUnavailable, ConfigError, RateLimited
 from redline.serve.settings import Settings, parse_rate_limit
 
-__all__ = ["ClientRateLimiter"]
+__all__ = ["ClientRateLimiter", "redis_client_for"]
 
 logger = logging.getLogger(__name__)
 _MAX_LOCAL_CLIENTS = 10_000
@@ -44,7 +44,7 @@ class ClientRateLimiter:
         if settings.rate_limit is None:
             raise ConfigError("rate_limit is not set")
         rate, per = parse_rate_limit(settings.rate_limit)
-        return cls(rate, per, _redis_client(settings.cache_url))
+        return cls(rate, per, redis_client_for(settings.cache_url))
 
     async def check(self, client: str) -> None:
         """Take one token for *client*; ``RateLimited`` with ``retry_after`` when empty."""
@@ -84,7 +84,7 @@ class ClientRateLimiter:
         return f"ClientRateLimiter({self.rate:g}/{self.per:g}s, {where})"
 
 
-def _redis_client(cache_url: str) -> Any | None:
+def redis_client_for(cache_url: str) -> Any | None:
     """A redis-py asyncio client for a ``redis://`` or ``redis+cluster://`` cache URL."""
     parts = urlsplit(cache_url)
     scheme = parts.scheme.removeprefix("tiered+")

@@ -48,6 +48,15 @@ usage_stream        None                the stream's key; None = ``redline:usage
                                         database
 usage_claim_idle    30                  seconds after which a live server takes over the
                                         stream entries another server read and never wrote
+header_timeout      10                  seconds a client has to send a request's line and
+                                        headers (from connect, or from its first byte on a
+                                        kept-alive connection); then 408 and close
+body_timeout        30                  seconds a client has to send a request's body once
+                                        its headers are in; then 408 (or close) and close
+auth_failure_limit  10/min              wrong API keys per client address (same syntax as
+                                        rate_limit); past it every request from
+                                        that address that needs a key gets 429 with
+                                        Retry-After until the budget refills; ``off``
 ==================  ==================  ===================================================
 """
 
@@ -118,6 +127,10 @@ class Settings(BaseSettings):
     usage_queue: Literal["auto", "redis", "memory"] = "auto"
     usage_stream: str | None = Field(default=None, min_length=1, max_length=200)
     usage_claim_idle: float = Field(default=30.0, gt=0, le=86400)
+    # Abuse resistance: slow clients are cut, failed authentication is throttled.
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    auth_failure_limit: str | None = "10/min"
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -126,7 +139,7 @@ class Settings(BaseSettings):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
 
-    @field_validator("rate_limit")
+    @field_validator("rate_limit", "auth_failure_limit")
     @classmethod
     def _check_rate(cls, value: str | None) -> str | None:
         if value is not None and value.strip().lower() in ("", "none", "off"):

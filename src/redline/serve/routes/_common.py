@@ -22,11 +22,11 @@ from redline.serve.state import ServerState
 __all__ = [
     "InferenceCall",
     "begin_inference",
-    "body_doc",
     "inference_response",
     "json_response",
     "parse_body",
     "prepare_texts",
+    "require_json",
     "server_state",
     "server_timing",
 ]
@@ -34,14 +34,29 @@ __all__ = [
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a JSON body the route parses itself."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def require_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json`` (parameters such as charset are
+    fine). A browser's cross-origin "simple" POST cannot send that type without a CORS
+    preflight, so it cannot spend the server's capacity."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        raise APIError(
+            415,
+            "missing Content-Type: send the body as JSON with 'Content-Type: application/json'",
+            code="unsupported_media_type",
+        )
+    if declared.partition(";")[0].strip().lower() != "application/json":
+        raise APIError(
+            415,
+            f"unsupported Content-Type {declared[:100]!r}: send the body as JSON with "
+            "'Content-Type: application/json'",
+            code="unsupported_media_type",
+        )
 
 
 async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     """Parse and validate the JSON body; the hot path skips FastAPI's dependency machinery."""
+    require_json(request)
     raw = await request.body()
     try:
         data = orjson.loads(raw)
@@ -138,20 +153,21 @@ def prepare_texts(raw: str | list[Any], field: str, settings: Settings) -> list[
     prepared = []
     for index, text in enumerate(texts):
         where = field if isinstance(raw, str) else f"{field}[{index}]"
+        # The limit counts characters as sent, as the OpenAPI document's maxLength does.
+        if len(text) > settings.max_chars and not settings.truncate:
+            raise APIError(
+                413,
+                f"'{where}' has {len(text)} characters; at most {settings.max_chars} are "
+                "allowed (REDLINE_MAX_CHARS; REDLINE_TRUNCATE=true truncates instead)",
+                param=field,
+                code="input_too_long",
+            )
         normal = normalize_text(text)
         if not normal:
             raise APIError(
                 400, f"'{where}' is empty; send non-empty strings", param=field, code="empty_input"
             )
-        if len(normal) > settings.max_chars:
-            if not settings.truncate:
-                raise APIError(
-                    413,
-                    f"'{where}' has {len(normal)} characters; at most {settings.max_chars} are "
-                    "allowed (REDLINE_MAX_CHARS; REDLINE_TRUNCATE=true truncates instead)",
-                    param=field,
-                    code="input_too_long",
-                )
+        if settings.truncate:
             normal = normal[: settings.max_chars]
         prepared.append(normal)
     return prepared

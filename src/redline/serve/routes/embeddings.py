@@ -11,12 +11,7 @@ from starlette.responses import Response
 
 from redline.serve.embedder import embed_texts
 from redline.serve.errors import APIError
-from redline.serve.routes._common import (
-    begin_inference,
-    body_doc,
-    inference_response,
-    prepare_texts,
-)
+from redline.serve.routes._common import begin_inference, inference_response, prepare_texts
 from redline.serve.schemas import EmbeddingRequest, EmbeddingResponse
 
 __all__ = ["router"]
@@ -24,9 +19,8 @@ __all__ = ["router"]
 router = APIRouter(tags=["inference"])
 
 
-@router.post(
-    "/v1/embeddings", response_model=EmbeddingResponse, openapi_extra=body_doc(EmbeddingRequest)
-)
+# The request body is documented with the server's limits by serve.openapi.
+@router.post("/v1/embeddings", response_model=EmbeddingResponse)
 async def create_embeddings(request: Request) -> Response:
     """Embed a string or a list of strings (``encoding_format`` float or base64)."""
     call = await begin_inference(request, EmbeddingRequest)

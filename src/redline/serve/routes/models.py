@@ -13,6 +13,7 @@ from redline.exceptions import CacheError
 from redline.serve.auth import authorize
 from redline.serve.errors import APIError
 from redline.serve.routes._common import json_response, server_state
+from redline.serve.schemas import ModelCard, ModelList
 from redline.serve.state import ServerState
 
 __all__ = ["get_model_info", "router"]
@@ -45,7 +46,7 @@ async def get_model_info(state: ServerState, model_id: str) -> dict[str, Any] | 
     return row
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request, client: str = Depends(authorize)) -> Response:
     """Every registered model."""
     state = server_state(request)
@@ -53,7 +54,7 @@ async def list_models(request: Request, client: str = Depends(authorize)) -> Res
     return json_response({"object": "list", "data": [_card(row) for row in rows]})
 
 
-@router.get("/v1/models/{model_id:path}")
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def retrieve_model(
     model_id: str, request: Request, client: str = Depends(authorize)
 ) -> Response:

@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
-from redline.serve.auth import check_api_key
+from redline.serve.auth import authenticate
 from redline.serve.routes._common import json_response, server_state
+from redline.serve.schemas import HealthResponse, ReadyResponse
 from redline.serve.state import ServerState
 
 __all__ = ["readiness", "router"]
@@ -17,7 +18,7 @@ __all__ = ["readiness", "router"]
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=HealthResponse)
 async def health() -> Response:
     """Liveness: the event loop answers."""
     return json_response({"status": "ok"})
@@ -70,7 +71,11 @@ async def _cache_check(state: ServerState) -> str:
     return "ok" if healthy else "degraded"
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=ReadyResponse,
+    responses={503: {"model": ReadyResponse, "description": "Not ready; the checks say why."}},
+)
 async def ready(request: Request) -> Response:
     """200 when the server can take traffic, else 503; the JSON body has every check."""
     ok, checks = await readiness(server_state(request))
@@ -78,12 +83,16 @@ async def ready(request: Request) -> Response:
     return json_response(body, status=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format."}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus exposition (API key required when ``REDLINE_METRICS_AUTH=true``)."""
     state = server_state(request)
     if state.settings.metrics_auth:
-        check_api_key(state.settings, request.headers.get("authorization"))
+        await authenticate(request)
     if state.engine is not None:
         health = state.engine.health()
         state.metrics.queue_depth.set(health["queue_depth"])

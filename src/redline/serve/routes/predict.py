@@ -13,12 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from redline.serve.embedder import embed_texts
-from redline.serve.routes._common import (
-    begin_inference,
-    body_doc,
-    inference_response,
-    prepare_texts,
-)
+from redline.serve.routes._common import begin_inference, inference_response, prepare_texts
 from redline.serve.schemas import PredictRequest, PredictResponse
 
 __all__ = ["SCORE_SCALE", "router"]
@@ -27,7 +22,8 @@ SCORE_SCALE = 20.0
 router = APIRouter(tags=["inference"])
 
 
-@router.post("/v1/predict", response_model=PredictResponse, openapi_extra=body_doc(PredictRequest))
+# The request body is documented with the server's limits by serve.openapi.
+@router.post("/v1/predict", response_model=PredictResponse)
 async def predict(request: Request) -> Response:
     """Classify each text against the caller's labels."""
     call = await begin_inference(request, PredictRequest)
