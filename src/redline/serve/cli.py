@@ -67,6 +67,10 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug|info|warning|error [REDLINE_LOG_LEVEL].")
     ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a request may wait for the model [REDLINE_REQUEST_TIMEOUT]."),
+    ] = None,
     header_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds to receive a request's headers [REDLINE_HEADER_TIMEOUT]."),
@@ -104,6 +108,7 @@ def serve(
         "torch_threads": torch_threads,
         "model_runtime": model_runtime,
         "log_level": log_level,
+        "request_timeout": request_timeout,
         "header_timeout": header_timeout,
         "body_timeout": body_timeout,
         "auth_failure_limit": auth_failure_limit,

@@ -18,7 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from redline.exceptions import Closed, ModelNotReady, Overloaded, RateLimited
+from redline.exceptions import (
+    BatchTimeout,
+    Closed,
+    ModelNotReady,
+    Overloaded,
+    RateLimited,
+    WorkerCrashed,
+)
 
 __all__ = ["APIError", "error_body", "error_response", "install_error_handlers"]
 
@@ -35,6 +42,7 @@ _TYPES = {
     415: "invalid_request_error",
     429: "rate_limit_error",
     503: "service_unavailable",
+    504: "timeout",
 }
 
 
@@ -149,6 +157,21 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Closed)
     async def _closed(request: Request, exc: Closed) -> Response:
         return error_response(503, f"server is shutting down: {exc}", code="shutting_down")
+
+    @app.exception_handler(BatchTimeout)
+    async def _timed_out(request: Request, exc: BatchTimeout) -> Response:
+        return error_response(
+            504,
+            f"the model did not answer in time: {exc} (REDLINE_REQUEST_TIMEOUT)",
+            code="timeout",
+            headers=_retry_after(1),
+        )
+
+    @app.exception_handler(WorkerCrashed)
+    async def _crashed(request: Request, exc: WorkerCrashed) -> Response:
+        return error_response(
+            503, f"the model worker stopped: {exc}", code="worker_crashed", headers=_retry_after(1)
+        )
 
     @app.exception_handler(ClientDisconnect)
     async def _disconnected(request: Request, exc: ClientDisconnect) -> Response:

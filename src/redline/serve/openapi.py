@@ -39,13 +39,15 @@ _WHEN = {
     413: "Body over REDLINE_MAX_BODY_BYTES, or an input over REDLINE_MAX_CHARS characters.",
     415: "Body not declared 'Content-Type: application/json'.",
     429: "Too many requests: the rate limit, the failed-authentication limit or a full queue.",
-    503: "The model is not loaded yet, or the server is shutting down.",
+    503: "The model is not loaded yet, its worker stopped, or the server is shutting down.",
+    504: "The model did not answer within REDLINE_REQUEST_TIMEOUT.",
 }
 _RETRY_AFTER = {"schema": {"type": "integer", "minimum": 1}, "description": "Seconds to wait."}
 _HEADERS: dict[int, dict[str, dict[str, Any]]] = {
     401: {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}},
     429: {"Retry-After": {"required": True, **_RETRY_AFTER}},
     503: {"Retry-After": {"required": False, **_RETRY_AFTER}},
+    504: {"Retry-After": {"required": True, **_RETRY_AFTER}},
 }
 
 
@@ -93,7 +95,7 @@ def _error_statuses(method: str, path: str, state: ServerState) -> list[int]:
     keys = bool(settings.api_keys)
     auth = [401, 429] if keys else []
     if method == "post" and path in _INFERENCE:
-        return sorted({400, 413, 415, 429, 503, *auth})
+        return sorted({400, 413, 415, 429, 503, 504, *auth})
     if method == "get" and path in _REGISTRY:
         limited = [429] if settings.rate_limit is not None else []
         missing = [404] if path.endswith("{model_id}") else []

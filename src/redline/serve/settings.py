@@ -48,6 +48,8 @@ usage_stream        None                the stream's key; None = ``redline:usage
                                         database
 usage_claim_idle    30                  seconds after which a live server takes over the
                                         stream entries another server read and never wrote
+request_timeout     30                  seconds a request may wait for the model (queue +
+                                        forward pass); then 504 with Retry-After
 header_timeout      10                  seconds a client has to send a request's line and
                                         headers (from connect, or from its first byte on a
                                         kept-alive connection); then 408 and close
@@ -128,6 +130,7 @@ class Settings(BaseSettings):
     usage_stream: str | None = Field(default=None, min_length=1, max_length=200)
     usage_claim_idle: float = Field(default=30.0, gt=0, le=86400)
     # Abuse resistance: slow clients are cut, failed authentication is throttled.
+    request_timeout: float = Field(default=30.0, gt=0, le=3600)
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     auth_failure_limit: str | None = "10/min"

@@ -81,6 +81,7 @@ class ServerState:
                 max_batch_size=self.settings.max_batch_size,
                 max_wait=self.settings.max_wait_ms / 1000.0,
                 max_queue=self.settings.max_queue,
+                request_timeout=self.settings.request_timeout,
                 on_batch=self.metrics.observe_batch,
             )
             await engine.start()
