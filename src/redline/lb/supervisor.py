@@ -31,12 +31,12 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from redline._ports import free_ports
-from redline.exceptions import ClusterError
+from redline.exceptions import ClusterError, NginxError
 from redline.lb._metrics import requests_served
 from redline.lb.cluster_options import ClusterOptions
 from redline.lb.health import ReplicaProbe, backoff_delay, record_check
@@ -49,6 +49,7 @@ from redline.lb.status import (
     SUPERVISOR_PID_FILE,
     ClusterStatus,
     ReplicaStatus,
+    read_scale_request,
     read_supervisor_pid,
 )
 
@@ -191,11 +192,13 @@ class ClusterSupervisor:
     async def serve(self, stop: asyncio.Event, *, handle_signals: bool = False) -> None:
         """Health-check until *stop* is set.
 
-        With *handle_signals*, SIGHUP starts a rolling restart and SIGINT/SIGTERM set *stop*.
+        With *handle_signals*, SIGHUP starts a rolling restart, SIGUSR1 scales to the count in
+        ``RUN_DIR/scale.request`` (``redline cluster scale N``), SIGINT/SIGTERM set *stop*.
         """
         loop = asyncio.get_running_loop()
         if handle_signals:
             loop.add_signal_handler(signal.SIGHUP, self.request_rolling_restart)
+            loop.add_signal_handler(signal.SIGUSR1, self._scale_from_request)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         try:
@@ -205,13 +208,40 @@ class ClusterSupervisor:
                     await asyncio.wait_for(stop.wait(), self.options.health.interval)
         finally:
             if handle_signals:
-                for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
     def request_rolling_restart(self) -> None:
         """Start a rolling restart in the background (ignored while one is running)."""
-        if self._restart_task is None or self._restart_task.done():
-            self._restart_task = asyncio.get_running_loop().create_task(self.rolling_restart())
+        self._background(self.rolling_restart())
+
+    def request_scale(self, replicas: int) -> None:
+        """Start :meth:`scale` in the background (ignored while a restart or scale runs)."""
+        self._background(self.scale(replicas))
+
+    def _scale_from_request(self) -> None:
+        """SIGUSR1: scale to the count ``redline cluster scale`` wrote into the run dir."""
+        try:
+            replicas = read_scale_request(self.run_dir)
+        except ClusterError:
+            logger.exception("ignoring SIGUSR1")
+            return
+        self.request_scale(replicas)
+
+    def _background(self, work: Coroutine[None, None, None]) -> None:
+        """Run *work* as the one background task (closed unrun if one is still going)."""
+        if self._restart_task is not None and not self._restart_task.done():
+            logger.warning("a rolling restart or scale is running; request ignored")
+            work.close()
+            return
+        self._restart_task = asyncio.get_running_loop().create_task(self._logged(work))
+
+    async def _logged(self, work: Coroutine[None, None, None]) -> None:
+        """Await *work*, logging (not raising) a failure: nobody awaits a background task."""
+        try:
+            await work
+        except (ClusterError, NginxError, ValueError):
+            logger.exception("background cluster operation failed")
 
     # -- health checks ---------------------------------------------------------------------
 
