@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+
+import pytest
 
 from redline.lb import ReplicaState, serve_command
 from tests.lb.conftest import ClusterFactory, base_url, keepalive_load, wait_until
@@ -25,8 +28,9 @@ def replicas() -> object:
 async def test_sigkill_one_of_three_under_keepalive_load(start_cluster: ClusterFactory) -> None:
     sup = await start_cluster(replicas=3, command=replicas())
     victim = sup.replicas[1]
-    old_pid = victim.pid
+    old_pid, old_port = victim.pid, victim.port
     assert old_pid is not None
+    conf = (sup.run_dir / "nginx.conf").read_text()
 
     async def kill_at(i: int) -> None:
         if i == TOTAL // 3:
@@ -37,8 +41,10 @@ async def test_sigkill_one_of_three_under_keepalive_load(start_cluster: ClusterF
     assert result.done == TOTAL
     await wait_until(lambda: victim.restarts >= 1 and victim.state is ReplicaState.UP, 60)
     assert victim.pid not in (None, old_pid)
-    assert victim.port == sup.replicas[1].port
+    assert sup.replicas[1] is victim
+    assert victim.port == old_port
     assert sup.reloads == 0  # the failure path never reloads nginx
+    assert (sup.run_dir / "nginx.conf").read_text() == conf
 
 
 async def test_rolling_restart_under_keepalive_load(start_cluster: ClusterFactory) -> None:
@@ -81,6 +87,9 @@ async def test_scale_up_and_down_within_slots_under_keepalive_load(
             probe = await keepalive_load(base_url(sup), 200, concurrency=4)
             seen_four.update(probe.upstreams)
             await sup.scale(2)
+            for spare in sup.slots[2:]:  # held: nginx's connects are refused at once
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection(("127.0.0.1", spare), timeout=2).close()
             await sup.scale(3)
         finally:
             scaled.set()
