@@ -58,10 +58,8 @@ async def load(
 ) -> LoadResult:
     """POST *total* requests with *concurrency* workers; never raises for a failed request.
 
-    Without *keepalive* every request opens its own connection to nginx. nginx closes idle
-    client keepalive connections when old workers retire after a reload, and a client that
-    writes on such a connection at that instant sees it closed before any response (a client
-    must retry those, RFC 9112 9.3.1); failover tests therefore measure what nginx accepts.
+    Without *keepalive* every request opens its own connection to nginx (new-connection
+    clients); :func:`keepalive_load` is the load of clients that reuse their connections.
     """
     result = LoadResult()
     counter = iter(range(total))

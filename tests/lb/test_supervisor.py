@@ -74,7 +74,7 @@ async def test_unready_replica_is_routed_around_without_a_reload(
     assert {u.rsplit(", ", 1)[-1] for u in result.upstreams} == {upstream_of(sup, 0)}
     (flags / "unready-1").unlink()
     await wait_until(lambda: sup.replicas[1].state is ReplicaState.UP)
-    await asyncio.sleep(2.2)  # nginx's fail_timeout: replica 1 is tried again
+    await asyncio.sleep(3.2)  # fail_timeout (2 s on nginx's whole-second clock) has passed
     result = await load(base_url(sup) + "/v1/embeddings", 40, concurrency=2, keepalive=True)
     assert set(result.upstreams) == {upstream_of(sup, 0), upstream_of(sup, 1)}
     assert [r.state for r in read_status(sup.run_dir).replicas] == ["up", "up"]

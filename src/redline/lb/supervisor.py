@@ -316,10 +316,11 @@ class ClusterSupervisor:
     async def _settle(self) -> None:
         """Give nginx time to take a (re)started replica back.
 
-        nginx skips a server for ``fail_timeout`` after ``max_fails`` refused connects; the
-        next replica leaves only once this one is serving again.
+        nginx skips a server for ``fail_timeout`` after its last refused connect, measured on
+        its whole-second clock (so up to one second more); the next replica leaves only once
+        this one is serving again.
         """
-        await asyncio.sleep(max(self.options.drain_seconds, self.options.fail_timeout))
+        await asyncio.sleep(max(self.options.drain_seconds, self.options.fail_timeout + 1.0))
 
     # -- rolling restart -------------------------------------------------------------------
 
