@@ -113,7 +113,7 @@ async def kill(sup: ClusterSupervisor) -> None:
         raise RuntimeError("replica 1 is not running")
     os.kill(pid, signal.SIGKILL)
     await wait_for(lambda: victim.restarts > restarts and victim.state is ReplicaState.UP)
-    await asyncio.sleep(sup.options.fail_timeout)  # nginx takes it back
+    await asyncio.sleep(sup.options.fail_timeout + 1.0)  # nginx takes it back
 
 
 async def roll(sup: ClusterSupervisor) -> None:
