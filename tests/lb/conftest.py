@@ -38,6 +38,7 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     upstreams: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    done: int = 0
 
     @property
     def failures(self) -> int:
@@ -57,10 +58,8 @@ async def load(
 ) -> LoadResult:
     """POST *total* requests with *concurrency* workers; never raises for a failed request.
 
-    Without *keepalive* every request opens its own connection to nginx. nginx closes idle
-    client keepalive connections when old workers retire after a reload, and a client that
-    writes on such a connection at that instant sees it closed before any response (a client
-    must retry those, RFC 9112 9.3.1); failover tests therefore measure what nginx accepts.
+    Without *keepalive* every request opens its own connection to nginx (new-connection
+    clients); :func:`keepalive_load` is the load of clients that reuse their connections.
     """
     result = LoadResult()
     counter = iter(range(total))
@@ -131,3 +130,76 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> No
         if loop.time() > end:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.05)
+
+
+async def keepalive_load(
+    base: str,
+    total: int,
+    *,
+    concurrency: int = 32,
+    on_progress: Callable[[int], Awaitable[None]] | None = None,
+    until: asyncio.Event | None = None,
+    deadline: float = 240.0,
+) -> LoadResult:
+    """POST /v1/embeddings the way real clients do: every worker keeps one connection alive.
+
+    Half the workers share an ``httpx.AsyncClient`` pool, half an ``openai.AsyncOpenAI`` client
+    with ``max_retries=0`` (its retries would hide a reset). Stops after *total* requests, or,
+    with *until*, once *until* is set and at least *total* were sent. Never raises for a failed
+    request: failures are counted in the result.
+    """
+    import openai
+
+    result = LoadResult()
+    sent = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    def next_index() -> int | None:
+        nonlocal sent
+        if sent >= total and (until is None or until.is_set()):
+            return None
+        sent += 1
+        return sent - 1
+
+    async def finish(i: int) -> None:
+        result.done += 1
+        if on_progress is not None:
+            await on_progress(i)
+
+    async with (
+        httpx.AsyncClient(trust_env=False, timeout=30.0, limits=limits) as plain,
+        httpx.AsyncClient(trust_env=False, timeout=30.0, limits=limits) as sdk_http,
+    ):
+        sdk = openai.AsyncOpenAI(
+            base_url=base + "/v1", api_key="unused", max_retries=0, http_client=sdk_http
+        )
+
+        async def httpx_worker() -> None:
+            while (i := next_index()) is not None:
+                try:
+                    response = await plain.post(base + "/v1/embeddings", json={"input": f"t {i}"})
+                except httpx.HTTPError as exc:
+                    result.errors.append(f"httpx: {exc!r}")
+                else:
+                    result.statuses[response.status_code] += 1
+                    result.upstreams[response.headers.get("x-upstream", "")] += 1
+                await finish(i)
+
+        async def openai_worker() -> None:
+            while (i := next_index()) is not None:
+                try:
+                    raw = await sdk.embeddings.with_raw_response.create(
+                        input=f"t {i}", model="hashing", encoding_format="float"
+                    )
+                except openai.APIError as exc:
+                    result.errors.append(f"openai: {exc!r}")
+                else:
+                    result.statuses[raw.http_response.status_code] += 1
+                    result.upstreams[raw.headers.get("x-upstream", "")] += 1
+                    assert len(raw.parse().data) == 1
+                await finish(i)
+
+        workers = [httpx_worker() for _ in range(concurrency // 2)]
+        workers += [openai_worker() for _ in range(concurrency - concurrency // 2)]
+        await asyncio.wait_for(asyncio.gather(*workers), deadline)
+    return result

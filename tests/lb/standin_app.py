@@ -1,7 +1,8 @@
 """A minimal stand-in replica for supervisor tests: ``python tests/lb/standin_app.py PORT INDEX``.
 
-/ready answers 503 while the file named by ``$STANDIN_UNREADY_DIR/unready-<index>`` exists,
-so a test can fail a replica's health checks without killing it.
+/ready and /v1/embeddings answer 503 while the file named by
+``$STANDIN_UNREADY_DIR/unready-<index>`` exists, so a test can fail a replica's health checks
+(and its requests) without killing it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ def build(index: int) -> Starlette:
     served = 0
     unready_dir = os.environ.get("STANDIN_UNREADY_DIR")
 
+    def unready() -> bool:
+        return bool(unready_dir) and (Path(unready_dir) / f"unready-{index}").exists()
+
     async def ready(request: Request) -> Response:
-        if unready_dir and (Path(unready_dir) / f"unready-{index}").exists():
+        if unready():
             return JSONResponse({"ready": False}, status_code=503)
         return JSONResponse({"ready": True})
 
@@ -31,6 +35,8 @@ def build(index: int) -> Starlette:
 
     async def embeddings(request: Request) -> Response:
         nonlocal served
+        if unready():
+            return JSONResponse({"error": "overloaded"}, status_code=503)
         served += 1
         body = await request.json()
         return JSONResponse(

@@ -127,6 +127,8 @@ def cluster_process(
             "cluster",
             "--replicas",
             "2",
+            "--max-replicas",
+            "3",
             "--listen",
             f"127.0.0.1:{port}",
             "--model",
@@ -207,6 +209,18 @@ def test_cluster_run_status_restart_and_clean_shutdown(
         )
     )
     descendants += psutil.Process(proc.pid).children(recursive=True)
+
+    conf = (run_dir / "nginx.conf").read_text()
+    scale = redline("cluster", "scale", "3", "--run-dir", str(run_dir))
+    assert scale.returncode == 0, scale.stderr
+    _wait(lambda: states() == ["up", "up", "up"])
+    descendants += psutil.Process(proc.pid).children(recursive=True)
+    assert redline("cluster", "scale", "2", "--run-dir", str(run_dir)).returncode == 0
+    _wait(lambda: states() == ["up", "up"])
+    assert (run_dir / "nginx.conf").read_text() == conf  # the third slot was there all along
+    bad = redline("cluster", "scale", "0", "--run-dir", str(run_dir))
+    assert bad.returncode == 2
+    assert "replicas must be >= 1, got 0" in bad.stderr
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0

@@ -118,3 +118,44 @@ def test_find_nginx_with_a_bad_explicit_path(tmp_path: Path, nginx_binary: str) 
 def test_replica_rejects_bad_port(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"port must be in 1\.\.65535, got 0"):
         Replica(0, 0, standin_command, log_dir=tmp_path)
+
+
+async def test_slowloris_client_is_cut_by_client_header_timeout(
+    nginx_binary: str, tmp_path: Path
+) -> None:
+    """A header line every 0.5 s never completes a request: nginx drops it after 2 s."""
+    import asyncio
+    import time
+
+    port = free_port()
+    options = NginxOptions(
+        servers=(UpstreamServer("127.0.0.1", free_port()),),
+        listen=f"127.0.0.1:{port}",
+        client_header_timeout=2.0,
+    )
+    nginx = NginxMaster(nginx_binary, tmp_path)
+    await nginx.write_and_check(render_nginx_conf(options))
+    await nginx.start(port)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        began = time.monotonic()
+        writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+        cut_after = None
+        for i in range(40):  # 20 s of drip-fed headers at most
+            await asyncio.sleep(0.5)
+            try:
+                writer.write(f"X-Drip-{i}: y\r\n".encode())
+                await writer.drain()
+                if await asyncio.wait_for(reader.read(1024), 0.01) == b"":
+                    cut_after = time.monotonic() - began
+                    break
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                cut_after = time.monotonic() - began
+                break
+        writer.close()
+        assert cut_after is not None, "nginx held the slow client for 20 s"
+        assert cut_after < 10.0, cut_after
+    finally:
+        await nginx.quit()

@@ -30,11 +30,11 @@ async def test_kill_9_one_of_three_real_replicas_under_load(start_cluster: Clust
     result = await load(base_url(sup) + "/v1/embeddings", 2000, concurrency=8, on_progress=kill_at)
     assert result.failures == 0, (result.statuses, result.errors[:5])
     assert sum(result.statuses.values()) == 2000
-    # the victim was taken out of rotation and restarted
+    # the victim was restarted on its own port
     await wait_until(lambda: victim.restarts >= 1 and victim.state is ReplicaState.UP, 60)
     assert victim.pid not in (None, old_pid)
     assert read_status(sup.run_dir).replicas[2].restarts >= 1
-    assert sup.reloads >= 2  # nginx took it out and put it back
+    assert sup.reloads == 0  # restarted in place: nginx's passive checks covered the gap
 
 
 async def test_rolling_restart_of_real_replicas_under_load(start_cluster: ClusterFactory) -> None:

@@ -177,7 +177,23 @@ def test_rendered_config_has_the_required_directives() -> None:
         (lambda: ClusterOptions(replicas=0), "replicas must be >= 1, got 0"),
         (
             lambda: ClusterOptions(replicas=3, base_port=65534),
-            "base_port 65534 with 3 replicas leaves 1..65535",
+            "base_port 65534 with 3 slots leaves 1..65535",
+        ),
+        (
+            lambda: ClusterOptions(replicas=2, max_replicas=4, base_port=65533),
+            "base_port 65533 with 4 slots leaves 1..65535",
+        ),
+        (
+            lambda: ClusterOptions(replicas=3, max_replicas=2),
+            "max_replicas must be >= replicas (3), got 2",
+        ),
+        (
+            lambda: NginxOptions(servers=servers(1), client_header_timeout=0),
+            "client_header_timeout must be > 0 seconds, got 0",
+        ),
+        (
+            lambda: NginxOptions(servers=servers(1), keepalive_requests=0),
+            "keepalive_requests must be >= 1, got 0",
         ),
         (lambda: HealthCheck(fall=0), "fall and rise must be >= 1, got 0 and 2"),
         (lambda: HealthCheck(path="ready"), "health check path must start with '/'"),
@@ -188,6 +204,33 @@ def test_bad_combinations_raise_config_error(build: object, message: str) -> Non
         build()  # type: ignore[operator]
     assert message in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_slow_clients_are_cut_by_the_generated_config(nginx_binary: str, tmp_path: Path) -> None:
+    text = render_nginx_conf(
+        NginxOptions(servers=servers(1), client_header_timeout=5, client_send_timeout=0.5)
+    )
+    nginx_accepts(nginx_binary, tmp_path, text)
+    for line in (
+        "client_header_timeout 5s;",
+        "client_body_timeout 10s;",
+        "send_timeout 500ms;",
+        "reset_timedout_connection on;",
+        "proxy_read_timeout 60s;",
+        "worker_shutdown_timeout 30s;",
+        "keepalive_requests 1000;",
+    ):
+        assert line in text, line
+
+
+def test_cluster_upstream_lists_every_slot_and_tries_each_once() -> None:
+    opts = ClusterOptions(replicas=2, max_replicas=4, base_port=18001, weights=(3, 1))
+    upstream = [UpstreamServer("127.0.0.1", p) for p in opts.ports()]
+    text = render_nginx_conf(opts.nginx_options(upstream))
+    assert opts.ports() == [18001, 18002, 18003, 18004]
+    assert "server 127.0.0.1:18001 weight=3 " in text
+    assert "server 127.0.0.1:18004 weight=1 " in text
+    assert "proxy_next_upstream_tries 4;" in text
 
 
 def test_render_rejects_non_options() -> None:

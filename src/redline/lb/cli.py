@@ -2,8 +2,8 @@
 
 * ``redline nginx-config --server 127.0.0.1:8001 --server 127.0.0.1:8002 > nginx.conf``
 * ``redline cluster --replicas 3 --listen 127.0.0.1:8080`` runs replicas + nginx + supervisor
-* ``redline cluster status`` / ``redline cluster restart`` talk to a running supervisor
-  through its run directory (``status.json``, ``supervisor.pid``).
+* ``redline cluster status`` / ``restart`` / ``scale N`` talk to a running supervisor
+  through its run directory (``status.json``, ``supervisor.pid``, ``scale.request``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
     cluster.callback(invoke_without_command=True)(cluster_run)
     cluster.command("status")(cluster_status)
     cluster.command("restart")(cluster_restart)
+    cluster.command("scale")(cluster_scale)
     app.add_typer(cluster, name="cluster")
 
 
@@ -151,6 +152,10 @@ def nginx_config(
 def cluster_run(
     ctx: typer.Context,
     replicas: Annotated[int, typer.Option(help="Number of replicas.")] = 2,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option(help="Upstream slots: scale up to this many without an nginx reload."),
+    ] = None,
     base_port: Annotated[
         int | None, typer.Option(help="First replica port (default: free ports).")
     ] = None,
@@ -182,7 +187,11 @@ def cluster_run(
     nginx: Annotated[str | None, typer.Option(help="Path of the nginx binary.")] = None,
     run_dir: RunDirOption = DEFAULT_RUN_DIR,
 ) -> None:
-    """Run N replicas behind nginx; SIGHUP rolls them, SIGINT/SIGTERM stops everything."""
+    """Run N replicas behind nginx; SIGHUP rolls them, SIGINT/SIGTERM stops everything.
+
+    A dead replica restarts on its own port and nginx is never reloaded for it; see
+    ``cluster restart`` and ``cluster scale``.
+    """
     if ctx.invoked_subcommand is not None:
         return
     import asyncio
@@ -200,6 +209,7 @@ def cluster_run(
     try:
         options = ClusterOptions(
             replicas=replicas,
+            max_replicas=max_replicas,
             base_port=base_port,
             listen=listen,
             strategy=strategy,  # type: ignore[arg-type]  # parsed in __post_init__
@@ -273,7 +283,11 @@ def cluster_status(run_dir: RunDirOption = DEFAULT_RUN_DIR) -> None:
 
 
 def cluster_restart(run_dir: RunDirOption = DEFAULT_RUN_DIR) -> None:
-    """Rolling restart of the cluster running in --run-dir (SIGHUP to its supervisor)."""
+    """Rolling restart of the cluster running in --run-dir (SIGHUP to its supervisor).
+
+    One replica at a time drains (closes its listener, finishes in-flight requests) and
+    restarts; nginx retries elsewhere meanwhile, and is not reloaded.
+    """
     import os
     import signal
 
@@ -288,3 +302,29 @@ def cluster_restart(run_dir: RunDirOption = DEFAULT_RUN_DIR) -> None:
     except ProcessLookupError:
         raise _fail(f"supervisor pid {pid} from {run_dir} is not running") from None
     typer.echo(f"rolling restart requested (supervisor pid {pid})")
+
+
+def cluster_scale(
+    replicas: Annotated[int, typer.Argument(help="How many replicas to run.")],
+    run_dir: RunDirOption = DEFAULT_RUN_DIR,
+) -> None:
+    """Scale the cluster running in --run-dir (no nginx reload within --max-replicas)."""
+    import os
+    import signal
+
+    from redline.exceptions import ClusterError
+    from redline.lb.status import SCALE_REQUEST_FILE, read_supervisor_pid
+
+    if replicas < 1:
+        raise _fail(f"replicas must be >= 1, got {replicas}", 2)
+    try:
+        pid = read_supervisor_pid(run_dir)
+        request = run_dir / SCALE_REQUEST_FILE
+        request.with_suffix(".tmp").write_text(f"{replicas}\n", encoding="utf-8")
+        os.replace(request.with_suffix(".tmp"), request)
+        os.kill(pid, signal.SIGUSR1)
+    except ClusterError as exc:
+        raise _fail(str(exc)) from None
+    except ProcessLookupError:
+        raise _fail(f"supervisor pid {pid} from {run_dir} is not running") from None
+    typer.echo(f"scale to {replicas} replicas requested (supervisor pid {pid})")

@@ -53,17 +53,22 @@ class HealthCheck:
 class ClusterOptions:
     """What ``redline cluster`` runs: N replicas behind one nginx, and how to supervise them.
 
-    ``base_port=None`` picks free loopback ports. ``weights`` (one per replica) feed the
-    upstream ``weight=``. Backoff after a crash is ``backoff_base * 2**(crashes - 1)`` seconds,
-    capped at ``backoff_max``. ``max_fails``/``fail_timeout`` are nginx's passive checks: a dead
-    replica is skipped at once (and retried elsewhere) while the active checks take it out; a
-    few failures are tolerated so one bad request cannot eject every replica at once.
+    ``base_port=None`` picks free loopback ports. ``max_replicas`` (default: ``replicas``)
+    is the number of upstream *slots*: spare ones let the cluster scale up to that many
+    replicas without an nginx reload. ``weights`` (one per replica) feed the upstream
+    ``weight=``; spare slots get weight 1. Backoff after a crash is
+    ``backoff_base * 2**(crashes - 1)`` seconds, capped at ``backoff_max``.
+    ``max_fails``/``fail_timeout`` are nginx's passive checks: a dead replica (or a spare slot)
+    refuses connections, and after ``max_fails`` refusals nginx skips it for ``fail_timeout``
+    seconds, retrying the request elsewhere meanwhile; a few failures are tolerated so one bad
+    request cannot eject every replica at once.
 
     >>> ClusterOptions(replicas=3, base_port=9001).ports()
     [9001, 9002, 9003]
     """
 
     replicas: int = 2
+    max_replicas: int | None = None
     base_port: int | None = None
     listen: str = "127.0.0.1:8080"
     strategy: Strategy = Strategy.ROUND_ROBIN
@@ -86,6 +91,10 @@ class ClusterOptions:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
         if self.replicas < 1:
             raise ConfigError(f"replicas must be >= 1, got {self.replicas}")
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ConfigError(
+                f"max_replicas must be >= replicas ({self.replicas}), got {self.max_replicas}"
+            )
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(self.weights))
             if len(self.weights) != self.replicas:
@@ -96,11 +105,9 @@ class ClusterOptions:
             if any(w < 1 for w in self.weights):
                 raise ConfigError(f"weights must be >= 1, got {list(self.weights)}")
         if self.base_port is not None and not (
-            self.base_port >= 1 and self.base_port + self.replicas - 1 <= 65535
+            self.base_port >= 1 and self.base_port + self.slots - 1 <= 65535
         ):
-            raise ConfigError(
-                f"base_port {self.base_port} with {self.replicas} replicas leaves 1..65535"
-            )
+            raise ConfigError(f"base_port {self.base_port} with {self.slots} slots leaves 1..65535")
         check_listen(self.listen)
         for name in ("startup_timeout", "stop_timeout", "backoff_base", "backoff_max"):
             if getattr(self, name) <= 0:
@@ -110,16 +117,21 @@ class ClusterOptions:
         # Fail now, not at the first reload: build the nginx options once.
         self.nginx_options([])
 
+    @property
+    def slots(self) -> int:
+        """How many replica ports the upstream lists (``max_replicas`` or ``replicas``)."""
+        return self.replicas if self.max_replicas is None else self.max_replicas
+
     def ports(self, free: list[int] | None = None) -> list[int]:
-        """Replica ports: consecutive from ``base_port``, else the *free* ones given."""
+        """Slot ports: consecutive from ``base_port``, else the *free* ones given."""
         if self.base_port is not None:
-            return [self.base_port + i for i in range(self.replicas)]
+            return [self.base_port + i for i in range(self.slots)]
         return list(free or [])
 
     def nginx_options(self, servers: list[UpstreamServer]) -> NginxOptions:
         """The :class:`NginxOptions` for *servers* (placeholders when the list is empty)."""
-        servers = servers or [UpstreamServer("127.0.0.1", 1 + i) for i in range(self.replicas)]
-        weights = self.weights or (1,) * len(servers)
+        servers = servers or [UpstreamServer("127.0.0.1", 1 + i) for i in range(self.slots)]
+        weights = (*(self.weights or ()), *(1,) * len(servers))[: len(servers)]
         upstream = tuple(
             UpstreamServer(
                 s.host,
@@ -139,4 +151,7 @@ class ClusterOptions:
             rate_limit=self.rate_limit,
             worker_processes=self.worker_processes,
             foreground=True,
+            # every server at most once per request (a spare slot or a dead replica refuses
+            # at once), bounded in time by next_upstream_timeout
+            next_upstream_tries=len(upstream),
         )

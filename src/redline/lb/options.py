@@ -129,6 +129,11 @@ class NginxOptions:
     retry on another replica even though they are POSTs: ``proxy_next_upstream`` includes
     ``non_idempotent`` for them (capped by ``next_upstream_tries`` / ``next_upstream_timeout``).
 
+    Slow clients are cut: ``client_header_timeout`` / ``client_body_timeout`` bound each read
+    of the request (408), ``client_send_timeout`` (nginx ``send_timeout``) each write of the
+    response; ``read_timeout`` bounds a replica's silence. After a reload, old workers finish
+    their requests for at most ``worker_shutdown_timeout`` seconds.
+
     >>> opts = NginxOptions(
     ...     servers=(UpstreamServer("127.0.0.1", 8001), UpstreamServer("127.0.0.1", 8002)),
     ...     strategy=Strategy.HASH,
@@ -144,6 +149,11 @@ class NginxOptions:
     upstream_name: str = "redline_replicas"
     keepalive: int = 32
     keepalive_timeout: float = 60.0
+    keepalive_requests: int = 1000
+    client_header_timeout: float = 10.0
+    client_body_timeout: float = 10.0
+    client_send_timeout: float = 30.0
+    worker_shutdown_timeout: float = 30.0
     connect_timeout: float = 2.0
     read_timeout: float = 60.0
     send_timeout: float = 60.0
@@ -184,7 +194,12 @@ class NginxOptions:
         check_listen(self.listen)
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", self.upstream_name):
             raise ConfigError(f"invalid upstream name {self.upstream_name!r}")
-        for name in ("keepalive", "next_upstream_tries", "worker_connections"):
+        for name in (
+            "keepalive",
+            "next_upstream_tries",
+            "worker_connections",
+            "keepalive_requests",
+        ):
             value = getattr(self, name)
             if value < (0 if name == "keepalive" else 1):
                 low = 0 if name == "keepalive" else 1
@@ -195,6 +210,10 @@ class NginxOptions:
             "read_timeout",
             "send_timeout",
             "next_upstream_timeout",
+            "client_header_timeout",
+            "client_body_timeout",
+            "client_send_timeout",
+            "worker_shutdown_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")

@@ -18,16 +18,19 @@ from typing import Any
 from redline.exceptions import ClusterError
 
 __all__ = [
+    "SCALE_REQUEST_FILE",
     "STATUS_FILE",
     "SUPERVISOR_PID_FILE",
     "ClusterStatus",
     "ReplicaStatus",
+    "read_scale_request",
     "read_status",
     "read_supervisor_pid",
 ]
 
 STATUS_FILE = "status.json"
 SUPERVISOR_PID_FILE = "supervisor.pid"
+SCALE_REQUEST_FILE = "scale.request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +104,14 @@ def read_supervisor_pid(run_dir: Path) -> int:
         ) from None
     except ValueError as exc:
         raise ClusterError(f"malformed pid file {path}") from exc
+
+
+def read_scale_request(run_dir: Path) -> int:
+    """The replica count ``redline cluster scale N`` asked for (ClusterError if unreadable)."""
+    path = run_dir / SCALE_REQUEST_FILE
+    try:
+        return int(path.read_text(encoding="utf-8").strip())
+    except FileNotFoundError:
+        raise ClusterError(f"no scale request at {path}") from None
+    except ValueError as exc:
+        raise ClusterError(f"malformed scale request {path}") from exc

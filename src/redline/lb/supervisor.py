@@ -1,17 +1,25 @@
-"""Supervise N replicas behind one nginx: active health checks, crash restarts, rolling restarts.
+"""Supervise N replicas behind one nginx: health checks, crash restarts, rolling restarts, scaling.
 
-The supervisor polls each replica's ``/ready``; a replica that fails ``fall`` checks in a row
-is marked ``down`` in the generated nginx.conf and nginx is reloaded gracefully, and it comes
-back after ``rise`` good checks. A replica that dies is restarted with capped exponential
-backoff. A rolling restart takes one replica out of nginx at a time, lets it drain, restarts
-it, waits for ``/ready`` and puts it back, so clients see no failed request.
+No request-path event reloads nginx. A reload retires nginx's workers, and a retiring worker
+closes every *idle* client keep-alive connection at once, without a response: a client that
+is sending on one at that instant gets a reset (see the README). So:
 
-Every reload retires nginx's old workers, which close their *idle* client keep-alive
-connections; a client that sends on such a connection at that instant sees it closed before
-any response and must retry (RFC 9112 9.3.1). Requests nginx has accepted are never lost::
+* a replica that dies is restarted **in place**, on the same port, with capped exponential
+  backoff; meanwhile nginx's passive checks (``max_fails``/``fail_timeout``) and
+  ``proxy_next_upstream`` send its requests to the other replicas;
+* a rolling restart SIGTERMs one replica at a time: the server closes its listener (nginx's
+  connects are refused and retried elsewhere) and finishes what it has in flight; the next
+  one goes once the restarted one is ready and nginx has had ``fail_timeout`` to take it back;
+* scaling uses spare *slots*: the upstream lists ``max_replicas`` ports from the start, and a
+  slot without a replica is held bound-but-not-listening (:class:`~redline.lb.slots.PortHold`),
+  so adding or removing a replica within them needs no reload. Only growing past
+  ``max_replicas`` rewrites the upstream and reloads nginx.
 
-    options = ClusterOptions(replicas=3, listen="127.0.0.1:8080")
+The active ``/ready`` checks feed ``redline cluster status``; they never change nginx::
+
+    options = ClusterOptions(replicas=3, max_replicas=5, listen="127.0.0.1:8080")
     async with ClusterSupervisor(options, command=serve_command()) as supervisor:
+        await supervisor.scale(4)
         await supervisor.serve(stop_event)       # until stop_event is set
 """
 
@@ -23,23 +31,25 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 
 from redline._ports import free_ports
 from redline.exceptions import ClusterError, NginxError
-from redline.lb._metrics import in_flight, requests_served
+from redline.lb._metrics import requests_served
 from redline.lb.cluster_options import ClusterOptions
 from redline.lb.health import ReplicaProbe, backoff_delay, record_check
 from redline.lb.nginx import NginxMaster, find_nginx
 from redline.lb.options import UpstreamServer
 from redline.lb.render import render_nginx_conf
 from redline.lb.replica import Replica, ReplicaCommand, ReplicaState
+from redline.lb.slots import PortHold
 from redline.lb.status import (
     SUPERVISOR_PID_FILE,
     ClusterStatus,
     ReplicaStatus,
+    read_scale_request,
     read_supervisor_pid,
 )
 
@@ -51,9 +61,9 @@ logger = logging.getLogger(__name__)
 class ClusterSupervisor:
     """Own the replicas and the nginx master of one cluster run directory.
 
-    Parameters that matter: *options* (replica count, ports, strategy, health checks),
+    Parameters that matter: *options* (replica count, slots, ports, strategy, health checks),
     *command* (``(index, port) -> argv``; :func:`~redline.lb.serve_command` for real
-    replicas), *nginx_binary* (found on ``$PATH`` when None).
+    replicas), *nginx_binary* (found on ``$PATH`` when None). A replica's index is its slot.
     """
 
     def __init__(
@@ -75,9 +85,10 @@ class ClusterSupervisor:
         self._wall = wall_clock
         self.replicas: list[Replica] = []
         self.nginx: NginxMaster | None = None
-        self._applied_down: frozenset[int] | None = None
+        self._slots: list[int] = []
+        self._holds: dict[int, PortHold] = {}
+        self._nginx_slots = 0  # how many slots the installed nginx.conf lists
         self._busy: set[int] = set()
-        self._sync_lock = asyncio.Lock()
         self._restart_lock = asyncio.Lock()
         self._restart_task: asyncio.Task[None] | None = None
         self._probe: ReplicaProbe | None = None
@@ -88,7 +99,7 @@ class ClusterSupervisor:
         states = ",".join(r.state.value for r in self.replicas)
         return (
             f"ClusterSupervisor(listen={self.options.listen!r}, replicas=[{states}], "
-            f"reloads={self.reloads})"
+            f"slots={len(self._slots)}, reloads={self.reloads})"
         )
 
     async def __aenter__(self) -> ClusterSupervisor:
@@ -103,6 +114,11 @@ class ClusterSupervisor:
     ) -> None:
         await self.stop()
 
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """The replica ports nginx's upstream lists, in slot order (spare ones included)."""
+        return tuple(self._slots)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -110,20 +126,15 @@ class ClusterSupervisor:
         binary = find_nginx(self._nginx_binary)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _claim_run_dir(self.run_dir)
-        ports = self.options.ports(free_ports(self.options.replicas))
+        self._slots = self.options.ports(free_ports(self.options.slots))
         self._probe = ReplicaProbe(self.options.health)
-        self.replicas = [
-            Replica(
-                i,
-                port,
-                self._command,
-                log_dir=self.run_dir / "logs",
-                env={"REDLINE_DATA_DIR": str(self.run_dir / f"replica-{i}"), **self._env},
-                timer=self._timer,
-            )
-            for i, port in enumerate(ports)
-        ]
         try:
+            for port in self._slots[self.options.replicas :]:
+                self._holds[port] = PortHold(port)
+            self.replicas = [
+                self._new_replica(i, port)
+                for i, port in enumerate(self._slots[: self.options.replicas])
+            ]
             for replica in self.replicas:
                 replica.start()
             await asyncio.gather(*(self._wait_ready(r) for r in self.replicas))
@@ -139,7 +150,23 @@ class ClusterSupervisor:
         except BaseException:
             await self.stop()
             raise
-        logger.info("cluster up: nginx on %s, %d replicas", self.options.listen, len(ports))
+        logger.info(
+            "cluster up: nginx on %s, %d replicas in %d slots",
+            self.options.listen,
+            len(self.replicas),
+            len(self._slots),
+        )
+
+    def _new_replica(self, index: int, port: int) -> Replica:
+        """A (not yet started) replica for slot *index*."""
+        return Replica(
+            index,
+            port,
+            self._command,
+            log_dir=self.run_dir / "logs",
+            env={"REDLINE_DATA_DIR": str(self.run_dir / f"replica-{index}"), **self._env},
+            timer=self._timer,
+        )
 
     async def stop(self) -> None:
         """Stop nginx gracefully, then SIGTERM (drain) every replica; nothing is left running."""
@@ -151,6 +178,9 @@ class ClusterSupervisor:
         if self.nginx is not None:
             await self.nginx.quit(self.options.stop_timeout)
         await asyncio.gather(*(r.stop(self.options.stop_timeout) for r in self.replicas))
+        for hold in self._holds.values():
+            hold.release()
+        self._holds.clear()
         if self._probe is not None:
             await self._probe.aclose()
             self._probe = None
@@ -162,11 +192,13 @@ class ClusterSupervisor:
     async def serve(self, stop: asyncio.Event, *, handle_signals: bool = False) -> None:
         """Health-check until *stop* is set.
 
-        With *handle_signals*, SIGHUP starts a rolling restart and SIGINT/SIGTERM set *stop*.
+        With *handle_signals*, SIGHUP starts a rolling restart, SIGUSR1 scales to the count in
+        ``RUN_DIR/scale.request`` (``redline cluster scale N``), SIGINT/SIGTERM set *stop*.
         """
         loop = asyncio.get_running_loop()
         if handle_signals:
             loop.add_signal_handler(signal.SIGHUP, self.request_rolling_restart)
+            loop.add_signal_handler(signal.SIGUSR1, self._scale_from_request)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
         try:
@@ -176,18 +208,45 @@ class ClusterSupervisor:
                     await asyncio.wait_for(stop.wait(), self.options.health.interval)
         finally:
             if handle_signals:
-                for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
 
     def request_rolling_restart(self) -> None:
         """Start a rolling restart in the background (ignored while one is running)."""
-        if self._restart_task is None or self._restart_task.done():
-            self._restart_task = asyncio.get_running_loop().create_task(self.rolling_restart())
+        self._background(self.rolling_restart())
+
+    def request_scale(self, replicas: int) -> None:
+        """Start :meth:`scale` in the background (ignored while a restart or scale runs)."""
+        self._background(self.scale(replicas))
+
+    def _scale_from_request(self) -> None:
+        """SIGUSR1: scale to the count ``redline cluster scale`` wrote into the run dir."""
+        try:
+            replicas = read_scale_request(self.run_dir)
+        except ClusterError:
+            logger.exception("ignoring SIGUSR1")
+            return
+        self.request_scale(replicas)
+
+    def _background(self, work: Coroutine[None, None, None]) -> None:
+        """Run *work* as the one background task (closed unrun if one is still going)."""
+        if self._restart_task is not None and not self._restart_task.done():
+            logger.warning("a rolling restart or scale is running; request ignored")
+            work.close()
+            return
+        self._restart_task = asyncio.get_running_loop().create_task(self._logged(work))
+
+    async def _logged(self, work: Coroutine[None, None, None]) -> None:
+        """Await *work*, logging (not raising) a failure: nobody awaits a background task."""
+        try:
+            await work
+        except (ClusterError, NginxError, ValueError):
+            logger.exception("background cluster operation failed")
 
     # -- health checks ---------------------------------------------------------------------
 
     async def check_once(self) -> None:
-        """One round: detect crashes, restart due replicas, probe the rest, sync nginx."""
+        """One round: detect crashes, restart due replicas in place, probe the rest."""
         now = self._timer()
         await asyncio.gather(
             *(self._check(r, now) for r in self.replicas if r.index not in self._busy)
@@ -195,7 +254,6 @@ class ClusterSupervisor:
         if now - self._last_metrics >= 2.0:
             self._last_metrics = now
             await asyncio.gather(*(self._fetch_metrics(r) for r in self.replicas))
-        await self._sync_nginx()
         self._write_status()
 
     async def _check(self, replica: Replica, now: float) -> None:
@@ -255,18 +313,30 @@ class ClusterSupervisor:
         replica.state = ReplicaState.DOWN
         return False
 
+    async def _settle(self) -> None:
+        """Give nginx time to take a (re)started replica back.
+
+        nginx skips a server for ``fail_timeout`` after its last refused connect, measured on
+        its whole-second clock (so up to one second more); the next replica leaves only once
+        this one is serving again.
+        """
+        await asyncio.sleep(max(self.options.drain_seconds, self.options.fail_timeout + 1.0))
+
     # -- rolling restart -------------------------------------------------------------------
 
     async def rolling_restart(self) -> None:
-        """Restart every replica, one at a time, without failing a client request."""
+        """Restart every replica, one at a time, without failing a client request.
+
+        SIGTERM makes the server close its listener and finish its in-flight requests; nginx
+        retries whatever it cannot deliver on another replica. No nginx reload.
+        """
         async with self._restart_lock:
             logger.info("rolling restart of %d replicas", len(self.replicas))
-            for replica in self.replicas:
+            for replica in list(self.replicas):
                 self._busy.add(replica.index)
                 try:
                     replica.state = ReplicaState.RESTARTING
-                    await self._sync_nginx()
-                    await self._drain(replica)
+                    self._write_status()
                     await replica.stop(self.options.stop_timeout)
                     replica.restarts += 1
                     replica.start()
@@ -275,61 +345,86 @@ class ClusterSupervisor:
                     if not await self._wait_ready(replica):
                         logger.error("replica %d not ready after restart", replica.index)
                         continue
-                    await self._sync_nginx()
-                    # let the new workers take the replica before the next one leaves
-                    await asyncio.sleep(min(self.options.drain_seconds, 1.0))
+                    await self._settle()
                 finally:
                     self._busy.discard(replica.index)
                     self._write_status()
 
-    async def _drain(self, replica: Replica) -> None:
-        """Wait ``drain_seconds`` for the reload to land, then for in-flight requests to end.
+    # -- scaling ---------------------------------------------------------------------------
 
-        The in-flight count comes from the replica's ``/metrics`` gauge (the scrape itself
-        counts as one); without the gauge the server's own SIGTERM drain covers the rest.
+    async def scale(self, replicas: int) -> None:
+        """Run *replicas* replicas: fill spare slots first, drain the highest slots to shrink.
+
+        Within ``max_replicas`` nginx is never reloaded; growing past it adds slots to the
+        upstream and reloads nginx once (which closes idle client keep-alive connections).
+        Raises ClusterError when a new replica does not become ready (its slot is freed).
         """
-        await asyncio.sleep(self.options.drain_seconds)
-        deadline = self._timer() + self.options.stop_timeout
-        while self._timer() < deadline:
-            text = await self._scrape(replica)
-            count = None if text is None else in_flight(text)
-            if count is None or count <= 1:
-                return
-            await asyncio.sleep(0.05)
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
+        async with self._restart_lock:
+            while len(self.replicas) > replicas:
+                await self._remove(self.replicas[-1])
+            added: list[Replica] = []
+            while len(self.replicas) < replicas:
+                index = len(self.replicas)
+                if index == len(self._slots):
+                    self._slots.append(free_ports(1)[0])
+                else:
+                    hold = self._holds.pop(self._slots[index], None)
+                    if hold is not None:
+                        hold.release()
+                replica = self._new_replica(index, self._slots[index])
+                self.replicas.append(replica)
+                replica.start()
+                added.append(replica)
+            ready = await asyncio.gather(*(self._wait_ready(r) for r in added))
+            failed = [r.index for r, ok in zip(added, ready, strict=True) if not ok]
+            if failed:
+                for replica in reversed(added):
+                    await self._remove(replica)
+                raise ClusterError(
+                    f"replicas {failed} not ready within {self.options.startup_timeout}s; "
+                    f"see {self.run_dir / 'logs'}"
+                )
+            if len(self._slots) > self._nginx_slots:
+                await self._reload()
+            if added:
+                await self._settle()
+            self._write_status()
+            logger.info("scaled to %d replicas (%d slots)", len(self.replicas), len(self._slots))
+
+    async def _remove(self, replica: Replica) -> None:
+        """Drain and stop the last replica, and hold its port as a spare slot."""
+        self._busy.add(replica.index)
+        try:
+            replica.state = ReplicaState.RESTARTING
+            await replica.stop(self.options.stop_timeout)
+        finally:
+            self._busy.discard(replica.index)
+        self.replicas.remove(replica)
+        try:
+            self._holds[replica.port] = PortHold(replica.port)
+        except ClusterError:
+            logger.exception("slot %d (port %d) is left unheld", replica.index, replica.port)
 
     # -- nginx -----------------------------------------------------------------------------
 
-    def _down_set(self) -> frozenset[int]:
-        """Replicas nginx must not use; none at all if every one is out (let nginx try)."""
-        down = frozenset(r.index for r in self.replicas if r.state is not ReplicaState.UP)
-        return frozenset() if len(down) == len(self.replicas) else down
-
     async def _write_config(self) -> None:
-        """Render, ``nginx -t`` and install nginx.conf for the current down set."""
+        """Render, ``nginx -t`` and install nginx.conf listing every slot."""
         if self.nginx is None:
             return
-        down = self._down_set()
-        servers = [UpstreamServer("127.0.0.1", r.port, down=r.index in down) for r in self.replicas]
+        servers = [UpstreamServer("127.0.0.1", port) for port in self._slots]
         await self.nginx.write_and_check(render_nginx_conf(self.options.nginx_options(servers)))
-        self._applied_down = down
+        self._nginx_slots = len(servers)
 
-    async def _sync_nginx(self) -> None:
-        """Rewrite the config and reload nginx when the set of down replicas changed."""
-        async with self._sync_lock:
-            if (
-                self.nginx is None
-                or not self.nginx.running
-                or self._down_set() == self._applied_down
-            ):
-                return
-            try:
-                await self._write_config()
-                await self.nginx.reload()
-            except NginxError:
-                logger.exception("nginx reload failed; keeping the previous config")
-                return
-            self.reloads += 1
-            logger.info("nginx reloaded; down replicas: %s", sorted(self._applied_down or ()))
+    async def _reload(self) -> None:
+        """Install the config for the current slots and reload nginx gracefully."""
+        if self.nginx is None or not self.nginx.running:
+            return
+        await self._write_config()
+        await self.nginx.reload()
+        self.reloads += 1
+        logger.info("nginx reloaded: %d slots", len(self._slots))
 
     # -- status ----------------------------------------------------------------------------
 
