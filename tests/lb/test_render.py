@@ -89,6 +89,7 @@ def test_rendered_config_has_the_required_directives() -> None:
         "keepalive 16;",
         "proxy_http_version 1.1;",
         'proxy_set_header Connection "";',
+        "proxy_set_header X-Redline-Edge-Id $request_id;",
         "proxy_next_upstream error timeout http_502 http_503 http_504 non_idempotent;",
         "proxy_next_upstream_tries 3;",
         "proxy_next_upstream_timeout 10s;",

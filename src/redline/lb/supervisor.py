@@ -164,7 +164,12 @@ class ClusterSupervisor:
             port,
             self._command,
             log_dir=self.run_dir / "logs",
-            env={"REDLINE_DATA_DIR": str(self.run_dir / f"replica-{index}"), **self._env},
+            env={
+                "REDLINE_DATA_DIR": str(self.run_dir / f"replica-{index}"),
+                # nginx sets X-Redline-Edge-Id on every request: a retry is counted once.
+                "REDLINE_TRUST_EDGE_ID": "true",
+                **self._env,
+            },
             timer=self._timer,
         )
 

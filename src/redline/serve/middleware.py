@@ -29,6 +29,7 @@ from redline.serve.state import ServerState
 __all__ = ["RequestMiddleware"]
 
 logger = logging.getLogger("redline.serve.access")
+_EDGE_ID = re.compile(rb"^[0-9a-f]{32}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -45,6 +46,7 @@ class RequestMiddleware:
         # Unique without a syscall per request: a random per-process prefix plus a counter.
         self._id_prefix = os.urandom(8).hex() + "-"
         self._ids = itertools.count(1)
+        self.trust_edge_id = state.settings.trust_edge_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,7 +58,13 @@ class RequestMiddleware:
         # what the response echoes, so a shared client id can neither merge nor erase rows.
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         client_id = given if _REQUEST_ID.match(given) else None
-        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        edge = headers.get(b"x-redline-edge-id") if self.trust_edge_id else None
+        if edge is not None and _EDGE_ID.match(edge):
+            # nginx's $request_id: the same on every retry of this client request, so the
+            # replica that answers last does not count it a second time.
+            request_id = "edge-" + edge.decode()
+        else:
+            request_id = f"{self._id_prefix}{next(self._ids):x}"
         state = scope.setdefault("state", {})
         state["request_id"], state["client_request_id"] = request_id, client_id
         echoed = (client_id or request_id).encode()

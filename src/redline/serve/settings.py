@@ -50,6 +50,11 @@ usage_claim_idle    30                  seconds after which a live server takes 
                                         stream entries another server read and never wrote
 request_timeout     30                  seconds a request may wait for the model (queue +
                                         forward pass); then 504 with Retry-After
+trust_edge_id       false               key usage rows by the X-Redline-Edge-Id header that
+                                        the cluster's nginx sets (one id per client request,
+                                        the same on every retry), so a request nginx retried
+                                        on another replica is counted once; only behind a
+                                        proxy that always sets it (``redline cluster`` does)
 header_timeout      10                  seconds a client has to send a request's line and
                                         headers (from connect, or from its first byte on a
                                         kept-alive connection); then 408 and close
@@ -131,6 +136,7 @@ class Settings(BaseSettings):
     usage_claim_idle: float = Field(default=30.0, gt=0, le=86400)
     # Abuse resistance: slow clients are cut, failed authentication is throttled.
     request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    trust_edge_id: bool = False
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     auth_failure_limit: str | None = "10/min"
