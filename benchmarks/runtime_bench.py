@@ -6,14 +6,15 @@ For ``onnx`` (fp32), ``onnx-int8`` (block-wise int8, the opt-in runtime) and ``t
 package as it ships), plus for comparison two graphs made by onnxruntime's
 ``quantize_dynamic`` (one scale per activation tensor; weights per tensor or per channel):
 
-1. quality against the fp32 vectors on real English sentences that ship with Python (pydoc's
+1. quality against the fp32 vectors (all sentences for int8, a subset for the comparisons)
+   on real English sentences that ship with Python (pydoc's
    help topics and the standard library's docstrings, split and deduplicated): mean / min
    cosine and nearest-neighbour recall@10 (how many of each sentence's 10 nearest neighbours
    under fp32 the runtime keeps);
-2. in-process throughput of the served model object (``MiniLMModel.batch``, default workers
-   and threads) at batches of 1, 32 and 64, in alternating rounds so every runtime sees the
-   same share of a noisy machine; both sentences per wall second and per CPU second (the
-   latter barely moves when other processes take the cores);
+2. in-process throughput of one runner on one thread (passes of 16, as the server runs them)
+   at batches of 1, 32 and 64, in alternating rounds so every runtime sees the same share of
+   a noisy machine; both sentences per wall second and per CPU second (the latter barely
+   moves when other processes take the cores);
 3. start: a fresh process loading the model (cold: an empty graph cache, so it exports; cached:
    the graph found on disk), and ``redline serve`` from spawn to ``/ready`` = 200 with a cached
    graph; wall seconds, CPU seconds, resident memory, and whether torch was imported.
@@ -75,22 +76,21 @@ def english_sentences(limit: int) -> list[str]:
     for name in sorted(sys.stdlib_module_names):
         if name in skip or name.startswith("_"):
             continue
-        try:
-            with (
-                warnings.catch_warnings(),
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
-                warnings.simplefilter("ignore")
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            warnings.simplefilter("ignore")
+            try:
                 module = importlib.import_module(name)
-                members = list(vars(module).values())
-        except BaseException:  # some modules refuse to import here (no display, no C part)
-            continue
-        for member in [module, *members]:
-            own = member is module or getattr(member, "__module__", None) == name
-            doc = getattr(member, "__doc__", None) if own else None
-            if isinstance(doc, str):
-                texts.append(doc)
+            except BaseException:  # some modules refuse to import here (no display, no C part)
+                continue
+            for member in [module, *vars(module).values()]:
+                own = member is module or getattr(member, "__module__", None) == name
+                doc = getattr(member, "__doc__", None) if own else None
+                if isinstance(doc, str):
+                    texts.append(doc)
     seen: dict[str, None] = {}
     for text in texts:
         for paragraph in re.split(r"\n\s*\n", text):
@@ -217,18 +217,31 @@ def serve_until_ready(runtime: str, cache_dir: Path, data_dir: Path) -> dict[str
         process.wait(timeout=30)
 
 
+class Encoder:
+    """One runner, one thread, passes of 16 as the server runs them: ``batch(texts)``."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def batch(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.runner.encode(texts, 16))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from redline.serve.graph_cache import GraphCache
-    from redline.serve.minilm import MiniLMModel, bundled_minilm_files
-    from redline.serve.onnx_export import graph_for
+    from redline.serve.minilm import bundled_minilm_files
+    from redline.serve.onnx_export import INT8_RECIPE, graph_for, quantize_int8
     from redline.serve.runtimes import OnnxRunner, make_runners, onnx_session
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sentences = english_sentences(args.sentences)
+    subset = sentences[: args.subset]
     files = bundled_minilm_files()
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "sentences": len(sentences),
+        "subset": len(subset),
+        "int8_recipe": INT8_RECIPE,
     }
     with tempfile.TemporaryDirectory(prefix="redline-runtime-bench-") as scratch:
         folder = Path(scratch)
@@ -237,40 +250,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fp32 = graph_for(files, "onnx", cache)
         graph_for(files, "onnx-int8", cache)
 
-        # 1. quality, every runtime on the same sentences, passes of 16 as served.
-        encoders: dict[str, Any] = {}
+        # The runtimes, and other int8 graphs of the same model for comparison.
+        encoders: dict[str, Encoder] = {}
         for runtime in RUNTIMES:
-            (encoders[runtime],) = make_runners(files, runtime, workers=1, threads=1, cache=cache)
+            (runner,) = make_runners(files, runtime, workers=1, threads=1, cache=cache)
+            encoders[runtime] = Encoder(runner)
+        alternatives: dict[str, Path] = {}
+        for block in (64, 128):
+            alternatives[f"int8 block {block}"] = path = folder / f"block-{block}.onnx"
+            quantize_int8(fp32, path, {**INT8_RECIPE, "block_size": block})
         for per_channel in (False, True):
-            name = f"dynamic-{'channel' if per_channel else 'tensor'}"
-            session = onnx_session(dynamic_graph(fp32, folder, per_channel), 1)
-            encoders[name] = OnnxRunner(session, files.tokenizer(), files.dimension)
-        vectors = {name: runner.encode(sentences, 16) for name, runner in encoders.items()}
-        results["quality"] = {name: quality(vectors["onnx"], v) for name, v in vectors.items()}
-        del encoders
+            name = f"dynamic per-{'channel' if per_channel else 'tensor'}"
+            alternatives[name] = dynamic_graph(fp32, folder, per_channel)
+        for name, path in alternatives.items():
+            runner = OnnxRunner(onnx_session(path, 1), files.tokenizer(), files.dimension)
+            encoders[name] = Encoder(runner)
 
-        # 2. in-process speed of the served model object.
-        encoder = files.load_encoder()
-        models = {
-            runtime: MiniLMModel(files, runtime=runtime, cache=cache, encoder=encoder)
-            for runtime in RUNTIMES
+        # 1. quality: fp32 and int8 on every sentence, everything on the subset.
+        full = {name: encoders[name].batch(sentences) for name in ("onnx", "onnx-int8")}
+        results["quality"] = {"onnx-int8": quality(full["onnx"], full["onnx-int8"])}
+        print(f"quality on {len(sentences)}: {results['quality']}", flush=True)
+        on_subset = {name: v[: len(subset)] for name, v in full.items()}
+        for name, encoder in encoders.items():
+            if name not in on_subset:
+                on_subset[name] = encoder.batch(subset)
+        results["quality_subset"] = {
+            name: quality(on_subset["onnx"], v) for name, v in on_subset.items()
         }
-        for model in models.values():
-            model.warmup()
+        print(f"quality on {len(subset)}: {results['quality_subset']}", flush=True)
+
+        # 2. in-process speed, one thread each, rounds alternating between runtimes.
         speed: dict[str, Any] = {}
         sample = sentences[: args.speed_sentences]
         for batch in (1, 32, 64):
-            texts = sample[: max(args.speed_sentences // 4, 64)] if batch == 1 else sample
-            speed[str(batch)] = measure_speed(models, texts, batch, args.rounds)
+            texts = sample[: max(args.speed_sentences // 4, 32)] if batch == 1 else sample
+            chosen = encoders if batch == 32 else {r: encoders[r] for r in RUNTIMES}
+            speed[str(batch)] = measure_speed(chosen, texts, batch, args.rounds)
             print(f"batch {batch}: {_short(speed[str(batch)])}", flush=True)
         results["speed"] = speed
-        del models, encoder
+        del encoders
 
         # 3. start: cold (export) and cached, in fresh processes; then the whole server.
         start: dict[str, Any] = {}
         cold = folder / "cold-cache"
         start["onnx cold (export)"] = load_in_subprocess("onnx", cold)
-        start["onnx-int8 cold (quantize from cached fp32)"] = load_in_subprocess("onnx-int8", cold)
+        start["onnx-int8 cold (quantize the cached fp32)"] = load_in_subprocess("onnx-int8", cold)
         for runtime in RUNTIMES:
             start[f"{runtime} load"] = load_in_subprocess(runtime, cache.directory)
         for runtime in RUNTIMES:
@@ -313,20 +337,24 @@ def _short(row: dict[str, dict[str, float]]) -> str:
 
 
 def print_tables(results: dict[str, Any]) -> None:
-    print(f"\nquality against fp32 onnx, {results['sentences']} sentences")
-    print(f"{'runtime':<18}{'recall@10':>10}{'mean cos':>10}{'min cos':>10}")
-    for name, q in results["quality"].items():
-        print(
-            f"{name:<18}{q['recall_at_10']:>10.4f}{q['mean_cosine']:>10.5f}{q['min_cosine']:>10.5f}"
-        )
+    for key, count in (("quality", results["sentences"]), ("quality_subset", results["subset"])):
+        print(f"\nquality against fp32 onnx, {count} sentences")
+        print(f"{'runtime':<24}{'recall@10':>10}{'mean cos':>10}{'min cos':>10}")
+        for name, q in results[key].items():
+            print(
+                f"{name:<24}{q['recall_at_10']:>10.4f}{q['mean_cosine']:>10.5f}"
+                f"{q['min_cosine']:>10.5f}"
+            )
     print("\nin-process sentences/s (median of rounds; per CPU second in brackets)")
-    print(f"{'runtime':<12}" + "".join(f"{'batch ' + b:>22}" for b in results["speed"]))
-    for name in RUNTIMES:
+    print(f"{'runtime':<24}" + "".join(f"{'batch ' + b:>22}" for b in results["speed"]))
+    for name in results["speed"]["32"]:
         cells = "".join(
             f"{row[name]['per_second']:>12.0f} ({row[name]['per_cpu_second']:>6.0f})"
+            if name in row
+            else f"{'-':>22}"
             for row in results["speed"].values()
         )
-        print(f"{name:<12}{cells}")
+        print(f"{name:<24}{cells}")
     print("\nstart (fresh process)")
     print(f"{'what':<44}{'wall s':>8}{'cpu s':>8}{'RSS MB':>8}  torch")
     for name, s in results["start"].items():
@@ -341,12 +369,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 sentences, 1 round")
     parser.add_argument("--sentences", type=int, default=5000)
+    parser.add_argument("--subset", type=int, default=1000, help="sentences for the comparisons")
     parser.add_argument("--speed-sentences", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args(argv)
     if args.quick:
-        args.sentences, args.speed_sentences, args.rounds = 1000, 256, 1
+        args.sentences, args.subset, args.speed_sentences, args.rounds = 1000, 300, 128, 1
     results = run(args)
     print_tables(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)

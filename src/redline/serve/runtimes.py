@@ -111,8 +111,10 @@ def make_runners(
     and each runner gets its own tokenizer.
     """
     if runtime == "torch":
-        import torch
-
+        try:
+            import torch
+        except ImportError as exc:  # pragma: no cover - the serve extra installs it
+            raise ModelError(f"the torch runtime needs torch: {exc}") from exc
         torch.set_num_threads(threads)
         first = encoder if encoder is not None else files.load_encoder()
         return [
