@@ -34,7 +34,7 @@ torch_threads       None                intra-op threads per model worker (None 
                                         divided among the model workers)
 model_runtime       onnx                built-in model: ``onnx`` (fp32 graph run by ONNX
                                         Runtime), ``onnx-int8`` (int8 weights: faster, vectors
-                                        at cosine ~0.99 to fp32) or ``torch`` (the
+                                        close to fp32's, see the README) or ``torch`` (the
                                         SentenceTransformer as it ships)
 model_cache_dir     None                where exported ONNX graphs are kept (None =
                                         ``$XDG_CACHE_HOME/redline/models``)
