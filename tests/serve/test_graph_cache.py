@@ -114,3 +114,20 @@ def test_the_default_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert default_cache_dir() == tmp_path / "redline" / "models"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert default_cache_dir() == Path.home() / ".cache" / "redline" / "models"
+
+
+def test_the_cache_folder_and_int8_runtime_are_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from redline.exceptions import ConfigError
+    from redline.serve.settings import load_settings
+
+    monkeypatch.delenv("REDLINE_MODEL_CACHE_DIR", raising=False)
+    assert load_settings().model_cache_dir is None  # the XDG default
+    monkeypatch.setenv("REDLINE_MODEL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("REDLINE_MODEL_RUNTIME", "onnx-int8")
+    settings = load_settings()
+    assert settings.model_cache_dir == tmp_path
+    assert settings.model_runtime == "onnx-int8"
+    with pytest.raises(ConfigError, match="'onnx', 'onnx-int8' or 'torch'"):
+        load_settings(model_runtime="int4")
