@@ -150,12 +150,14 @@ class RawModel:
         """Sentences/s of the server's own model path (sorted passes, parallel workers)."""
         import torch
 
-        from redline.serve.minilm import MiniLMModel
+        from redline.serve.minilm import MiniLMModel, bundled_minilm_files
 
         workers = min(2, self.threads)
         threads = max(1, self.threads // workers)
         if self.served is None:
-            self.served = MiniLMModel(self.encoder, "bench", workers=workers, threads=threads)
+            self.served = MiniLMModel(
+                bundled_minilm_files(), workers=workers, threads=threads, encoder=self.encoder
+            )
         torch.set_num_threads(threads)
         return self._loop(size, seconds, self.served.batch)
 

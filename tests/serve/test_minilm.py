@@ -25,7 +25,14 @@ def test_parallel_workers_equal_the_raw_model_row_by_row(
     minilm: MiniLMModel, runtime: Runtime
 ) -> None:
     texts = _texts(40, seed=7)
-    model = MiniLMModel(minilm.encoder, "test", sub_batch=8, workers=3, runtime=runtime)
+    model = MiniLMModel(
+        minilm.files,
+        sub_batch=8,
+        workers=3,
+        runtime=runtime,
+        cache=minilm.cache,
+        encoder=minilm.encoder,
+    )
     assert model.runtime == runtime
     served = model.batch(texts)
     raw = minilm.encoder.encode(texts, normalize_embeddings=True)
@@ -33,18 +40,30 @@ def test_parallel_workers_equal_the_raw_model_row_by_row(
     cosines = np.sum(served * raw, axis=1) / (
         np.linalg.norm(served, axis=1) * np.linalg.norm(raw, axis=1)
     )
-    assert np.all(cosines >= 0.9999)
+    # int8 weights move the vectors a little (see test_runtimes); the others are exact.
+    assert np.all(cosines >= (0.97 if runtime == "onnx-int8" else 0.9999))
 
 
 def test_bad_worker_counts_are_refused(minilm: MiniLMModel) -> None:
     with pytest.raises(ValueError, match="workers must be >= 1"):
-        MiniLMModel(minilm.encoder, "test", workers=0)
+        MiniLMModel(minilm.files, workers=0)
     with pytest.raises(ValueError, match="sub_batch must be >= 1"):
-        MiniLMModel(minilm.encoder, "test", sub_batch=0)
+        MiniLMModel(minilm.files, sub_batch=0)
     with pytest.raises(ValueError, match="threads must be >= 1"):
-        MiniLMModel(minilm.encoder, "test", threads=0)
+        MiniLMModel(minilm.files, threads=0)
 
 
 def test_the_served_model_runs_on_onnx_by_default(minilm: MiniLMModel) -> None:
     assert minilm.runtime == "onnx"
     assert "runtime='onnx'" in repr(minilm)
+    assert minilm.version == minilm.files.version
+    assert minilm.max_input_tokens == 256
+
+
+def test_token_counts_match_the_package_tokenizer(minilm: MiniLMModel) -> None:
+    texts = ["hello world", "", "word " * 400, "Zeichen, 日本語のテキスト, emoji 🚀"]
+    expected = [
+        min(len(ids), 256)
+        for ids in minilm.encoder.tokenizer(texts, add_special_tokens=True)["input_ids"]
+    ]
+    assert minilm.count_tokens(texts) == expected

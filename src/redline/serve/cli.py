@@ -62,7 +62,11 @@ def serve(
     ] = None,
     model_runtime: Annotated[
         str | None,
-        typer.Option(help="Built-in model: onnx|torch [REDLINE_MODEL_RUNTIME]."),
+        typer.Option(help="Built-in model: onnx|onnx-int8|torch [REDLINE_MODEL_RUNTIME]."),
+    ] = None,
+    model_cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="Exported ONNX graphs kept here [REDLINE_MODEL_CACHE_DIR]."),
     ] = None,
     log_level: Annotated[
         str | None, typer.Option(help="debug|info|warning|error [REDLINE_LOG_LEVEL].")
@@ -107,6 +111,7 @@ def serve(
         "model_workers": model_workers,
         "torch_threads": torch_threads,
         "model_runtime": model_runtime,
+        "model_cache_dir": model_cache_dir,
         "log_level": log_level,
         "request_timeout": request_timeout,
         "header_timeout": header_timeout,

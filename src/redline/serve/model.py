@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -53,12 +54,14 @@ def load_model(
     torch_threads: int | None = None,
     workers: int | None = None,
     runtime: str = "onnx",
+    cache_dir: Path | None = None,
 ) -> Model:
     """Import ``package.module:factory`` (or a built-in name), call it, check the result.
 
     A plug-in factory is called with no arguments; the built-in one gets *torch_threads*,
-    *workers* and *runtime*. Raises :class:`ConfigError` on a malformed spec, an import
-    error, a missing factory, or an object that does not satisfy :class:`Model`.
+    *workers*, *runtime* and *cache_dir* (where its ONNX graphs are kept). Raises
+    :class:`ConfigError` on a malformed spec, an import error, a missing factory, or an object
+    that does not satisfy :class:`Model`.
     """
     target = BUILTIN_MODELS.get(spec, spec)
     module_name, sep, attr = target.partition(":")
@@ -75,7 +78,9 @@ def load_model(
     if factory is None or not callable(factory):
         raise ConfigError(f"module {module_name!r} has no callable {attr!r}")
     if spec in BUILTIN_MODELS:
-        model = factory(torch_threads=torch_threads, workers=workers, runtime=runtime)
+        model = factory(
+            torch_threads=torch_threads, workers=workers, runtime=runtime, cache_dir=cache_dir
+        )
     else:
         model = factory()
     _check_model(model, spec)

@@ -1,22 +1,23 @@
-"""How one model worker turns texts into unit vectors: with torch or with ONNX Runtime.
+"""How one model worker turns texts into unit vectors: with ONNX Runtime or with torch.
 
-``torch`` runs the package's ``SentenceTransformer`` as it ships. ``onnx`` exports that same
-model's transformer once, to a temp file, when the model loads (about a second) and runs it
-with ONNX Runtime; the mean pooling and normalisation the package's model does after the
-transformer are done in numpy. Same weights, same tokenizer: the vectors agree with torch's to
-a cosine of 0.999999, and on this project's 2-core test box the forward pass is ~1.2x faster.
+``onnx`` runs the model's transformer exported to ONNX (fp32) with ONNX Runtime; the mean
+pooling and normalisation the package's model does after the transformer are done in numpy,
+and the tokenizer is the ``tokenizers`` library reading the model's ``tokenizer.json``. Same
+weights, same tokens: the vectors agree with torch's to a cosine of 0.9999+. ``onnx-int8``
+runs the same graph with its weights quantized to int8 (faster, slightly different vectors:
+see :mod:`redline.serve.onnx_export`). Both graphs are built once and kept in a
+:class:`~redline.serve.graph_cache.GraphCache`: a start that finds them imports neither torch
+nor transformers. ``torch`` runs the package's ``SentenceTransformer`` as it ships.
 
 Example::
 
-    runners = make_runners(encoder, "onnx", workers=2, threads=1)
+    runners = make_runners(files, "onnx", workers=2, threads=1, cache=GraphCache(folder))
     vectors = runners[0].encode(["a cat", "a dog"], pass_size=16)   # (2, 384) float32
 """
 
 from __future__ import annotations
 
 import copy
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -24,13 +25,13 @@ import numpy as np
 import numpy.typing as npt
 
 from redline.exceptions import ModelError
+from redline.serve.graph_cache import GraphCache
+from redline.serve.model_files import ModelFiles
 
 __all__ = ["RUNTIMES", "OnnxRunner", "Runner", "Runtime", "TorchRunner", "make_runners"]
 
-Runtime = Literal["onnx", "torch"]
-RUNTIMES: tuple[Runtime, ...] = ("onnx", "torch")
-
-_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+Runtime = Literal["onnx", "onnx-int8", "torch"]
+RUNTIMES: tuple[Runtime, ...] = ("onnx", "onnx-int8", "torch")
 
 
 class Runner(Protocol):
@@ -61,14 +62,14 @@ class TorchRunner:
 class OnnxRunner:
     """The exported transformer in an ONNX Runtime session, then mean pooling and L2 norm.
 
-    The session is shared by all workers (ONNX Runtime runs concurrent calls), the
-    tokenizer is this worker's own copy.
+    The session is shared by all workers (ONNX Runtime runs concurrent calls); *tokenizer*
+    (a ``tokenizers.Tokenizer`` that truncates and pads, see
+    :meth:`~redline.serve.model_files.ModelFiles.tokenizer`) is this worker's own.
     """
 
-    def __init__(self, session: Any, tokenizer: Any, max_length: int, dimension: int) -> None:
+    def __init__(self, session: Any, tokenizer: Any, dimension: int) -> None:
         self.session = session
         self.tokenizer = tokenizer
-        self.max_length = max_length
         self.dimension = dimension
 
     def encode(self, texts: list[str], pass_size: int) -> npt.NDArray[np.float32]:
@@ -81,98 +82,57 @@ class OnnxRunner:
         return out
 
     def _pass(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        features = self.tokenizer(
-            texts,
-            padding=True,
-            truncation="longest_first",
-            max_length=self.max_length,
-            return_tensors="np",
-        )
-        feeds = {name: np.asarray(features[name], dtype=np.int64) for name in _INPUTS}
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        types = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         (hidden,) = self.session.run(None, feeds)
-        mask = feeds["attention_mask"][..., None].astype(np.float32)
-        pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return np.asarray(pooled / norms, dtype=np.float32)
 
 
-def make_runners(encoder: Any, runtime: Runtime, *, workers: int, threads: int) -> list[Runner]:
-    """*workers* runners over *encoder* (a ``SentenceTransformer``); ``ModelError`` if it fails.
+def make_runners(
+    files: ModelFiles,
+    runtime: Runtime,
+    *,
+    workers: int,
+    threads: int,
+    cache: GraphCache,
+    encoder: Any = None,
+) -> list[Runner]:
+    """*workers* runners for the model in *files*; ``ModelError`` if it cannot be loaded.
 
-    For ``torch`` the first runner uses *encoder* itself and the others deep copies; for
-    ``onnx`` the transformer is exported once and each runner gets its own tokenizer copy.
-    *threads* is the ONNX Runtime intra-op thread count per call (torch's is set globally).
+    ``torch``: the first runner uses *encoder* (loaded from *files* when None) and the others
+    deep copies, with *threads* torch threads. ``onnx`` / ``onnx-int8``: the graph comes from
+    *cache* (built on a miss), one session runs it with *threads* intra-op threads per call,
+    and each runner gets its own tokenizer.
     """
     if runtime == "torch":
-        encoders = [encoder, *(copy.deepcopy(encoder) for _ in range(workers - 1))]
-        return [TorchRunner(e) for e in encoders]
-    if runtime != "onnx":
+        try:
+            import torch
+        except ImportError as exc:  # pragma: no cover - the serve extra installs it
+            raise ModelError(f"the torch runtime needs torch: {exc}") from exc
+        torch.set_num_threads(threads)
+        first = encoder if encoder is not None else files.load_encoder()
+        return [
+            TorchRunner(first),
+            *(TorchRunner(copy.deepcopy(first)) for _ in range(workers - 1)),
+        ]
+    from redline.serve.onnx_export import graph_for
+
+    if runtime == "onnx" or runtime == "onnx-int8":
+        graph = graph_for(files, runtime, cache)
+    else:
         raise ModelError(f"model runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
-    _check_exportable(encoder)
-    with tempfile.TemporaryDirectory(prefix="redline-onnx-") as folder:
-        graph = Path(folder) / "model.onnx"
-        _export(encoder, graph)
-        session = _session(graph, threads)  # holds the graph: the file can go
-    max_length = int(getattr(encoder, "max_seq_length", None) or 256)
-    dimension = int(encoder[0].auto_model.config.hidden_size)  # mean pooling keeps it
-    return [
-        OnnxRunner(session, copy.deepcopy(encoder.tokenizer), max_length, dimension)
-        for _ in range(workers)
-    ]
+    session = onnx_session(graph, threads)
+    return [OnnxRunner(session, files.tokenizer(), files.dimension) for _ in range(workers)]
 
 
-def _check_exportable(encoder: Any) -> None:
-    """The onnx runner redoes Transformer -> mean Pooling -> Normalize; refuse anything else."""
-    kinds = [type(module).__name__ for module in encoder]
-    pooling = getattr(encoder[1], "pooling_mode", None) if len(kinds) > 1 else None
-    if kinds != ["Transformer", "Pooling", "Normalize"] or pooling != "mean":
-        raise ModelError(
-            f"the onnx runtime runs Transformer + mean Pooling + Normalize, this model is "
-            f"{kinds} (pooling {pooling!r}); use the torch runtime"
-        )
-
-
-def _export(encoder: Any, path: Path) -> None:
-    """Write the transformer to *path* as an ONNX graph with dynamic batch and sequence axes."""
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - the serve extra installs it
-        raise ModelError(f"the onnx runtime needs torch to export the model: {exc}") from exc
-
-    class _Transformer(torch.nn.Module):
-        def __init__(self, model: Any) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    model = encoder[0].auto_model.eval()
-    sample = encoder.tokenizer(["an example", "a longer example sentence"], padding=True)
-    args = tuple(torch.tensor(sample[name]) for name in _INPUTS)
-    axes = {name: {0: "batch", 1: "tokens"} for name in (*_INPUTS, "last_hidden_state")}
-    try:
-        # The tracer's notes on shape-dependent Python branches are about decoder caches
-        # and causal masks, which an encoder with a full attention mask never takes.
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                _Transformer(model),
-                args,
-                path,
-                input_names=list(_INPUTS),
-                output_names=["last_hidden_state"],
-                dynamic_axes=axes,
-                opset_version=17,
-                dynamo=False,
-            )
-    except Exception as exc:
-        raise ModelError(f"cannot export the model to ONNX: {exc}") from exc
-
-
-def _session(graph: Path, threads: int) -> Any:
+def onnx_session(graph: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session over the graph file *graph* with *threads* intra-op threads."""
     try:
         import onnxruntime
     except ImportError as exc:  # pragma: no cover - the serve extra installs it
@@ -186,4 +146,4 @@ def _session(graph: Path, threads: int) -> Any:
     try:
         return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"ONNX Runtime cannot load the exported model: {exc}") from exc
+        raise ModelError(f"ONNX Runtime cannot load the model graph {graph}: {exc}") from exc

@@ -32,8 +32,12 @@ model_workers       None                built-in model: forward passes run side 
                                         with its own tokenizer (None = 2 on >= 2 CPUs, else 1)
 torch_threads       None                intra-op threads per model worker (None = the CPUs
                                         divided among the model workers)
-model_runtime       onnx                built-in model: ``onnx`` (exported at load, run by ONNX
-                                        Runtime) or ``torch`` (the SentenceTransformer as is)
+model_runtime       onnx                built-in model: ``onnx`` (fp32 graph run by ONNX
+                                        Runtime), ``onnx-int8`` (int8 weights: faster, vectors
+                                        close to fp32's, see the README) or ``torch`` (the
+                                        SentenceTransformer as it ships)
+model_cache_dir     None                where exported ONNX graphs are kept (None =
+                                        ``$XDG_CACHE_HOME/redline/models``)
 log_level           info                debug, info, warning, error, critical
 metrics_auth        false               /metrics requires an API key too
 ready_queue_ratio   0.9                 /ready fails when the queue is fuller than this
@@ -127,7 +131,8 @@ class Settings(BaseSettings):
     rate_limit: str | None = None
     model_workers: int | None = Field(default=None, ge=1, le=64)
     torch_threads: int | None = Field(default=None, ge=1, le=256)
-    model_runtime: Literal["onnx", "torch"] = "onnx"
+    model_runtime: Literal["onnx", "onnx-int8", "torch"] = "onnx"
+    model_cache_dir: Path | None = None
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     metrics_auth: bool = False
     ready_queue_ratio: float = Field(default=0.9, gt=0, le=1)

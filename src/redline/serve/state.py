@@ -71,6 +71,7 @@ class ServerState:
                     torch_threads=settings.torch_threads,
                     workers=settings.model_workers,
                     runtime=settings.model_runtime,
+                    cache_dir=settings.model_cache_dir,
                 )
             warmup = getattr(model, "warmup", None)
             if callable(warmup):
