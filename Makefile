@@ -10,7 +10,7 @@ PIP_FLAGS := -c constraints.txt $(if $(WHEELS),--find-links $(WHEELS))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test lint bench bench-cache bench-concurrency bench-serve bench-cluster system-deps venv clean
+.PHONY: run test lint docker-wheels bench bench-cache bench-concurrency bench-serve bench-cluster system-deps venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ test: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src || true
+	$(VENV)/bin/ruff format --check src tests benchmarks
 	$(VENV)/bin/mypy
+
+# The CPU build of torch for deploy/Dockerfile, from the local wheel directory.
+docker-wheels:
+	mkdir -p deploy/wheels
+	@ls $(WHEELS)/torch-2.13.0*.whl >/dev/null 2>&1 || { echo "no CPU torch 2.13.0 wheel in /opt/wheels: put torch-2.13.0+cpu-*.whl (the CPU build) in deploy/wheels/ yourself"; exit 1; }
+	cp $(WHEELS)/torch-2.13.0*.whl deploy/wheels/
 
 bench: bench-cache bench-concurrency bench-serve bench-cluster
 

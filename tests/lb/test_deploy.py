@@ -98,3 +98,18 @@ def test_kubernetes_manifests_have_probes_service_and_redis() -> None:
     assert redis_service["spec"]["ports"][0]["port"] == 6379
     redis_labels = by_kind["Deployment", "redis"]["spec"]["template"]["metadata"]["labels"]
     assert redis_service["spec"]["selector"] == redis_labels
+
+
+def test_dockerfile_installs_the_cpu_torch_before_anything_can_pull_another() -> None:
+    lines = [line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()]
+    runs = [line for line in lines if line.startswith("RUN pip install")]
+    assert runs, "no pip install in deploy/Dockerfile"
+    # The first install asks for the local CPU build only a wheel in deploy/wheels provides...
+    assert '"torch==2.13.0+cpu"' in runs[0]
+    assert "--find-links /wheels" in runs[0]
+    assert "COPY deploy/wheels /wheels" in lines
+    # ...and every later install is held to the same torch by constraints.txt.
+    constraints = (DEPLOY.parent / "constraints.txt").read_text().split()
+    assert "torch==2.13.0" in constraints
+    assert all("-c constraints.txt" in run for run in runs[1:])
+    assert len(runs) >= 2
