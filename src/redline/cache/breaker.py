@@ -5,19 +5,30 @@ failures (calls fail at once with :class:`~redline.exceptions.CacheUnavailable`,
 timeouts) → ``half_open`` once ``reset_timeout`` seconds have passed (one probe call goes
 through; the others still fail fast) → ``closed`` when the probe succeeds, ``open`` again
 when it fails.
+
+A call made under :meth:`CircuitBreaker.guard` stops waiting the moment the breaker opens
+(:class:`~redline.exceptions.CacheUnavailable`), so the calls queued on a frozen dependency
+fail together instead of each sitting out its own socket timeout. State changes (``open``,
+``closed``) and failures are reported through an optional :class:`~redline._events.EventLog`:
+one line per change, failures counted. :class:`NodeBreakers` keeps one breaker per node of a
+cluster, so one dead node costs only the calls that go to it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TypeVar
 
+from redline._events import EventLog
 from redline.exceptions import CacheUnavailable
 
-__all__ = ["BreakerState", "BreakerStats", "CircuitBreaker"]
+__all__ = ["BreakerState", "BreakerStats", "CircuitBreaker", "NodeBreakers"]
 
 T = TypeVar("T")
 
@@ -58,7 +69,10 @@ class CircuitBreaker:
         breaker.record_success()
 
     ``await breaker.call(fn)`` does the same for a coroutine function, counting every
-    exception as a failure. ``timer`` is injectable so tests can move time by hand.
+    exception as a failure, and gives up waiting when the breaker opens meanwhile
+    (:meth:`guard`). ``timer`` is injectable so tests can move time by hand; ``events``
+    (an :class:`~redline._events.EventLog`) gets a line when the breaker opens and when it
+    closes again, and a count of every failure.
     """
 
     def __init__(
@@ -68,6 +82,7 @@ class CircuitBreaker:
         reset_timeout: float = 2.0,
         timer: Callable[[], float] = time.monotonic,
         name: str = "breaker",
+        events: EventLog | None = None,
     ) -> None:
         if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
             raise TypeError(f"failure_threshold must be an int, got {failure_threshold!r}")
@@ -78,7 +93,10 @@ class CircuitBreaker:
         self.failure_threshold = failure_threshold
         self.reset_timeout = float(reset_timeout)
         self.name = name
+        self.events = events
         self._timer = timer
+        # asyncio.timeout scopes of the guarded calls in flight: opening expires them all.
+        self._in_flight: set[asyncio.Timeout] = set()
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._opened_count = 0
@@ -116,40 +134,80 @@ class CircuitBreaker:
         """A call went through: reset the failure count and close the breaker."""
         self._failures = 0
         self._probe_started_at = None
-        self._state = BreakerState.CLOSED
+        if self._state is not BreakerState.CLOSED:
+            self._close("a call went through")
 
     def record_failure(self, exc: BaseException | None = None) -> None:
         """A call failed: count it, and open the breaker at the threshold or on a failed probe."""
         self._failures += 1
         if exc is not None:
             self._last_error = f"{type(exc).__name__}: {exc}"
+        if self.events is not None:
+            self.events.failure("call", exc)
         if self._state is BreakerState.HALF_OPEN or (
             self._state is BreakerState.CLOSED and self._failures >= self.failure_threshold
         ):
             self._open()
 
     def _open(self) -> None:
+        was = self._state
         self._state = BreakerState.OPEN
         self._opened_at = self._timer()
         self._probe_started_at = None
         self._opened_count += 1
+        if self.events is not None and was is BreakerState.CLOSED:
+            # A failed probe re-opens it: the same outage, so no new line.
+            self.events.state(
+                "open", f"{self._failures} consecutive failures (last: {self._last_error})"
+            )
+        for scope in list(self._in_flight):
+            if not scope.expired():
+                scope.reschedule(-1.0)  # in the past: expires at the next loop iteration
+
+    def _close(self, reason: str) -> None:
+        self._state = BreakerState.CLOSED
+        if self.events is not None:
+            self.events.state("closed", reason, level=logging.INFO)
 
     def reset(self) -> None:
         """Close the breaker by hand and forget the failures."""
         self._failures = 0
         self._probe_started_at = None
-        self._state = BreakerState.CLOSED
+        if self._state is not BreakerState.CLOSED:
+            self._close("reset by hand")
+
+    def guard(self) -> _Guard:
+        """``async with breaker.guard():`` the block stops waiting when the breaker opens.
+
+        The block is cancelled and :class:`CacheUnavailable` raised in its place, so calls
+        in flight on a dependency that stopped answering do not each wait out a timeout
+        once enough of them have failed. Call :meth:`allow` before entering.
+        """
+        return _Guard(self)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``await fn()`` through the breaker; any exception counts as a failure."""
         self.allow()
         try:
-            result = await fn()
+            async with self.guard():
+                result = await fn()
+        except CacheUnavailable:
+            raise  # the breaker opened while it waited: not one more failure
         except Exception as exc:
             self.record_failure(exc)
             raise
         self.record_success()
         return result
+
+    def clone(self, name: str, events: EventLog | None = None) -> CircuitBreaker:
+        """A fresh, closed breaker with this one's settings and clock."""
+        return CircuitBreaker(
+            failure_threshold=self.failure_threshold,
+            reset_timeout=self.reset_timeout,
+            timer=self._timer,
+            name=name,
+            events=events,
+        )
 
     def stats(self) -> BreakerStats:
         """A frozen snapshot of the counters."""
@@ -169,3 +227,89 @@ class CircuitBreaker:
             f"failures={self._failures}/{self.failure_threshold}, "
             f"opened={self._opened_count}, reset_timeout={self.reset_timeout})"
         )
+
+
+class _Guard:
+    """The async context manager of :meth:`CircuitBreaker.guard`."""
+
+    __slots__ = ("_breaker", "_scope")
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._scope = asyncio.timeout(None)
+
+    async def __aenter__(self) -> None:
+        await self._scope.__aenter__()
+        self._breaker._in_flight.add(self._scope)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._breaker._in_flight.discard(self._scope)
+        try:
+            await self._scope.__aexit__(exc_type, exc, tb)
+        except TimeoutError as expired:
+            breaker = self._breaker
+            raise CacheUnavailable(
+                f"circuit breaker {breaker.name!r} opened while this call waited "
+                f"(last error: {breaker._last_error})"
+            ) from expired
+
+
+class NodeBreakers:
+    """One :class:`CircuitBreaker` per node (``"host:port"``), made on first use.
+
+    Each is a :meth:`~CircuitBreaker.clone` of *template* named ``"{template.name}@{node}"``
+    with its own :class:`~redline._events.EventLog` on *logger*, so every node's outage is
+    logged (once per state change) and counted on its own.
+
+    Example::
+
+        breakers = NodeBreakers(CircuitBreaker(failure_threshold=3), logger)
+        breakers.get("127.0.0.1:7000").allow()
+    """
+
+    def __init__(self, template: CircuitBreaker, logger: logging.Logger) -> None:
+        self.template = template
+        self.logger = logger
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._retired: dict[str, int] = {}  # event counts of the nodes forgotten
+
+    def get(self, node: str) -> CircuitBreaker:
+        """The breaker of *node* (a new, closed one the first time it is asked for)."""
+        breaker = self._breakers.get(node)
+        if breaker is None:
+            name = f"{self.template.name}@{node}"
+            breaker = self.template.clone(name, EventLog(self.logger, f"cache {name}"))
+            self._breakers[node] = breaker
+        return breaker
+
+    def __iter__(self) -> Iterator[tuple[str, CircuitBreaker]]:
+        return iter(list(self._breakers.items()))
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def retain(self, nodes: Iterable[str]) -> None:
+        """Forget the breakers of nodes not in *nodes* (gone from the topology); their
+        event counts are kept."""
+        keep = set(nodes)
+        for node in [node for node in self._breakers if node not in keep]:
+            events = self._breakers.pop(node).events
+            for event, count in (events.counts() if events else {}).items():
+                self._retired[event] = self._retired.get(event, 0) + count
+
+    def event_counts(self) -> dict[str, int]:
+        """Every node's event counts, summed (``"state:open"``, ``"failure:call"``...)."""
+        total = dict(self._retired)
+        for _, breaker in self:
+            for event, count in (breaker.events.counts() if breaker.events else {}).items():
+                total[event] = total.get(event, 0) + count
+        return total
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{node}={b.state.value}" for node, b in self)
+        return f"NodeBreakers({states})"
