@@ -188,13 +188,13 @@ class CircuitBreaker:
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``await fn()`` through the breaker; any exception counts as a failure."""
         self.allow()
+        guard = self.guard()
         try:
-            async with self.guard():
+            async with guard:
                 result = await fn()
-        except CacheUnavailable:
-            raise  # the breaker opened while it waited: not one more failure
         except Exception as exc:
-            self.record_failure(exc)
+            if not guard.aborted:  # given up because the breaker opened: no new failure
+                self.record_failure(exc)
             raise
         self.record_success()
         return result
@@ -232,11 +232,12 @@ class CircuitBreaker:
 class _Guard:
     """The async context manager of :meth:`CircuitBreaker.guard`."""
 
-    __slots__ = ("_breaker", "_scope")
+    __slots__ = ("_breaker", "_scope", "aborted")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
         self._scope = asyncio.timeout(None)
+        self.aborted = False  # the breaker opened and the block was given up
 
     async def __aenter__(self) -> None:
         await self._scope.__aenter__()
@@ -252,6 +253,7 @@ class _Guard:
         try:
             await self._scope.__aexit__(exc_type, exc, tb)
         except TimeoutError as expired:
+            self.aborted = True
             breaker = self._breaker
             raise CacheUnavailable(
                 f"circuit breaker {breaker.name!r} opened while this call waited "

@@ -313,8 +313,9 @@ class RedisCache:
             self._allow(route)
         elif breaker.state is BreakerState.OPEN:  # opened since the call asked
             raise CacheUnavailable(f"circuit breaker {breaker.name!r} is open")
+        guard = breaker.guard()
         try:
-            async with breaker.guard():
+            async with guard:
                 if not self._routes.ready:
                     await self._routes.initialize()
                 if route.limit is None:
@@ -322,8 +323,10 @@ class RedisCache:
                 else:
                     async with route.limit:
                         result = await op()
-        except CacheUnavailable:  # the breaker opened while this call waited
-            self._errors += 1
+        except CacheUnavailable:
+            if not guard.aborted:
+                raise
+            self._errors += 1  # the breaker opened while this call waited
             raise
         except TRANSLATED_ERRORS as exc:
             self._fail(route, exc)
@@ -720,13 +723,15 @@ class RedisCache:
         so far (``"host:port"``) on a Cluster."""
         return {route.node: route.breaker for route in self._routes.all()}
 
-    def breaker_for(self, key: str) -> CircuitBreaker:
-        """The breaker of the node that owns *key* (a cache key, without the namespace) —
-        ``breaker`` on standalone Redis, or on a Cluster not yet used."""
+    def breaker_for(self, redis_key: str) -> CircuitBreaker:
+        """The breaker of the node that owns *redis_key* (a Redis key, namespace included,
+        e.g. a lock's or a Bloom filter's), so commands sent on this cache's client outside
+        the cache share its view of that node — ``breaker`` on standalone Redis, or on a
+        Cluster not yet used."""
         if self._routes.single is not None or not self._routes.ready:
             return self.breaker
         try:
-            return self._routes.for_key(self._prefix + key).breaker
+            return self._routes.for_key(redis_key).breaker
         except TRANSLATED_ERRORS:
             return self.breaker
 
