@@ -184,8 +184,9 @@ class RedisCache:
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             # One immediate retry replaces a pooled connection that died with a restart;
-            # redis-py's default backs off for seconds, which a cache must not do.
-            retry=Retry(NoBackoff(), 1),
+            # redis-py's default backs off for seconds, which a cache must not do. Never
+            # on a timeout: a Redis that stopped answering would cost every call two.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         )
         return cls(
             client,
