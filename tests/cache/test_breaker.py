@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 
 import pytest
 
@@ -225,3 +226,26 @@ def test_node_breakers_keep_one_breaker_and_one_log_per_node(clock: FakeClock) -
     assert len(breakers) == 1
     assert breakers.event_counts() == {"failure:call": 2, "state:open": 1}
     assert breakers.get("10.0.0.1:7000") is not a  # back later: a fresh, closed breaker
+
+
+async def test_calls_waiting_with_none_finishing_open_it_after_the_stall_timeout() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.2)
+    started = time.monotonic()
+    waiting = [asyncio.ensure_future(breaker.call(lambda: asyncio.sleep(30))) for _ in range(3)]
+    done, pending = await asyncio.wait(waiting, timeout=2.0)
+    assert not pending
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert breaker.state is BreakerState.OPEN
+    assert "no answer for" in (breaker.stats().last_error or "")
+    for task in done:
+        with pytest.raises(CacheUnavailable, match="opened while this call waited"):
+            task.result()
+
+
+async def test_a_slow_call_among_calls_that_keep_finishing_is_not_a_stall() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.2)
+    slow = asyncio.ensure_future(breaker.call(lambda: asyncio.sleep(0.6)))
+    for _ in range(12):  # answers keep coming while the slow call waits
+        await breaker.call(lambda: asyncio.sleep(0.05))
+    await slow
+    assert breaker.state is BreakerState.CLOSED

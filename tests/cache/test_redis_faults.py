@@ -266,3 +266,21 @@ async def test_cross_process_single_flight_survives_redis_dying_mid_load(
     # caller waits past its cap
     assert loads <= 4
     assert slowest < asides[0].lock_wait_timeout
+
+
+async def test_a_frozen_redis_is_given_up_on_after_the_stall_timeout_not_socket_timeouts(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    # RedisCache's own breaker: 3 failures, or 0.25 s of calls waiting with none answered
+    async with RedisCache.from_url(fresh_redis.url, namespace=namespace) as cache:
+        await cache.set("k", 1)
+        stall = 0.25  # the default breaker's stall_timeout
+        with frozen(fresh_redis):
+            first = await timed(cache.get("k"))
+            rest = [await timed(cache.get("k")) for _ in range(10)]
+            both = await asyncio.gather(*(timed(cache.set(f"k{i}", i)) for i in range(50)))
+    assert isinstance(first[1], CacheUnavailable)
+    # one call's wait opens it: not failure_threshold socket timeouts
+    assert stall <= first[0] < SOCKET_TIMEOUT
+    assert max(seconds for seconds, _ in rest + both) < 0.1
+    assert cache.breaker.stats().opened_count == 1

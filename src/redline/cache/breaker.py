@@ -8,7 +8,10 @@ when it fails.
 
 A call made under :meth:`CircuitBreaker.guard` stops waiting the moment the breaker opens
 (:class:`~redline.exceptions.CacheUnavailable`), so the calls queued on a frozen dependency
-fail together instead of each sitting out its own socket timeout. State changes (``open``,
+fail together instead of each sitting out its own socket timeout. With ``stall_timeout``
+the breaker also opens when guarded calls are waiting and none has finished for that long:
+a dependency that went silent (a frozen Redis) is given up on after ``stall_timeout``, not
+after ``failure_threshold`` socket timeouts. State changes (``open``,
 ``closed``) and failures are reported through an optional :class:`~redline._events.EventLog`:
 one line per change, failures counted. :class:`NodeBreakers` keeps one breaker per node of a
 cluster, so one dead node costs only the calls that go to it.
@@ -70,9 +73,10 @@ class CircuitBreaker:
 
     ``await breaker.call(fn)`` does the same for a coroutine function, counting every
     exception as a failure, and gives up waiting when the breaker opens meanwhile
-    (:meth:`guard`). ``timer`` is injectable so tests can move time by hand; ``events``
-    (an :class:`~redline._events.EventLog`) gets a line when the breaker opens and when it
-    closes again, and a count of every failure.
+    (:meth:`guard`). ``stall_timeout`` (seconds, ``None``: off) opens the breaker when guarded
+    calls have waited that long with no call finishing. ``timer`` is injectable so tests can
+    move time by hand; ``events`` (an :class:`~redline._events.EventLog`) gets a line when the
+    breaker opens and when it closes again, and a count of every failure.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class CircuitBreaker:
         timer: Callable[[], float] = time.monotonic,
         name: str = "breaker",
         events: EventLog | None = None,
+        stall_timeout: float | None = None,
     ) -> None:
         if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int):
             raise TypeError(f"failure_threshold must be an int, got {failure_threshold!r}")
@@ -90,13 +95,19 @@ class CircuitBreaker:
             raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold}")
         if not reset_timeout > 0:
             raise ValueError(f"reset_timeout must be > 0, got {reset_timeout}")
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise ValueError(f"stall_timeout must be > 0 or None, got {stall_timeout}")
         self.failure_threshold = failure_threshold
         self.reset_timeout = float(reset_timeout)
         self.name = name
         self.events = events
+        self.stall_timeout = stall_timeout
         self._timer = timer
-        # asyncio.timeout scopes of the guarded calls in flight: opening expires them all.
-        self._in_flight: set[asyncio.Timeout] = set()
+        # asyncio.timeout scopes of the guarded calls in flight (-> loop time they started):
+        # opening expires them all.
+        self._in_flight: dict[asyncio.Timeout, float] = {}
+        self._last_answer = -float("inf")  # loop time a guarded call last finished
+        self._watchdog: asyncio.TimerHandle | None = None
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._opened_count = 0
@@ -164,6 +175,58 @@ class CircuitBreaker:
             if not scope.expired():
                 scope.reschedule(-1.0)  # in the past: expires at the next loop iteration
 
+    # -- stall detection: calls waiting, none finishing ----------------------------------
+
+    def _entered(self, scope: asyncio.Timeout) -> None:
+        loop = asyncio.get_running_loop()
+        self._in_flight[scope] = loop.time()
+        if self.stall_timeout is not None and self._watchdog is None:
+            due = loop.time() + self.stall_timeout
+            self._watchdog = loop.call_at(due, self._check_stall, due)
+
+    def _exited(self, scope: asyncio.Timeout) -> None:
+        del self._in_flight[scope]
+        if not scope.expired():
+            self._last_answer = asyncio.get_running_loop().time()
+
+    def _silent_since(self) -> float:
+        return max(min(self._in_flight.values()), self._last_answer)
+
+    def _check_stall(self, due: float) -> None:
+        self._watchdog = None
+        if not self._in_flight or self.stall_timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        silent_since = self._silent_since()
+        next_due = silent_since + self.stall_timeout
+        if now - due > self.stall_timeout / 2:
+            # The event loop itself was blocked: answers may be waiting unread. Look again.
+            next_due = now + self.stall_timeout
+        if next_due > now:
+            self._watchdog = loop.call_at(next_due, self._check_stall, next_due)
+            return
+        # Confirm once the tasks woken in this loop iteration have run.
+        self._watchdog = loop.call_later(0.02, self._confirm_stall, silent_since)
+
+    def _confirm_stall(self, silent_since: float) -> None:
+        self._watchdog = None
+        if not self._in_flight or self.stall_timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._silent_since() > silent_since:  # something finished meanwhile
+            due = self._silent_since() + self.stall_timeout
+            self._watchdog = loop.call_at(due, self._check_stall, due)
+            return
+        waited = loop.time() - silent_since
+        reason = f"no answer for {waited:.2f}s with {len(self._in_flight)} calls waiting"
+        self._failures = max(self._failures + 1, self.failure_threshold)
+        self._last_error = reason
+        if self.events is not None:
+            self.events.failure("call", reason)
+        if self._state is not BreakerState.OPEN:
+            self._open()
+
     def _close(self, reason: str) -> None:
         self._state = BreakerState.CLOSED
         if self.events is not None:
@@ -207,6 +270,7 @@ class CircuitBreaker:
             timer=self._timer,
             name=name,
             events=events,
+            stall_timeout=self.stall_timeout,
         )
 
     def stats(self) -> BreakerStats:
@@ -241,7 +305,7 @@ class _Guard:
 
     async def __aenter__(self) -> None:
         await self._scope.__aenter__()
-        self._breaker._in_flight.add(self._scope)
+        self._breaker._entered(self._scope)
 
     async def __aexit__(
         self,
@@ -249,7 +313,7 @@ class _Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._breaker._in_flight.discard(self._scope)
+        self._breaker._exited(self._scope)
         try:
             await self._scope.__aexit__(exc_type, exc, tb)
         except TimeoutError as expired:

@@ -148,7 +148,9 @@ class RedisCache:
         self.serializer = serializer
         self.default_ttl = default_ttl
         self.ttl_jitter = ttl_jitter
-        self.breaker = breaker or CircuitBreaker(failure_threshold=3, reset_timeout=1.0, name=name)
+        self.breaker = breaker or CircuitBreaker(
+            failure_threshold=3, reset_timeout=1.0, stall_timeout=0.25, name=name
+        )
         self.is_cluster = isinstance(client, RedisCluster)
         self._prefix = namespace + ":"
         self._tag_prefix = namespace + "#tag:"
