@@ -45,6 +45,7 @@ from tests._services import RedisClusterServers, RedisServer  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "faults_bench.json"
 SERVED_WITHIN = 1.0  # seconds: a hit slower than this served nobody in time
+HUNG_AFTER = 20.0  # seconds: a call still waiting then is counted as hung and dropped
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -100,12 +101,14 @@ async def frozen_redis(kind: str, rate: int, freeze: float, keys: int = 2_000) -
             started = time.monotonic()
             try:
                 if rng.random() < 0.8:
-                    await cache.get(key)
+                    await asyncio.wait_for(cache.get(key), HUNG_AFTER)
                 else:
-                    await cache.set(key, {"id": key})
+                    await asyncio.wait_for(cache.set(key, {"id": key}), HUNG_AFTER)
                 outcome = "ok"
             except CacheUnavailable:
                 outcome = "unavailable"
+            except TimeoutError:
+                outcome = "hung"
             except Exception:
                 outcome = "raised"
             records.append((started, time.monotonic() - started, outcome))
@@ -139,6 +142,7 @@ async def frozen_redis(kind: str, rate: int, freeze: float, keys: int = 2_000) -
             "max_ms": round(max(seconds, default=0.0) * 1000, 1),
             "unavailable": sum(o == "unavailable" for _, o in inside),
             "raised": sum(o == "raised" for _, o in inside),
+            "hung": sum(o == "hung" for _, o in inside),
         }
 
     before = window(frozen_at - 2.0, frozen_at)
@@ -154,6 +158,24 @@ async def frozen_redis(kind: str, rate: int, freeze: float, keys: int = 2_000) -
 
 
 # -- b. a Cluster master killed -------------------------------------------------------------
+
+
+async def replicas_synced(cluster: RedisClusterServers, timeout: float = 60.0) -> None:
+    """Wait until every replica has finished its sync and holds as many keys as its master
+    (a replica that never synced is not allowed to fail over)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sizes, masters, linked = {}, {}, True
+        for node in cluster.nodes:
+            role = node.cli("role").splitlines()
+            sizes[node.port] = int(node.cli("dbsize").strip())
+            if role[0] == "slave":
+                masters[node.port] = int(role[2])
+                linked &= "master_link_status:up" in node.cli("info", "replication")
+        if linked and all(sizes[replica] == sizes[master] for replica, master in masters.items()):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the replicas did not sync")
 
 
 async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[str, Any]:
@@ -178,7 +200,7 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
             if n.cli("role").splitlines()[0] == "slave"
             and int(n.cli("role").splitlines()[2]) == victim.port
         )
-        await asyncio.sleep(1.0)  # let the replicas catch up
+        await replicas_synced(cluster)
         victim_keys = {k for k, owner in owners.items() if owner == victim_address}
         records: list[tuple[float, str, str]] = []
 
@@ -186,11 +208,13 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
             key = f"k{rng.randrange(keys)}"
             started = time.monotonic()
             try:
-                value = await cache.get(key)
+                value = await asyncio.wait_for(cache.get(key), HUNG_AFTER)
                 late = time.monotonic() - started > SERVED_WITHIN
                 outcome = "miss" if value != int(key[1:]) else "late" if late else "hit"
             except CacheUnavailable:
                 outcome = "unavailable"
+            except TimeoutError:
+                outcome = "hung"
             except Exception:
                 outcome = "raised"
             records.append((started, key, outcome))
@@ -200,7 +224,10 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
         await asyncio.sleep(2.0)
         killed_at = time.monotonic()
         victim.kill()
+        deadline = time.monotonic() + 60
         while (await asyncio.to_thread(replica.cli, "role")).splitlines()[0] != "master":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica {replica.port} was not promoted within 60 s")
             await asyncio.sleep(0.05)
         promoted_at = time.monotonic()
         await asyncio.sleep(3.0)
@@ -232,6 +259,7 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
             None if first_hit is None else round(first_hit - promoted_at, 2)
         ),
         "raised": sum(o == "raised" for _, _, o in records),
+        "hung": sum(o == "hung" for _, _, o in records),
     }
 
 
@@ -288,9 +316,14 @@ def print_table(results: dict[str, Any]) -> None:
 
 async def run(quick: bool) -> dict[str, Any]:
     rate = 200 if quick else 400
-    frozen = [await frozen_redis(kind, rate, 5.0) for kind in ("tiered", "redis")]
-    coverages = ("no",) if quick else ("no", "yes")
-    killed = [await killed_master(coverage, 250) for coverage in coverages]
+    frozen = []
+    for kind in ("tiered", "redis"):
+        frozen.append(await frozen_redis(kind, rate, 5.0))
+        print(f"a. frozen Redis, {kind}: {frozen[-1]}", file=sys.stderr, flush=True)
+    killed = []
+    for coverage in ("no",) if quick else ("no", "yes"):
+        killed.append(await killed_master(coverage, 250))
+        print(f"b. killed master, coverage {coverage}: {killed[-1]}", file=sys.stderr, flush=True)
     return {"frozen": frozen, "killed": killed}
 
 

@@ -59,18 +59,19 @@ async def loaded(
         await cache.close()
 
 
-async def replicated(cluster: RedisClusterServers, timeout: float = 10.0) -> None:
-    """Wait until every replica holds as many keys as its master (so a failover loses none)."""
+async def replicated(cluster: RedisClusterServers, timeout: float = 30.0) -> None:
+    """Wait until every replica has synced and holds as many keys as its master (a replica
+    that never synced may not fail over; one behind would lose keys)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        sizes = {}
-        masters = {}
+        sizes, masters, linked = {}, {}, True
         for node in cluster.nodes:
             role = node.cli("role").splitlines()
             sizes[node.port] = int(node.cli("dbsize").strip())
             if role[0] == "slave":
                 masters[node.port] = int(role[2])
-        if all(sizes[replica] == sizes[master] for replica, master in masters.items()):
+                linked &= "master_link_status:up" in node.cli("info", "replication")
+        if linked and all(sizes[replica] == sizes[master] for replica, master in masters.items()):
             return
         await asyncio.sleep(0.05)
     raise TimeoutError("replicas did not catch up")
