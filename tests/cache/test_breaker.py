@@ -249,3 +249,18 @@ async def test_a_slow_call_among_calls_that_keep_finishing_is_not_a_stall() -> N
         await breaker.call(lambda: asyncio.sleep(0.05))
     await slow
     assert breaker.state is BreakerState.CLOSED
+
+
+async def test_a_quiet_wait_for_a_message_is_not_a_stall_but_still_gives_up_on_opening() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=10.0, stall_timeout=0.1)
+
+    async def wait_quietly() -> None:
+        async with breaker.guard(awaits_answer=False):
+            await asyncio.sleep(30)
+
+    waiting = asyncio.ensure_future(wait_quietly())
+    await asyncio.sleep(0.4)  # four stall timeouts with nothing answered: no trip
+    assert breaker.state is BreakerState.CLOSED
+    fail(breaker, 2)
+    with pytest.raises(CacheUnavailable, match="opened while this call waited"):
+        await asyncio.wait_for(waiting, 1.0)

@@ -106,6 +106,8 @@ class CircuitBreaker:
         # asyncio.timeout scopes of the guarded calls in flight (-> loop time they started):
         # opening expires them all.
         self._in_flight: dict[asyncio.Timeout, float] = {}
+        # the subset that awaits an answer (stall detection): not waits for a message
+        self._awaiting: dict[asyncio.Timeout, float] = {}
         self._last_answer = -float("inf")  # loop time a guarded call last finished
         self._watchdog: asyncio.TimerHandle | None = None
         self._state = BreakerState.CLOSED
@@ -177,24 +179,27 @@ class CircuitBreaker:
 
     # -- stall detection: calls waiting, none finishing ----------------------------------
 
-    def _entered(self, scope: asyncio.Timeout) -> None:
+    def _entered(self, scope: asyncio.Timeout, awaits_answer: bool) -> None:
         loop = asyncio.get_running_loop()
         self._in_flight[scope] = loop.time()
+        if not awaits_answer:
+            return
+        self._awaiting[scope] = loop.time()
         if self.stall_timeout is not None and self._watchdog is None:
             due = loop.time() + self.stall_timeout
             self._watchdog = loop.call_at(due, self._check_stall, due)
 
     def _exited(self, scope: asyncio.Timeout) -> None:
         del self._in_flight[scope]
-        if not scope.expired():
+        if self._awaiting.pop(scope, None) is not None and not scope.expired():
             self._last_answer = asyncio.get_running_loop().time()
 
     def _silent_since(self) -> float:
-        return max(min(self._in_flight.values()), self._last_answer)
+        return max(min(self._awaiting.values()), self._last_answer)
 
     def _check_stall(self, due: float) -> None:
         self._watchdog = None
-        if not self._in_flight or self.stall_timeout is None:
+        if not self._awaiting or self.stall_timeout is None:
             return
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -211,7 +216,7 @@ class CircuitBreaker:
 
     def _confirm_stall(self, silent_since: float) -> None:
         self._watchdog = None
-        if not self._in_flight or self.stall_timeout is None:
+        if not self._awaiting or self.stall_timeout is None:
             return
         loop = asyncio.get_running_loop()
         if self._silent_since() > silent_since:  # something finished meanwhile
@@ -219,7 +224,7 @@ class CircuitBreaker:
             self._watchdog = loop.call_at(due, self._check_stall, due)
             return
         waited = loop.time() - silent_since
-        reason = f"no answer for {waited:.2f}s with {len(self._in_flight)} calls waiting"
+        reason = f"no answer for {waited:.2f}s with {len(self._awaiting)} calls waiting"
         self._failures = max(self._failures + 1, self.failure_threshold)
         self._last_error = reason
         if self.events is not None:
@@ -239,14 +244,16 @@ class CircuitBreaker:
         if self._state is not BreakerState.CLOSED:
             self._close("reset by hand")
 
-    def guard(self) -> _Guard:
+    def guard(self, *, awaits_answer: bool = True) -> _Guard:
         """``async with breaker.guard():`` the block stops waiting when the breaker opens.
 
         The block is cancelled and :class:`CacheUnavailable` raised in its place, so calls
         in flight on a dependency that stopped answering do not each wait out a timeout
         once enough of them have failed. Call :meth:`allow` before entering.
+        ``awaits_answer=False`` for a block that waits for something that may rightly take
+        long (a pub/sub message): it still gives up on opening, but never counts as a stall.
         """
-        return _Guard(self)
+        return _Guard(self, awaits_answer)
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``await fn()`` through the breaker; any exception counts as a failure."""
@@ -296,16 +303,17 @@ class CircuitBreaker:
 class _Guard:
     """The async context manager of :meth:`CircuitBreaker.guard`."""
 
-    __slots__ = ("_breaker", "_scope", "aborted")
+    __slots__ = ("_awaits_answer", "_breaker", "_scope", "aborted")
 
-    def __init__(self, breaker: CircuitBreaker) -> None:
+    def __init__(self, breaker: CircuitBreaker, awaits_answer: bool) -> None:
         self._breaker = breaker
+        self._awaits_answer = awaits_answer
         self._scope = asyncio.timeout(None)
         self.aborted = False  # the breaker opened and the block was given up
 
     async def __aenter__(self) -> None:
         await self._scope.__aenter__()
-        self._breaker._entered(self._scope)
+        self._breaker._entered(self._scope, self._awaits_answer)
 
     async def __aexit__(
         self,

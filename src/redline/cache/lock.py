@@ -337,7 +337,7 @@ async def _wait_for_landing(lock: DistributedLock, pubsub: Any, timeout: float) 
         return
     if breaker.state is BreakerState.OPEN:
         raise CacheUnavailable(f"circuit breaker {breaker.name!r} is open")
-    async with breaker.guard():
+    async with breaker.guard(awaits_answer=False):  # a quiet channel is not a stall
         await _wait_for_message(pubsub, timeout)
 
 

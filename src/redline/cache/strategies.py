@@ -194,7 +194,7 @@ class CacheAside:
             return await self.cache.get(key)
         except CacheError as exc:
             self._count("errors")
-            self.events.failure("read", exc)  # the read is a miss: the loader runs
+            self.events.failure("read", _about(key, exc))  # the read is a miss: the loader runs
             return MISSING
 
     async def _safe_set(self, key: str, value: Any, ttl: float | None) -> None:
@@ -203,7 +203,7 @@ class CacheAside:
             await self.cache.set(key, value, ttl)
         except CacheError as exc:
             self._count("errors")
-            self.events.failure("write", exc)  # the value is returned uncached
+            self.events.failure("write", _about(key, exc))  # the value is returned uncached
 
     async def _on_hit(self, key: str, raw: Any, loader: Loader, options: _Options) -> Any:
         if is_negative(raw):
@@ -239,7 +239,7 @@ class CacheAside:
             self._count("early_refreshes")
             return value
         except Exception as exc:
-            self.events.failure("early refresh", exc)  # the old value is served
+            self.events.failure("early refresh", _about(key, exc))  # the old value is served
             return old
         finally:
             self._refreshing.discard(key)
@@ -267,7 +267,7 @@ class CacheAside:
                 raise
             # Redis is down: no cross-process lock to take; load (still single-flight here).
             self._count("errors")
-            self.events.failure("lock", exc)  # loaded without it
+            self.events.failure("lock", _about(key, exc))  # loaded without it
             raw = await self._load_and_store(key, loader, options)
         return _decode(raw)
 
@@ -317,7 +317,7 @@ class CacheAside:
                 return await bloom.contains(key)
             return await breaker.call(lambda: bloom.contains(key))
         except CacheUnavailable as exc:
-            self.events.failure("bloom filter", exc)  # not guarding this read
+            self.events.failure("bloom filter", _about(key, exc))  # not guarding this read
             return True
 
     def _count(self, name: str) -> None:
@@ -357,6 +357,11 @@ def _decode(raw: Any) -> Any:
         return MISSING
     envelope = unwrap(raw)
     return raw if envelope is None else envelope.value
+
+
+def _about(key: str, exc: BaseException) -> str:
+    """A failure's detail for the log: the key it happened on, and the error."""
+    return f"{key!r}: {type(exc).__name__}: {exc}"
 
 
 def _breaker_for(cache: Any, client: Any, redis_key: str) -> CircuitBreaker | None:
