@@ -59,6 +59,8 @@ return 1
 """
 
 logger = logging.getLogger(__name__)
+# Commands in one pipeline beyond which it may rightly take long (not a stall).
+_BULK = 256
 T = TypeVar("T")
 RedisClient = Redis | RedisCluster
 
@@ -308,15 +310,25 @@ class RedisCache:
             raise
 
     async def _run(
-        self, route: Route, what: str, op: Callable[[], Awaitable[T]], *, check: bool = True
+        self,
+        route: Route,
+        what: str,
+        op: Callable[[], Awaitable[T]],
+        *,
+        check: bool = True,
+        bulk: bool = False,
     ) -> T:
-        """``await op()`` through *route*'s breaker and in-flight limit, errors translated."""
+        """``await op()`` through *route*'s breaker and in-flight limit, errors translated.
+
+        A *bulk* call (a scan, a pipeline of many commands) may rightly take long: it still
+        gives up when the breaker opens, but its wait is never taken for a stall.
+        """
         breaker = route.breaker
         if check:
             self._allow(route)
         elif breaker.state is BreakerState.OPEN:  # opened since the call asked
             raise CacheUnavailable(f"circuit breaker {breaker.name!r} is open")
-        guard = breaker.guard()
+        guard = breaker.guard(awaits_answer=not bulk)
         try:
             async with guard:
                 if not self._routes.ready:
@@ -399,7 +411,8 @@ class RedisCache:
                 return replies
 
             try:
-                replies = await self._run(route, what, execute, check=check)
+                bulk = len(positions) > _BULK
+                replies = await self._run(route, what, execute, check=check, bulk=bulk)
             except CacheError as exc:
                 for index in positions:
                     results[index] = exc
@@ -539,7 +552,9 @@ class RedisCache:
         else:
             route = cast(Route, self._routes.single)
             client = self.client
-            raws = await self._run(route, "MGET", lambda: client.mget(fulls))
+            raws = await self._run(
+                route, "MGET", lambda: client.mget(fulls), bulk=len(fulls) > _BULK
+            )
         found: dict[str, Any] = {}
         for key, raw in zip(wanted, raws, strict=True):
             if isinstance(raw, CacheError):
@@ -605,7 +620,7 @@ class RedisCache:
                         return await client.scan(cursor, match=match, count=500, target_nodes=node)
 
                     # cluster SCAN answers ({node name: cursor}, keys)
-                    cursors, found = await self._run(route, what, scan_node)
+                    cursors, found = await self._run(route, what, scan_node, bulk=True)
                     cursor = cursors[node.name]
                     removed += await self._unlink(what, found)
                     if cursor == 0:
@@ -617,7 +632,8 @@ class RedisCache:
                 async def scan(cursor: int = cursor) -> Any:
                     return await client.scan(cursor, match=match, count=500)
 
-                cursor, found = await self._run(cast(Route, self._routes.single), what, scan)
+                single = cast(Route, self._routes.single)
+                cursor, found = await self._run(single, what, scan, bulk=True)
                 removed += await self._unlink(what, found)
                 if cursor == 0:
                     break
@@ -629,7 +645,9 @@ class RedisCache:
         batch = list(keys)
         if not self.is_cluster:
             route = cast(Route, self._routes.single)
-            removed: int = await self._run(route, what, lambda: self.client.unlink(*batch))
+            removed: int = await self._run(
+                route, what, lambda: self.client.unlink(*batch), bulk=len(batch) > _BULK
+            )
             return removed
         results = await self._fan_out(
             what, batch, lambda pipe, i: pipe.execute_command("UNLINK", batch[i])
