@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from redline.cache.breaker import BreakerState, CircuitBreaker
+from redline.cache.breaker import BreakerState
 from redline.cache.redis import RedisCache
 from redline.exceptions import CacheUnavailable
 from tests._services import RedisClusterServers, RedisServer
@@ -43,11 +45,8 @@ async def loaded(
     private_cluster: RedisClusterServers, namespace: str
 ) -> AsyncIterator[tuple[RedisCache, dict[str, str]]]:
     """A cluster cache holding KEYS keys, and the master (``host:port``) owning each."""
-    cache = RedisCache.from_cluster_nodes(
-        private_cluster.startup_nodes,
-        namespace=namespace,
-        breaker=CircuitBreaker(failure_threshold=3, reset_timeout=0.5, name="redis"),
-    )
+    # the default breaker per master: 3 failures or 0.25 s without an answer, 1 s reset
+    cache = RedisCache.from_cluster_nodes(private_cluster.startup_nodes, namespace=namespace)
     await cache.set_many({f"k{i}": i for i in range(KEYS)})
     owners = {
         f"k{i}": cache.client.get_node_from_key(cache.full_key(f"k{i}")).name  # type: ignore[union-attr]
@@ -102,6 +101,7 @@ class Load:
     """Outcomes of reads: (monotonic start, key, "hit" | "slow" | "miss" | "unavailable")."""
 
     records: list[tuple[float, str, str]] = field(default_factory=list)
+    timings: list[tuple[float, str, str, float]] = field(default_factory=list)
     raised: list[BaseException] = field(default_factory=list)
     slowest: float = 0.0
 
@@ -130,8 +130,10 @@ async def read_load(cache: RedisCache, load: Load, stop: asyncio.Event, rate: in
         except Exception as exc:  # anything else reached the caller: a failure
             load.raised.append(exc)
             outcome = "raised"
-        load.slowest = max(load.slowest, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        load.slowest = max(load.slowest, seconds)
         load.records.append((started, key, outcome))
+        load.timings.append((started, key, outcome, seconds))
 
     rng = random.Random(7)
     tasks: set[asyncio.Task[None]] = set()
@@ -195,3 +197,45 @@ async def test_a_killed_master_costs_only_its_own_keys_until_failover(
     events = cache.stats().tier("redis").events
     assert events.get("state:open", 0) >= 1
     assert events.get("failure:call", 0) >= 1
+
+
+async def test_a_frozen_master_stalls_only_its_own_keys_and_only_briefly(
+    private_cluster: RedisClusterServers, loaded: tuple[RedisCache, dict[str, str]]
+) -> None:
+    cache, owners = loaded
+    victim_address = owners["k0"]
+    victim = server_of(private_cluster, victim_address)
+    victim_keys = {k for k, owner in owners.items() if owner == victim_address}
+    other_keys = set(owners) - victim_keys
+    load, stop = Load(), asyncio.Event()
+    runner = asyncio.create_task(read_load(cache, load, stop))
+    await asyncio.sleep(1.0)
+    assert victim.proc is not None
+    frozen_at = time.monotonic()
+    os.kill(victim.proc.pid, signal.SIGSTOP)  # shorter than the node timeout: no failover
+    try:
+        await asyncio.sleep(1.5)
+    finally:
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    thawed_at = time.monotonic()
+    await asyncio.sleep(2.5)
+    stop.set()
+    await runner
+
+    during = load.hit_ratio(other_keys, frozen_at, thawed_at)
+    victim_waits = [
+        seconds
+        for started, key, _, seconds in load.timings
+        if key in victim_keys and frozen_at <= started < thawed_at
+    ]
+    back = load.first_hit(victim_keys, thawed_at)
+    again = None if back is None else round(back - thawed_at, 2)
+    print(
+        f"frozen master: other keys hit {during:.3f}; its own keys' slowest read "
+        f"{max(victim_waits):.3f}s; hit again {again}s after the thaw"
+    )
+    assert not load.raised, load.raised[:3]
+    assert during >= 0.95
+    assert max(victim_waits) < 0.8  # the stall timeout, not a socket timeout per call
+    assert back is not None
+    assert back - thawed_at < 2.0
