@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import time
 
 import pytest
 
-from redline.cache.breaker import BreakerState, CircuitBreaker
+from redline._events import EventLog
+from redline.cache.breaker import BreakerState, CircuitBreaker, NodeBreakers
 from redline.exceptions import CacheUnavailable
 
 
@@ -162,3 +166,101 @@ def test_bad_settings_are_refused(
 ) -> None:
     with pytest.raises(error, match=message):
         CircuitBreaker(**kwargs)  # type: ignore[arg-type]
+
+
+# -- giving up in flight, logging, one breaker per node -----------------------------------
+
+
+async def test_calls_in_flight_give_up_when_the_breaker_opens(breaker: CircuitBreaker) -> None:
+    waiting = [asyncio.ensure_future(breaker.call(lambda: asyncio.sleep(30))) for _ in range(5)]
+    await asyncio.sleep(0)
+    fail(breaker, 3)  # other calls fail: the breaker opens
+    done, pending = await asyncio.wait(waiting, timeout=1.0)
+    assert not pending, "calls in flight kept waiting after the breaker opened"
+    for task in done:
+        with pytest.raises(CacheUnavailable, match="opened while this call waited"):
+            task.result()
+    # giving up is not a failure of its own
+    assert breaker.stats().consecutive_failures == 3
+
+
+async def test_a_guarded_call_that_finishes_is_left_alone(breaker: CircuitBreaker) -> None:
+    async def answer() -> int:
+        return 42
+
+    assert await breaker.call(answer) == 42
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_state_changes_are_logged_once_each_and_failures_counted(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = EventLog(logging.getLogger("redline.test.breaker"), "redis", timer=clock)
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=2.0, timer=clock, events=events)
+    caplog.set_level(logging.INFO, logger="redline.test.breaker")
+    for _ in range(5):  # an outage with four failed probes: still one "open" line
+        fail(breaker, 3 if breaker.state is BreakerState.CLOSED else 1)
+        clock.now += 2.0
+    breaker.allow()
+    breaker.record_success()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 4, messages  # first failure, open, first failed probe, closed
+    assert "redis is open: 3 consecutive failures" in messages[1]
+    assert messages[-1].startswith("redis is closed")
+    assert events.counts() == {"failure:call": 7, "state:open": 1, "state:closed": 1}
+
+
+def test_node_breakers_keep_one_breaker_and_one_log_per_node(clock: FakeClock) -> None:
+    template = CircuitBreaker(failure_threshold=2, reset_timeout=1.0, timer=clock, name="redis")
+    breakers = NodeBreakers(template, logging.getLogger("redline.test.nodes"))
+    a, b = breakers.get("10.0.0.1:7000"), breakers.get("10.0.0.2:7000")
+    assert breakers.get("10.0.0.1:7000") is a
+    assert a.name == "redis@10.0.0.1:7000"
+    assert (a.failure_threshold, a.reset_timeout) == (2, 1.0)
+    fail(a, 2)
+    assert a.state is BreakerState.OPEN
+    assert b.state is BreakerState.CLOSED  # one node's outage leaves the other alone
+    b.allow()
+    assert breakers.event_counts() == {"failure:call": 2, "state:open": 1}
+    breakers.retain(["10.0.0.2:7000"])  # 10.0.0.1 left the topology: its counts stay
+    assert len(breakers) == 1
+    assert breakers.event_counts() == {"failure:call": 2, "state:open": 1}
+    assert breakers.get("10.0.0.1:7000") is not a  # back later: a fresh, closed breaker
+
+
+async def test_calls_waiting_with_none_finishing_open_it_after_the_stall_timeout() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.2)
+    started = time.monotonic()
+    waiting = [asyncio.ensure_future(breaker.call(lambda: asyncio.sleep(30))) for _ in range(3)]
+    done, pending = await asyncio.wait(waiting, timeout=2.0)
+    assert not pending
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert breaker.state is BreakerState.OPEN
+    assert "no answer for" in (breaker.stats().last_error or "")
+    for task in done:
+        with pytest.raises(CacheUnavailable, match="opened while this call waited"):
+            task.result()
+
+
+async def test_a_slow_call_among_calls_that_keep_finishing_is_not_a_stall() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.2)
+    slow = asyncio.ensure_future(breaker.call(lambda: asyncio.sleep(0.6)))
+    for _ in range(12):  # answers keep coming while the slow call waits
+        await breaker.call(lambda: asyncio.sleep(0.05))
+    await slow
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_a_quiet_wait_for_a_message_is_not_a_stall_but_still_gives_up_on_opening() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=10.0, stall_timeout=0.1)
+
+    async def wait_quietly() -> None:
+        async with breaker.guard(awaits_answer=False):
+            await asyncio.sleep(30)
+
+    waiting = asyncio.ensure_future(wait_quietly())
+    await asyncio.sleep(0.4)  # four stall timeouts with nothing answered: no trip
+    assert breaker.state is BreakerState.CLOSED
+    fail(breaker, 2)
+    with pytest.raises(CacheUnavailable, match="opened while this call waited"):
+        await asyncio.wait_for(waiting, 1.0)

@@ -9,7 +9,8 @@ __all__ = ["GetCoalescer", "RawReply"]
 
 # (raw value or None, remaining TTL in ms: -1 no expiry, -2 absent; None when not asked for)
 RawReply = tuple[bytes | None, int | None]
-BatchFetch = Callable[[list[str], list[str]], Awaitable[dict[str, RawReply]]]
+# A key's reply, or the error its lookup failed with (one node of a cluster down).
+BatchFetch = Callable[[list[str], list[str]], Awaitable[dict[str, RawReply | BaseException]]]
 
 
 class _Pending:
@@ -24,7 +25,8 @@ class GetCoalescer:
     """Collect ``get`` requests until the loop runs the flush task, then fetch them at once.
 
     ``fetch(keys, ttl_keys)`` gets every key of the batch (each once, however many waiters it
-    has) and the remaining TTL of ``ttl_keys``; an exception from it fails every waiter.
+    has) and the remaining TTL of ``ttl_keys``; an exception from it fails every waiter, an
+    exception as one key's reply fails only that key's waiters.
     Each waiter has its own future, so cancelling one caller leaves the others untouched.
     """
 
@@ -81,7 +83,11 @@ class GetCoalescer:
             reply = replies.get(key, (None, None))
             for future in entry.futures:
                 self.requests += 1
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(reply, BaseException):
+                    future.set_exception(reply)
+                else:
                     future.set_result(reply)
 
     @property

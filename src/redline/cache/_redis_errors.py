@@ -6,7 +6,7 @@ from redis import exceptions as redis_errors
 
 from redline.exceptions import CacheError, CacheUnavailable
 
-__all__ = ["TRANSLATED_ERRORS", "UNAVAILABLE_ERRORS", "translate_redis_error"]
+__all__ = ["ANSWERED_ERRORS", "TRANSLATED_ERRORS", "UNAVAILABLE_ERRORS", "translate_redis_error"]
 
 # Errors that say "this tier cannot serve right now": they trip the breaker. Any other
 # redis error (WRONGTYPE, bad arguments...) is a CacheError that leaves the breaker alone.
@@ -22,6 +22,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.InvalidResponse,
     OSError,
     TimeoutError,
+)
+# Unavailable errors a node answers with while it is up: the Cluster is down as a whole
+# (CLUSTERDOWN while a failover runs; MASTERDOWN from a replica) or a slot is moving.
+# They fail the call but say nothing against that node, so they leave its breaker closed.
+ANSWERED_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ClusterDownError,  # also MasterDown
+    redis_errors.TryAgainError,
 )
 TRANSLATED_ERRORS: tuple[type[BaseException], ...] = (
     *UNAVAILABLE_ERRORS,

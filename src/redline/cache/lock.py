@@ -13,6 +13,13 @@ re-check every ``lease / 4`` in case the message was missed), so waiting costs a
 of commands, not one per poll. Works on Redis Cluster: the lock is one key (one slot),
 and a classic ``PUBLISH`` in a cluster reaches subscribers on every node.
 
+With ``breaker=`` (the :class:`~redline.cache.breaker.CircuitBreaker` of the node that owns
+the lock key, e.g. ``RedisCache.breaker_for(name)``) every command goes through it: while
+Redis is known to be down a lock fails at once with :class:`CacheUnavailable` instead of
+each caller waiting out a socket timeout, and a command in flight gives up when it opens.
+Failures are logged through an :class:`~redline._events.EventLog` (the first of a run, then
+counted), never once per call.
+
 Example::
 
     lock = DistributedLock(client, "redline:lock:{report:42}", lease=5.0)
@@ -24,18 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, Self, TypeAlias, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from redline._events import EventLog
+from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.exceptions import CacheUnavailable, LockError, LockTimeout
 
 __all__ = ["DistributedLock", "LockStats", "RedisClient", "load_once", "translate_redis_errors"]
@@ -43,6 +53,15 @@ __all__ = ["DistributedLock", "LockStats", "RedisClient", "load_once", "translat
 logger = logging.getLogger(__name__)
 
 RedisClient: TypeAlias = "Redis | RedisCluster"
+T = TypeVar("T")
+
+
+@functools.cache
+def _shared_events() -> EventLog:
+    """The event log of the locks given none: one for all, so many locks failing together
+    during an outage still log a line per cause."""
+    return EventLog(logger, "distributed lock")
+
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -75,7 +94,9 @@ class DistributedLock:
 
     *lease* (seconds) bounds how long a dead holder blocks others; *renew_interval*
     (default ``lease / 3``) is how often a live holder extends it; *wait_timeout* is the
-    hard cap :meth:`acquire` waits before raising :class:`LockTimeout`.
+    hard cap :meth:`acquire` waits before raising :class:`LockTimeout`. ``breaker`` (see
+    the module docstring) guards every command; ``events`` logs failures (default: one log
+    shared by every lock).
 
     Example::
 
@@ -94,6 +115,8 @@ class DistributedLock:
         wait_timeout: float = 30.0,
         poll_interval: float = 0.05,
         timer: Callable[[], float] = time.monotonic,
+        breaker: CircuitBreaker | None = None,
+        events: EventLog | None = None,
     ) -> None:
         if not name:
             raise ValueError("name must be a non-empty string")
@@ -111,6 +134,8 @@ class DistributedLock:
         self.renew_interval = renew_interval if renew_interval is not None else lease / 3
         self.wait_timeout = wait_timeout
         self.poll_interval = poll_interval
+        self.breaker = breaker
+        self.events = events if events is not None else _shared_events()
         self._timer = timer
         self._token: str | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -133,10 +158,10 @@ class DistributedLock:
         if self._token is not None:
             raise LockError(f"lock {self.name!r} is already held by this object")
         token = secrets.token_hex(16)
-        try:
-            taken = await self.client.set(self.name, token, nx=True, px=int(self.lease * 1000))
-        except RedisError as exc:
-            raise CacheUnavailable(f"cannot take lock {self.name!r}: {exc}") from exc
+        taken = await self.command(
+            f"cannot take lock {self.name!r}",
+            lambda: self.client.set(self.name, token, nx=True, px=int(self.lease * 1000)),
+        )
         if not taken:
             self._contended += 1
             return False
@@ -166,31 +191,42 @@ class DistributedLock:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
             self._renewer = None
-        try:
-            deleted = await self._release_script(keys=[self.name], args=[token])
-        except RedisError as exc:
-            raise CacheUnavailable(f"cannot release lock {self.name!r}: {exc}") from exc
+        deleted = await self.command(
+            f"cannot release lock {self.name!r}",
+            lambda: self._release_script(keys=[self.name], args=[token]),
+        )
         if not deleted:
             self._lost += 1
-            logger.warning(
-                "lock %r had expired before release (lease %.1fs)", self.name, self.lease
-            )
+            self.events.failure("release", f"lock {self.name!r} had expired (lease {self.lease}s)")
         return bool(deleted)
+
+    async def command(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """``await op()`` (a command on this lock's client) through ``breaker``; a redis-py
+        error, or the breaker open, is :class:`CacheUnavailable` saying *what* failed."""
+        try:
+            if self.breaker is None:
+                return await op()
+            return await self.breaker.call(op)
+        except (RedisError, OSError) as exc:
+            raise CacheUnavailable(f"{what}: {exc}") from exc
 
     async def _renew_forever(self, token: str) -> None:
         """Extend the lease every ``renew_interval`` while the token is still ours."""
         while True:
             await asyncio.sleep(self.renew_interval)
             try:
-                renewed = await self._renew_script(
-                    keys=[self.name], args=[token, int(self.lease * 1000)]
+                renewed = await self.command(
+                    f"cannot renew lock {self.name!r}",
+                    lambda: self._renew_script(
+                        keys=[self.name], args=[token, int(self.lease * 1000)]
+                    ),
                 )
-            except RedisError as exc:
-                logger.warning("cannot renew lock %r: %s", self.name, exc)
+            except CacheUnavailable as exc:
+                self.events.failure("renewal", exc)
                 continue
             if not renewed:
                 self._lost += 1
-                logger.warning("lock %r was lost while held", self.name)
+                self.events.failure("renewal", f"lock {self.name!r} was lost while held")
                 return
             self._renewals += 1
 
@@ -257,10 +293,13 @@ async def load_once(
                     try:
                         await lock.release()
                     except CacheUnavailable as exc:  # the lease runs out on its own
-                        logger.warning("cannot release %r: %s", lock.name, exc)
+                        lock.events.failure("release", exc)
             if pubsub is None:
                 pubsub = lock.client.pubsub()
-                await pubsub.subscribe(lock.channel)
+                await lock.command(
+                    f"cannot wait for lock {lock.name!r}",
+                    functools.partial(pubsub.subscribe, lock.channel),
+                )
             # Re-read after subscribing: the value may have landed before we listened.
             value = await read()
             if is_hit(value):
@@ -269,7 +308,7 @@ async def load_once(
             if remaining <= 0:
                 lock._timeouts += 1
                 raise LockTimeout(f"no value for lock {lock.name!r} within {lock.wait_timeout}s")
-            await _wait_for_message(pubsub, min(lock.lease / 4, remaining))
+            await _wait_for_landing(lock, pubsub, min(lock.lease / 4, remaining))
     except RedisError as exc:
         raise CacheUnavailable(f"single-flight on {lock.name!r} failed: {exc}") from exc
     finally:
@@ -282,9 +321,24 @@ async def load_once(
 async def _publish(lock: DistributedLock) -> None:
     """Announce a finished load; a lost message only delays waiters to their re-check."""
     try:
-        await lock.client.publish(lock.channel, "1")
-    except RedisError as exc:
-        logger.warning("cannot publish on %r: %s", lock.channel, exc)
+        await lock.command(
+            f"cannot publish on {lock.channel!r}", lambda: lock.client.publish(lock.channel, "1")
+        )
+    except CacheUnavailable as exc:
+        lock.events.failure("publish", exc)
+
+
+async def _wait_for_landing(lock: DistributedLock, pubsub: Any, timeout: float) -> None:
+    """Wait for the holder's message; give up (:class:`CacheUnavailable`) as soon as the
+    lock's breaker opens, since no message will come through a Redis that is down."""
+    breaker = lock.breaker
+    if breaker is None:
+        await _wait_for_message(pubsub, timeout)
+        return
+    if breaker.state is BreakerState.OPEN:
+        raise CacheUnavailable(f"circuit breaker {breaker.name!r} is open")
+    async with breaker.guard(awaits_answer=False):  # a quiet channel is not a stall
+        await _wait_for_message(pubsub, timeout)
 
 
 async def _wait_for_message(pubsub: Any, timeout: float) -> None:

@@ -2,7 +2,8 @@
 
 Single-key reads issued in the same event-loop tick are coalesced into one ``MGET``
 (standalone) or one pipeline per node (Cluster); every command goes through a
-:class:`~redline.cache.breaker.CircuitBreaker`, and redis-py errors are translated into
+:class:`~redline.cache.breaker.CircuitBreaker` — one per Cluster master, so a dead master
+fails only the keys it owns — and redis-py errors are translated into
 :class:`~redline.exceptions.CacheUnavailable` / :class:`~redline.exceptions.CacheError`.
 """
 
@@ -22,12 +23,14 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from redline.cache._coalesce import GetCoalescer, RawReply
 from redline.cache._redis_errors import (
+    ANSWERED_ERRORS,
     TRANSLATED_ERRORS,
     UNAVAILABLE_ERRORS,
     translate_redis_error,
 )
+from redline.cache._routes import Route, Routes
 from redline.cache.base import MISSING, CacheStats, TierStats
-from redline.cache.breaker import CircuitBreaker
+from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.exceptions import CacheError, CacheUnavailable
 
 if TYPE_CHECKING:
@@ -56,6 +59,8 @@ return 1
 """
 
 logger = logging.getLogger(__name__)
+# Commands in one pipeline beyond which it may rightly take long (not a stall).
+_BULK = 256
 T = TypeVar("T")
 RedisClient = Redis | RedisCluster
 
@@ -88,8 +93,19 @@ class RedisCache:
     stored as plain decimal so ``incr`` works on them. A stored value that fails to decode is
     logged, counted in ``stats().errors`` and read as a miss. Every command goes through
     ``breaker``; when Redis is down calls raise :class:`CacheUnavailable` (at once while the
-    breaker is open). ``ttl_jitter`` shortens every TTL by a random fraction up to that value,
-    so keys written together do not all expire together.
+    breaker is open, and calls already waiting give up when it opens). ``ttl_jitter``
+    shortens every TTL by a random fraction up to that value, so keys written together do
+    not all expire together.
+
+    On a Cluster, ``breaker`` is the model of one breaker per master (:meth:`breakers`),
+    found from redis-py's slot table: a master that dies fails only the keys it owns (a
+    coalesced batch fails only those keys, ``get_many`` leaves them out), and once a replica
+    has taken over (the slot table is refreshed in the background while a master fails)
+    its keys route to the new master and its own breaker. Breaker state changes are logged
+    once each and failures counted (``stats()`` tier ``events``). A client you pass in
+    should not retry on its own (``RedisCluster(retry=Retry(NoBackoff(), 0))``, as
+    :meth:`from_cluster_nodes` builds it): redis-py's Cluster retries close every node's
+    connections.
 
     Tags live in one Redis set per tag (``"{namespace}#tag:{tag}"``, outside the key space
     that patterns match); ``invalidate_tags`` deletes the members and the set. A tag set
@@ -134,16 +150,17 @@ class RedisCache:
         self.serializer = serializer
         self.default_ttl = default_ttl
         self.ttl_jitter = ttl_jitter
-        self.breaker = breaker or CircuitBreaker(name=name)
+        self.breaker = breaker or CircuitBreaker(
+            failure_threshold=3, reset_timeout=1.0, stall_timeout=0.25, name=name
+        )
         self.is_cluster = isinstance(client, RedisCluster)
         self._prefix = namespace + ":"
         self._tag_prefix = namespace + "#tag:"
         self._owns_client = owns_client
-        self._limit = asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        self._routes = Routes(
+            client, self.breaker, max_in_flight=max_in_flight, name=name, logger=logger
+        )
         self._coalescer = GetCoalescer(self._fetch_batch)
-        # redis-py's async RedisCluster misroutes concurrent first commands on a cold client;
-        # the first command of this cache initialises it (under redis-py's own lock) first.
-        self._cluster_ready = not self.is_cluster
         self._hits = self._misses = self._sets = self._deletes = self._errors = 0
 
     @classmethod
@@ -171,8 +188,9 @@ class RedisCache:
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
             # One immediate retry replaces a pooled connection that died with a restart;
-            # redis-py's default backs off for seconds, which a cache must not do.
-            retry=Retry(NoBackoff(), 1),
+            # redis-py's default backs off for seconds, which a cache must not do. Never
+            # on a timeout: a Redis that stopped answering would cost every call two.
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
         )
         return cls(
             client,
@@ -207,6 +225,9 @@ class RedisCache:
         """A cache on a Redis Cluster reached through any of *nodes* ``[(host, port), ...]``."""
         if not nodes:
             raise ValueError("nodes must name at least one (host, port)")
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         client = RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             max_connections=max_connections,
@@ -215,6 +236,10 @@ class RedisCache:
             ssl=ssl,
             username=username,
             password=password,
+            # No retries: redis-py's Cluster retry closes every node's connections and
+            # sleeps; a failing node is the breaker's business, and a moved slot is
+            # followed without a retry.
+            retry=Retry(NoBackoff(), 0),
         )
         return cls(
             client,
@@ -267,57 +292,193 @@ class RedisCache:
             )
             return MISSING
 
-    async def _call(self, what: str, op: Callable[[], Awaitable[T]], *, check: bool = True) -> T:
-        if check:  # coalesced reads asked the breaker when they queued
-            self.breaker.allow()
+    async def _route(self, full_key: str) -> Route:
+        """The route of the node that owns *full_key* (learning the Cluster's slots first)."""
         try:
-            if not self._cluster_ready:
-                await cast(RedisCluster, self.client).initialize()
-                self._cluster_ready = True
-            if self._limit is None:
-                result = await op()
-            else:
-                async with self._limit:
-                    result = await op()
+            if not self._routes.ready:
+                await self._routes.initialize()
+            return self._routes.for_key(full_key)
         except TRANSLATED_ERRORS as exc:
-            self._fail(exc)
+            self._errors += 1
+            raise translate_redis_error(exc, "routing") from exc
+
+    def _allow(self, route: Route) -> None:
+        try:
+            route.breaker.allow()
+        except CacheUnavailable:
+            self._routes.suspect()  # its node may have been replaced
+            raise
+
+    async def _run(
+        self,
+        route: Route,
+        what: str,
+        op: Callable[[], Awaitable[T]],
+        *,
+        check: bool = True,
+        bulk: bool = False,
+    ) -> T:
+        """``await op()`` through *route*'s breaker and in-flight limit, errors translated.
+
+        A *bulk* call (a scan, a pipeline of many commands) may rightly take long: it still
+        gives up when the breaker opens, but its wait is never taken for a stall.
+        """
+        breaker = route.breaker
+        if check:
+            self._allow(route)
+        elif breaker.state is BreakerState.OPEN:  # opened since the call asked
+            raise CacheUnavailable(f"circuit breaker {breaker.name!r} is open")
+        guard = breaker.guard(awaits_answer=not bulk)
+        try:
+            async with guard:
+                if not self._routes.ready:
+                    await self._routes.initialize()
+                if route.limit is None:
+                    result = await op()
+                else:
+                    async with route.limit:
+                        result = await op()
+        except CacheUnavailable:
+            if not guard.aborted:
+                raise
+            self._errors += 1  # the breaker opened while this call waited
+            raise
+        except TRANSLATED_ERRORS as exc:
+            self._fail(route, exc)
             raise translate_redis_error(exc, what) from exc
-        self.breaker.record_success()
+        breaker.record_success()
         return result
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, route: Route, exc: BaseException) -> None:
         self._errors += 1
-        if isinstance(exc, UNAVAILABLE_ERRORS):
-            self.breaker.record_failure(exc)
+        if isinstance(exc, ANSWERED_ERRORS):
+            # The node answered (CLUSTERDOWN while a failover runs, TRYAGAIN): it is up,
+            # the slot table may be stale.
+            route.breaker.record_success()
+            self._routes.suspect()
+        elif isinstance(exc, UNAVAILABLE_ERRORS):
+            route.breaker.record_failure(exc)
+            self._routes.suspect()
         else:
-            self.breaker.record_success()  # it answered
+            route.breaker.record_success()  # it answered
 
-    async def _fetch_batch(self, keys: list[str], ttl_keys: list[str]) -> dict[str, RawReply]:
-        async def fetch() -> list[Any]:
-            if self.is_cluster or ttl_keys:
+    async def _keyed(self, what: str, full_key: str, command: Callable[[Any], Any]) -> Any:
+        """One command on *full_key*'s node: ``command(client)`` on standalone Redis, one
+        queued in a pipeline on a Cluster (a pipeline never closes the other nodes'
+        connections when this one fails)."""
+        route = self._routes.single or await self._route(full_key)
+        if not self.is_cluster:
+            return await self._run(route, what, lambda: command(self.client))
+
+        async def one() -> Any:
+            pipe = self.client.pipeline(transaction=False)
+            command(pipe)
+            (result,) = await pipe.execute()
+            return result
+
+        return await self._run(route, what, one)
+
+    async def _fan_out(
+        self,
+        what: str,
+        full_keys: Sequence[str],
+        queue: Callable[[Any, int], Any],
+        *,
+        check: bool = True,
+    ) -> list[Any]:
+        """Command *i* (``queue(pipe, i)``, routed by ``full_keys[i]``) in one pipeline per
+        node, the nodes concurrently; per command its reply, or the :class:`CacheError` its
+        node failed with."""
+        results: list[Any] = [None] * len(full_keys)
+        if not full_keys:
+            return results
+        if self._routes.single is not None:
+            groups = {self._routes.single: list(range(len(full_keys)))}
+        else:
+            await self._route(full_keys[0])
+            try:
+                groups = self._routes.group(full_keys)
+            except TRANSLATED_ERRORS as exc:
+                self._errors += 1
+                raise translate_redis_error(exc, "routing") from exc
+
+        async def run(route: Route, positions: list[int]) -> None:
+            async def execute() -> list[Any]:
                 pipe = self.client.pipeline(transaction=False)
-                if self.is_cluster:
-                    for key in keys:
-                        pipe.get(key)
+                for index in positions:
+                    queue(pipe, index)
+                replies: list[Any] = await pipe.execute()
+                return replies
+
+            try:
+                bulk = len(positions) > _BULK
+                replies = await self._run(route, what, execute, check=check, bulk=bulk)
+            except CacheError as exc:
+                for index in positions:
+                    results[index] = exc
+            else:
+                for index, reply in zip(positions, replies, strict=True):
+                    results[index] = reply
+
+        if len(groups) == 1:
+            await run(*next(iter(groups.items())))
+        else:
+            await asyncio.gather(*(run(route, positions) for route, positions in groups.items()))
+        return results
+
+    @staticmethod
+    def _first_error(results: Iterable[Any]) -> None:
+        for result in results:
+            if isinstance(result, CacheError):
+                raise result
+
+    async def _fetch_batch(
+        self, keys: list[str], ttl_keys: list[str]
+    ) -> dict[str, RawReply | BaseException]:
+        if self.is_cluster:
+            routed = [*keys, *ttl_keys]
+
+            def queue(pipe: Any, index: int) -> None:
+                if index < len(keys):
+                    pipe.get(routed[index])
                 else:
-                    pipe.mget(keys)
+                    pipe.pttl(routed[index])
+
+            replies = await self._fan_out("GET", routed, queue, check=False)
+            pttls = dict(zip(ttl_keys, replies[len(keys) :], strict=True))
+            out: dict[str, RawReply | BaseException] = {}
+            for key, value in zip(keys, replies, strict=False):
+                pttl = pttls.get(key)
+                failed = value if isinstance(value, CacheError) else pttl
+                if isinstance(failed, CacheError):
+                    out[key] = failed
+                else:
+                    out[key] = (value, pttl)
+            return out
+
+        async def fetch() -> list[Any]:
+            if ttl_keys:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.mget(keys)
                 for key in ttl_keys:
                     pipe.pttl(key)
                 reply: list[Any] = await pipe.execute()
-                return reply if self.is_cluster else [*reply[0], *reply[1:]]
+                return [*reply[0], *reply[1:]]
             values: list[Any] = await self.client.mget(keys)
             return values
 
-        replies = await self._call("GET", fetch, check=False)
-        pttls = dict(zip(ttl_keys, replies[len(keys) :], strict=True))
-        return {key: (value, pttls.get(key)) for key, value in zip(keys, replies, strict=False)}
+        route = cast(Route, self._routes.single)
+        values = await self._run(route, "GET", fetch, check=False)
+        pttls = dict(zip(ttl_keys, values[len(keys) :], strict=True))
+        return {key: (value, pttls.get(key)) for key, value in zip(keys, values, strict=False)}
 
     # -- the Cache protocol ------------------------------------------------------------
 
     async def get(self, key: str, default: Any = MISSING) -> Any:
         """The value at *key*, or *default*; concurrent calls share one round trip."""
-        self.breaker.allow()
-        raw, _ = await self._coalescer.submit(self._prefix + key)
+        full = self._prefix + key
+        self._allow(self._routes.single or await self._route(full))
+        raw, _ = await self._coalescer.submit(full)
         value = self._decode(key, raw)
         if value is MISSING:
             self._misses += 1
@@ -327,8 +488,9 @@ class RedisCache:
 
     async def get_with_ttl(self, key: str, default: Any = MISSING) -> tuple[Any, float | None]:
         """``(value, remaining ttl in seconds or None)``, or ``(default, None)`` on a miss."""
-        self.breaker.allow()
-        raw, pttl = await self._coalescer.submit(self._prefix + key, with_ttl=True)
+        full = self._prefix + key
+        self._allow(self._routes.single or await self._route(full))
+        raw, pttl = await self._coalescer.submit(full, with_ttl=True)
         value = self._decode(key, raw)
         if value is MISSING or pttl == -2:  # -2: expired between GET and PTTL
             self._misses += 1
@@ -345,17 +507,17 @@ class RedisCache:
         full = self._prefix + key
         tag_keys = [self.tag_key(tag) for tag in tags]
         if not tag_keys:
-            await self._call("SET", lambda: self.client.set(full, data, px=px))
+            await self._keyed("SET", full, lambda target: target.set(full, data, px=px))
         else:
+            routed = [full, *tag_keys]
 
-            async def set_and_tag() -> Any:
-                pipe = self.client.pipeline(transaction=False)
-                pipe.set(full, data, px=px)
-                for tag_key in tag_keys:
-                    pipe.eval(_TAG, 1, tag_key, full, -1 if px is None else px)
-                return await pipe.execute()
+            def queue(pipe: Any, index: int) -> None:
+                if index == 0:
+                    pipe.set(full, data, px=px)
+                else:
+                    pipe.eval(_TAG, 1, routed[index], full, -1 if px is None else px)
 
-            await self._call("SET", set_and_tag)
+            self._first_error(await self._fan_out("SET", routed, queue))
         self._sets += 1
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
@@ -365,29 +527,38 @@ class RedisCache:
             return
         expiries = [self._ttl_ms(ttl) for _ in items]
 
-        async def write() -> Any:
-            pipe = self.client.pipeline(transaction=False)
-            for (full, data), px in zip(items, expiries, strict=True):
-                pipe.set(full, data, px=px)
-            return await pipe.execute()
+        def queue(pipe: Any, index: int) -> None:
+            full, data = items[index]
+            pipe.set(full, data, px=expiries[index])
 
-        await self._call("SET", write)
-        self._sets += len(items)
+        results = await self._fan_out("SET", [full for full, _ in items], queue)
+        self._sets += sum(not isinstance(result, CacheError) for result in results)
+        self._first_error(results)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The found keys of *keys* with their values (absent keys are left out)."""
+        """The found keys of *keys* with their values (absent keys are left out).
+
+        On a Cluster with some masters unreachable the keys they own are left out too (and
+        counted in ``errors``); :class:`CacheUnavailable` only when no master answered.
+        """
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
         fulls = [self._prefix + key for key in wanted]
-        if isinstance(self.client, RedisCluster):
-            cluster = self.client
-            raws = await self._call("MGET", lambda: cluster.mget_nonatomic(fulls))
+        if self.is_cluster:
+            raws = await self._fan_out("MGET", fulls, lambda pipe, i: pipe.get(fulls[i]))
+            if all(isinstance(raw, CacheError) for raw in raws):
+                self._first_error(raws)
         else:
+            route = cast(Route, self._routes.single)
             client = self.client
-            raws = await self._call("MGET", lambda: client.mget(fulls))
+            raws = await self._run(
+                route, "MGET", lambda: client.mget(fulls), bulk=len(fulls) > _BULK
+            )
         found: dict[str, Any] = {}
         for key, raw in zip(wanted, raws, strict=True):
+            if isinstance(raw, CacheError):
+                continue
             value = self._decode(key, raw)
             if value is MISSING:
                 self._misses += 1
@@ -399,14 +570,16 @@ class RedisCache:
     async def delete(self, key: str) -> bool:
         """Remove *key*; ``True`` if it was there."""
         full = self._prefix + key
-        removed: int = await self._call("UNLINK", lambda: self.client.unlink(full))
+        removed: int = await self._keyed(
+            "UNLINK", full, lambda target: target.execute_command("UNLINK", full)
+        )
         self._deletes += removed
         return removed > 0
 
     async def exists(self, key: str) -> bool:
         """Whether *key* is stored (and not expired)."""
         full = self._prefix + key
-        found: int = await self._call("EXISTS", lambda: self.client.exists(full))
+        found: int = await self._keyed("EXISTS", full, lambda target: target.exists(full))
         return found > 0
 
     async def incr(self, key: str, amount: int = 1) -> int:
@@ -415,7 +588,9 @@ class RedisCache:
             raise TypeError(f"amount must be an int, got {amount!r}")
         full = self._prefix + key
         try:
-            result: int = await self._call("INCRBY", lambda: self.client.incrby(full, amount))
+            result: int = await self._keyed(
+                "INCRBY", full, lambda target: target.incrby(full, amount)
+            )
         except CacheError as exc:
             if isinstance(exc.__cause__, redis_errors.ResponseError) and not isinstance(
                 exc, CacheUnavailable
@@ -427,7 +602,7 @@ class RedisCache:
     async def ttl(self, key: str) -> float | None:
         """Seconds until *key* expires; ``None`` if it has no expiry or is absent."""
         full = self._prefix + key
-        pttl: int = await self._call("PTTL", lambda: self.client.pttl(full))
+        pttl: int = await self._keyed("PTTL", full, lambda target: target.pttl(full))
         return pttl / 1000 if pttl >= 0 else None
 
     async def _scan_unlink(self, match: str, what: str) -> int:
@@ -435,7 +610,9 @@ class RedisCache:
         client = self.client
         removed = 0
         if isinstance(client, RedisCluster):
-            for node in client.get_primaries():
+            if not self._routes.ready:
+                await self._route(self._prefix)
+            for node, route in self._routes.primaries():
                 cursor = 0
                 while True:
 
@@ -443,7 +620,7 @@ class RedisCache:
                         return await client.scan(cursor, match=match, count=500, target_nodes=node)
 
                     # cluster SCAN answers ({node name: cursor}, keys)
-                    cursors, found = await self._call(what, scan_node)
+                    cursors, found = await self._run(route, what, scan_node, bulk=True)
                     cursor = cursors[node.name]
                     removed += await self._unlink(what, found)
                     if cursor == 0:
@@ -455,7 +632,8 @@ class RedisCache:
                 async def scan(cursor: int = cursor) -> Any:
                     return await client.scan(cursor, match=match, count=500)
 
-                cursor, found = await self._call(what, scan)
+                single = cast(Route, self._routes.single)
+                cursor, found = await self._run(single, what, scan, bulk=True)
                 removed += await self._unlink(what, found)
                 if cursor == 0:
                     break
@@ -465,9 +643,17 @@ class RedisCache:
         if not keys:
             return 0
         batch = list(keys)
-        # Cluster's unlink splits the keys per slot, so keys of many slots are fine
-        removed: int = await self._call(what, lambda: self.client.unlink(*batch))
-        return removed
+        if not self.is_cluster:
+            route = cast(Route, self._routes.single)
+            removed: int = await self._run(
+                route, what, lambda: self.client.unlink(*batch), bulk=len(batch) > _BULK
+            )
+            return removed
+        results = await self._fan_out(
+            what, batch, lambda pipe, i: pipe.execute_command("UNLINK", batch[i])
+        )
+        self._first_error(results)
+        return sum(results)
 
     async def delete_pattern(self, pattern: str) -> int:
         """Delete the keys matching the glob *pattern* (inside the namespace); the count."""
@@ -481,14 +667,9 @@ class RedisCache:
             return 0
         tag_keys = [self.tag_key(tag) for tag in tags]
 
-        async def members() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for tag_key in tag_keys:
-                pipe.smembers(tag_key)
-            reply: list[Any] = await pipe.execute()
-            return reply
-
-        keys = sorted({key for group in await self._call("SMEMBERS", members) for key in group})
+        groups = await self._fan_out("SMEMBERS", tag_keys, lambda p, i: p.smembers(tag_keys[i]))
+        self._first_error(groups)
+        keys = sorted({key for group in groups for key in group})
         removed = await self._unlink("UNLINK", keys)
         await self._unlink("UNLINK", tag_keys)
         self._deletes += removed
@@ -499,22 +680,81 @@ class RedisCache:
         await self._scan_unlink(_escape_glob(self.namespace) + "[:#]*", "clear")
 
     async def health(self) -> dict[str, Any]:
-        """``{"status": "ok" | "down", "breaker": state, "latency_ms": ..., ...}``; never raises."""
+        """``{"status": "ok" | "degraded" | "down", "breaker": state, "latency_ms": ...}``;
+        never raises. On a Cluster ``nodes`` has each master's status and breaker, and the
+        status is ``degraded`` while some (not all) masters are down."""
         started = time.perf_counter()
         report: dict[str, Any] = {
             "name": self.name,
             "backend": "redis-cluster" if self.is_cluster else "redis",
             "namespace": self.namespace,
         }
-        try:
-            await self._call("PING", lambda: self.client.ping())
-        except CacheError as exc:
-            report.update(status="down", latency_ms=None, error=str(exc))
+        errors: list[str] = []
+        if self.is_cluster:
+            nodes: dict[str, Any] = {}
+            try:
+                await self._route(self._prefix)
+                primaries = self._routes.primaries()
+            except CacheError as exc:
+                errors.append(str(exc))
+                primaries = []
+            for node, route in primaries:
+
+                async def ping(node: ClusterNode = node) -> Any:
+                    return await self.client.ping(target_nodes=node)
+
+                try:
+                    await self._run(route, "PING", ping)
+                except CacheError as exc:
+                    errors.append(f"{route.node}: {exc}")
+                    nodes[route.node] = {"status": "down", "breaker": route.breaker.state.value}
+                else:
+                    nodes[route.node] = {"status": "ok", "breaker": route.breaker.state.value}
+            report["nodes"] = nodes
+            healthy = sum(node["status"] == "ok" for node in nodes.values())
+            status = "ok" if not errors else "degraded" if healthy else "down"
         else:
-            latency = round((time.perf_counter() - started) * 1000, 3)
-            report.update(status="ok", latency_ms=latency, error=None)
-        report["breaker"] = self.breaker.state.value
+            route = cast(Route, self._routes.single)
+            try:
+                await self._run(route, "PING", lambda: self.client.ping())
+            except CacheError as exc:
+                errors.append(str(exc))
+            status = "down" if errors else "ok"
+        latency = round((time.perf_counter() - started) * 1000, 3)
+        report.update(
+            status=status,
+            latency_ms=None if status == "down" else latency,
+            error="; ".join(errors) or None,
+            breaker=self._breaker_summary(),
+        )
         return report
+
+    def _breaker_summary(self) -> str:
+        """The standalone breaker's state; on a Cluster the worst of the masters' breakers."""
+        if self._routes.single is not None:
+            return self.breaker.state.value
+        states = {route.breaker.state for route in self._routes.all()}
+        for state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+            if state in states:
+                return state.value
+        return BreakerState.CLOSED.value
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        """The breakers in use: ``{name: breaker}`` on standalone Redis, one per master seen
+        so far (``"host:port"``) on a Cluster."""
+        return {route.node: route.breaker for route in self._routes.all()}
+
+    def breaker_for(self, redis_key: str) -> CircuitBreaker:
+        """The breaker of the node that owns *redis_key* (a Redis key, namespace included,
+        e.g. a lock's or a Bloom filter's), so commands sent on this cache's client outside
+        the cache share its view of that node — ``breaker`` on standalone Redis, or on a
+        Cluster not yet used."""
+        if self._routes.single is not None or not self._routes.ready:
+            return self.breaker
+        try:
+            return self._routes.for_key(redis_key).breaker
+        except TRANSLATED_ERRORS:
+            return self.breaker
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters (one tier, called ``name``)."""
@@ -527,6 +767,7 @@ class RedisCache:
                     sets=self._sets,
                     deletes=self._deletes,
                     errors=self._errors,
+                    events=self._routes.event_counts(),
                 ),
             )
         )
@@ -539,6 +780,7 @@ class RedisCache:
     async def close(self) -> None:
         """Let in-flight reads finish, then close the client if this cache created it."""
         await self._coalescer.aclose()
+        await self._routes.aclose()
         if self._owns_client:
             await self.client.aclose()
 
@@ -558,5 +800,5 @@ class RedisCache:
         return (
             f"RedisCache(name={self.name!r}, {kind}, namespace={self.namespace!r}, "
             f"hits={self._hits}, misses={self._misses}, errors={self._errors}, "
-            f"breaker={self.breaker.state.value})"
+            f"breaker={self._breaker_summary()})"
         )

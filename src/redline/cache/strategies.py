@@ -17,9 +17,13 @@ Cache-aside reads the cache and, on a miss, runs the loader and stores what it r
 
 ``cache_aside`` returns the value, or ``MISSING`` when the key does not exist (the loader
 returned ``MISSING``, the negative cache said so, or the Bloom filter ruled it out).
-A cache (or lock) that is down never breaks a read: the error is logged and counted in
-``errors``, the read counts as a miss, the loader runs (still single-flight in-process)
-and its value is returned uncached. Loader errors propagate to every caller sharing the load.
+A cache (or lock) that is down never breaks a read: the error is counted in ``errors``
+(and logged once per run of failures, not per call), the read counts as a miss, the loader
+runs (still single-flight in-process) and its value is returned uncached. ``lock=True`` and
+a :class:`RedisBloomFilter` on the cache's own client go through the cache's circuit
+breaker for their key, so while Redis is known to be down they cost nothing: the lock is
+skipped and the filter rules nothing out, at once. Loader errors propagate to every caller
+sharing the load.
 
 Example::
 
@@ -36,13 +40,15 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from redline._events import EventLog
 from redline.cache.base import MISSING, Cache
 from redline.cache.bloom import BloomFilter, RedisBloomFilter
+from redline.cache.breaker import CircuitBreaker
 from redline.cache.early_refresh import should_refresh, unwrap, wrap
 from redline.cache.lock import DistributedLock, RedisClient, load_once
 from redline.exceptions import CacheError, CacheUnavailable
@@ -66,6 +72,16 @@ LockOption: TypeAlias = bool | DistributedLock | Callable[[str], DistributedLock
 BloomOption: TypeAlias = BloomFilter | RedisBloomFilter | None
 
 _NEGATIVE: dict[str, str] = {"__redline__": "not-found"}
+
+
+@runtime_checkable
+class _BreakerSource(Protocol):
+    """A Redis-backed cache that can say which breaker guards a Redis key
+    (:meth:`~redline.cache.redis.RedisCache.breaker_for`)."""
+
+    client: Any
+
+    def breaker_for(self, redis_key: str) -> CircuitBreaker: ...
 
 
 def is_negative(raw: Any) -> bool:
@@ -124,6 +140,7 @@ class CacheAside:
         self._reading: dict[str, asyncio.Task[Any]] = {}
         self._refreshing: set[str] = set()
         self._counts = dict.fromkeys(CacheAsideStats.__slots__, 0)
+        self.events = EventLog(logger, "cache-aside")
 
     async def get(
         self,
@@ -149,7 +166,7 @@ class CacheAside:
         if raw is not MISSING:
             return await self._on_hit(key, raw, loader, options)
         self._count("misses")
-        if options.bloom is not None and not await _bloom_contains(options.bloom, key):
+        if options.bloom is not None and not await self._bloom_contains(options.bloom, key):
             self._count("bloom_rejections")
             return MISSING
         task = self._inflight.get(key)
@@ -177,7 +194,7 @@ class CacheAside:
             return await self.cache.get(key)
         except CacheError as exc:
             self._count("errors")
-            logger.warning("cache-aside read of %r failed, loading instead: %s", key, exc)
+            self.events.failure("read", _about(key, exc))  # the read is a miss: the loader runs
             return MISSING
 
     async def _safe_set(self, key: str, value: Any, ttl: float | None) -> None:
@@ -186,7 +203,7 @@ class CacheAside:
             await self.cache.set(key, value, ttl)
         except CacheError as exc:
             self._count("errors")
-            logger.warning("cache-aside write of %r failed, returning it uncached: %s", key, exc)
+            self.events.failure("write", _about(key, exc))  # the value is returned uncached
 
     async def _on_hit(self, key: str, raw: Any, loader: Loader, options: _Options) -> Any:
         if is_negative(raw):
@@ -221,8 +238,8 @@ class CacheAside:
                     await lock.release()
             self._count("early_refreshes")
             return value
-        except Exception:
-            logger.warning("early refresh of %r failed; serving the old value", key, exc_info=True)
+        except Exception as exc:
+            self.events.failure("early refresh", _about(key, exc))  # the old value is served
             return old
         finally:
             self._refreshing.discard(key)
@@ -250,7 +267,7 @@ class CacheAside:
                 raise
             # Redis is down: no cross-process lock to take; load (still single-flight here).
             self._count("errors")
-            logger.warning("lock for %r unavailable, loading without it: %s", key, exc)
+            self.events.failure("lock", _about(key, exc))  # loaded without it
             raw = await self._load_and_store(key, loader, options)
         return _decode(raw)
 
@@ -278,13 +295,30 @@ class CacheAside:
             return lock
         if lock is True:
             namespace = getattr(self.cache, "namespace", "redline")
+            client = redis_client_of(self.cache)
+            name = f"{namespace}:lock:{{{key}}}"
             return DistributedLock(
-                redis_client_of(self.cache),
-                f"{namespace}:lock:{{{key}}}",
+                client,
+                name,
                 lease=self.lock_lease,
                 wait_timeout=self.lock_wait_timeout,
+                breaker=_breaker_for(self.cache, client, name),
+                events=self.events,
             )
         return lock(key)
+
+    async def _bloom_contains(self, bloom: BloomFilter | RedisBloomFilter, key: str) -> bool:
+        """Whether *key* may exist; a Redis filter that is down cannot rule anything out."""
+        if not isinstance(bloom, RedisBloomFilter):
+            return bloom.contains(key)
+        breaker = _breaker_for(self.cache, bloom.client, bloom.key)
+        try:
+            if breaker is None:
+                return await bloom.contains(key)
+            return await breaker.call(lambda: bloom.contains(key))
+        except CacheUnavailable as exc:
+            self.events.failure("bloom filter", _about(key, exc))  # not guarding this read
+            return True
 
     def _count(self, name: str) -> None:
         self._counts[name] += 1
@@ -325,15 +359,21 @@ def _decode(raw: Any) -> Any:
     return raw if envelope is None else envelope.value
 
 
-async def _bloom_contains(bloom: BloomFilter | RedisBloomFilter, key: str) -> bool:
-    """Whether *key* may exist; a Redis filter that is down cannot rule anything out."""
-    if isinstance(bloom, RedisBloomFilter):
-        try:
-            return await bloom.contains(key)
-        except CacheUnavailable as exc:
-            logger.warning("bloom filter unavailable, not guarding %r: %s", key, exc)
-            return True
-    return bloom.contains(key)
+def _about(key: str, exc: BaseException) -> str:
+    """A failure's detail for the log: the key it happened on, and the error."""
+    return f"{key!r}: {type(exc).__name__}: {exc}"
+
+
+def _breaker_for(cache: Any, client: Any, redis_key: str) -> CircuitBreaker | None:
+    """The breaker *cache* (or its L2) keeps for *redis_key*, if *client* is its client."""
+    seen: list[Any] = []
+    node = cache
+    while node is not None and not any(node is s for s in seen):
+        seen.append(node)
+        if isinstance(node, _BreakerSource) and node.client is client:
+            return node.breaker_for(redis_key)
+        node = getattr(node, "l2", None)
+    return None
 
 
 def redis_client_of(cache: Any) -> RedisClient:
