@@ -45,6 +45,7 @@ h2{font-size:1rem;margin:1.25rem 0 .5rem;border-bottom:1px solid var(--line);pad
 .card .label{font-size:.8rem;color:var(--mute)}
 .card .value{font-size:1.35rem;font-weight:600;font-variant-numeric:tabular-nums;
 white-space:nowrap}
+.card .value small{font-size:.8rem;font-weight:400}
 .card .sub{font-size:.8rem;color:var(--mute)}
 .card.bad{border-color:var(--bad);background:#ffebe9}.card.bad .value{color:var(--bad)}
 .card.warn{border-color:#d4a72c;background:#fff8c5}
@@ -110,6 +111,8 @@ function ms(seconds) {
   return (v < 1 ? v.toFixed(3) : v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : v.toFixed(0))
     + ' ms';
 }
+const perSecond = (x) => x === null || x === undefined ? dash
+  : el('span', {}, num(x, 1), el('small', {}, ' req/s'));
 const pct = (r) => r === null || r === undefined ? dash : (100 * r).toFixed(1) + ' %';
 function ago(unix, now) {
   if (unix === null || unix === undefined) return dash;
@@ -142,7 +145,7 @@ function drawServer(doc) {
   const lag = doc.event_loop_lag_seconds;
   const parts = [
     el('div', {class: 'cards'},
-      card('rate', 'Throughput', num(r.rate, 1) + ' req/s', 'last ' + window),
+      card('rate', 'Throughput', perSecond(r.rate), 'last ' + window),
       card('p50', 'Latency p50', ms(r.p50_seconds), 'last ' + window),
       card('p99', 'Latency p99', ms(r.p99_seconds), 'max ' + ms(r.max_seconds)),
       card('errors', 'Errors (5xx)', num(r.errors), num(r.rejected) + ' rejected (4xx)',
@@ -192,8 +195,7 @@ function drawCluster(doc) {
   const parts = [el('div', {class: 'cards'},
     card('up', 'Replicas up', t.up + ' / ' + t.replicas, doc.strategy,
       t.up < t.replicas ? 'bad' : ''),
-    card('rate', 'Throughput', t.rate === null ? dash : num(t.rate, 1) + ' req/s',
-      'last ' + window),
+    card('rate', 'Throughput', perSecond(t.rate), 'last ' + window),
     card('requests', 'Requests served', num(t.requests), 'by the replicas running now'),
     card('restarts', 'Restarts', num(t.restarts), 'all replicas'))];
   parts.push(el('h2', {}, 'Replicas'));

@@ -237,6 +237,7 @@ def cluster_run(
 
         else:
             command = serve_command(model=model, cache_url=cache_url, workers=workers)
+        keys = _status_keys()
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc), 2) from None
 
@@ -244,7 +245,12 @@ def cluster_run(
         stop = asyncio.Event()
         async with contextlib.AsyncExitStack() as stack:
             supervisor = await stack.enter_async_context(
-                ClusterSupervisor(options, command=command, nginx_binary=nginx)
+                ClusterSupervisor(
+                    options,
+                    command=command,
+                    nginx_binary=nginx,
+                    metrics_key=keys[0] if keys else None,
+                )
             )
             typer.echo(f"redline cluster: nginx on http://{listen}, {replicas} replicas", err=True)
             if status_port is not None:
@@ -253,7 +259,7 @@ def cluster_run(
                         supervisor,
                         host=listen.rpartition(":")[0] or "127.0.0.1",
                         port=status_port,
-                        api_keys=_status_keys(),
+                        api_keys=keys,
                     )
                 )
                 typer.echo(f"redline cluster: status page on {page.url}", err=True)
@@ -268,8 +274,8 @@ def cluster_run(
 
 
 def _status_keys() -> tuple[str, ...]:
-    """The API keys the status page needs: the replicas' ``REDLINE_API_KEYS`` when
-    ``REDLINE_METRICS_AUTH`` is on (they read the same environment), else none."""
+    """The API keys ``/metrics`` and the status page need: the replicas' ``REDLINE_API_KEYS``
+    when ``REDLINE_METRICS_AUTH`` is on (they read the same environment), else none."""
     from redline.serve.settings import load_settings
 
     settings = load_settings()

@@ -142,6 +142,7 @@ class ServerMetrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         #: This process's newest requests, for the windowed figures of ``/status.json``.
         self.recent = RecentRequests()
+        self._keep_recent, self._now = self.recent.append, self.recent.timer
         self._cache_seen: dict[tuple[str, str], int] = {}
         self.batch_errors = Counter("redline_batch_errors", "Model calls that raised.", registry=r)
 
@@ -157,7 +158,7 @@ class ServerMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
-        self.recent.record(route, status, seconds)
+        self._keep_recent((self._now(), route, status, seconds))
 
     def sync_cache(self, stats: CacheStats) -> None:
         """Bring ``redline_cache_requests_total`` and ``redline_cache_events_total`` up to the

@@ -59,8 +59,11 @@ class RecentRequests:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._items: deque[tuple[float, str, int, float]] = deque(maxlen=capacity)
-        self._timer = timer
+        self._timer = self.timer = timer
         self.started = timer()
+        #: The hot-path form of :meth:`record`: ``append((timer(), route, status, seconds))``
+        #: is the same without a Python call in between.
+        self.append = self._items.append
 
     def __repr__(self) -> str:
         return f"RecentRequests(held={len(self._items)}, capacity={self._items.maxlen})"
