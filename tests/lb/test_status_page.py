@@ -45,7 +45,7 @@ WATCH = """window.seen = [];
 new MutationObserver(() => {
   for (const tr of document.querySelectorAll('tr[data-replica]')) {
     window.seen.push([tr.dataset.replica, tr.dataset.state, performance.now(),
-      getComputedStyle(tr.querySelector('.state')).color]);
+      getComputedStyle(tr.querySelector('.state')).color, tr.cells[4].textContent]);
   }
 }).observe(document.getElementById('figures'), {childList: true}); true"""
 
@@ -138,8 +138,9 @@ async def test_cluster_status_page_shows_replicas_and_a_killed_one_turns_red(
         assert up_again[3] != down[3]
         rows = json.loads(await page.evaluate(ROWS))
         assert rows[1][3][3] == "1"  # one restart
-        # the new process has served nothing yet: not the dead one's count
-        assert rows[1][3][4] in ("0", DASH), rows[1]
+        # from its death on, the replica never shows the dead process's count as its own
+        after = await page.evaluate(f"window.seen.filter(s => s[0] === '1' && s[2] >= {down[2]})")
+        assert {entry[4] for entry in after} <= {"0", DASH}, after
         assert time.monotonic() - started < 40
         # the one error: the browser's note of the first poll's 401, before the key was given
         assert [e for e in page.console_errors if "401" not in e] == []
