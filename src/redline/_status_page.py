@@ -150,7 +150,8 @@ function drawServer(doc) {
       card('p99', 'Latency p99', ms(r.p99_seconds), 'max ' + ms(r.max_seconds)),
       card('errors', 'Errors (5xx)', num(r.errors), num(r.rejected) + ' rejected (4xx)',
         r.errors ? 'bad' : ''),
-      card('in-flight', 'In flight', num(r.in_flight), num(r.total) + ' served in all'),
+      card('in-flight', 'In flight', num(r.in_flight),
+        el('span', {}, el('span', {'data-figure': 'served'}, num(r.total)), ' served in all')),
       card('queue', 'Batch queue', num(q.depth), q.capacity === null ? 'no batcher'
         : 'of ' + num(q.capacity) + ' (' + pct(qRatio) + ')', qRatio >= 0.8 ? 'warn' : ''),
       card('loop-lag', 'Event-loop lag', lag === null ? 'n/a' : ms(lag),

@@ -15,6 +15,9 @@ import httpx
 import pytest
 
 from redline.serve.recent import RecentRequests
+from redline.serve.settings import load_settings
+from redline.serve.state import ServerState
+from redline.serve.status_page import EVENT_LOOP_LAG, StatusReporter
 from tests.bench._chromium import Browser, LivePage
 from tests.serve._process import serve_process
 
@@ -38,6 +41,10 @@ def browser() -> Iterator[Browser]:
 async def _figures(page: LivePage) -> dict[str, str]:
     figures: dict[str, str] = json.loads(await page.evaluate(FIGURES))
     return figures
+
+
+def _count(text: str) -> int:
+    return int(text.replace(",", ""))
 
 
 async def _next_poll(page: LivePage) -> dict[str, str]:
@@ -79,17 +86,14 @@ async def test_status_page_figures_change_under_load(browser: Browser, tmp_path:
             sent = await load
             assert sent > 0
             # under load the figures move between two polls
-            assert first["in-flight"] != second["in-flight"] or first != second
+            assert _count(second["served"]) > _count(first["served"]) > 0
             for figures in (first, second):
                 assert figures["rate"] != "0 req/s"
                 assert figures["p50"].endswith(" ms")
                 assert figures["p99"].endswith(" ms")
                 assert figures["hit-ratio-memory"].endswith("%")
-                assert int(figures["batches"].replace(",", "")) > 0
-            total = await page.evaluate(
-                "document.querySelector('[data-figure=in-flight]').nextElementSibling.textContent"
-            )
-            served = int(total.split()[0].replace(",", ""))
+                assert _count(figures["batches"]) > 0
+            served = _count((await _figures(page))["served"])
             assert 0 < served <= sent
             await page.wait_for(f"JSON.parse({FIGURES})['in-flight'].startsWith('0') ", timeout=10)
             final = await _next_poll(page)
@@ -146,3 +150,25 @@ def test_recent_requests_window_leaves_out_old_and_excluded_requests() -> None:
     assert window.rate == pytest.approx(0.2)
     recent.record("/v1/embeddings", 200, 0.3)  # the buffer wraps: the window is shorter
     assert recent.window(60.0).span_seconds == pytest.approx(6.0)
+
+
+def test_event_loop_lag_shows_when_the_server_exports_it() -> None:
+    from prometheus_client import Gauge, Histogram
+
+    clock = [0.0]
+    state = ServerState(load_settings(model="redline.serve.testing:create_hashing_model"))
+    reporter = StatusReporter(state, window=10.0, timer=lambda: clock[0])
+    assert reporter.document()["event_loop_lag_seconds"] is None
+    gauge = Gauge(EVENT_LOOP_LAG, "lag", registry=state.metrics.registry)
+    gauge.set(0.025)
+    assert reporter.document()["event_loop_lag_seconds"] == 0.025
+
+    state = ServerState(load_settings(model="redline.serve.testing:create_hashing_model"))
+    reporter = StatusReporter(state, window=10.0, timer=lambda: clock[0])
+    histogram = Histogram(EVENT_LOOP_LAG, "lag", registry=state.metrics.registry)
+    histogram.observe(1.0)  # before the window
+    reporter.document()
+    clock[0] = 5.0
+    histogram.observe(0.002)
+    histogram.observe(0.004)
+    assert reporter.document()["event_loop_lag_seconds"] == pytest.approx(0.003)
