@@ -3,13 +3,15 @@
 One browser per test module; each :meth:`Browser.visit` opens a fresh tab at a given window
 size, loads a file, and returns what a person would check: the rendered DOM, every request
 the page made, every console error or uncaught exception, whether it overflows sideways, and
-a full-page PNG screenshot.
+a full-page PNG screenshot. :meth:`Browser.live` keeps a tab open on a URL instead, for pages
+that change by themselves (the status pages): evaluate expressions in it over time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import math
@@ -17,6 +19,7 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,27 @@ class Browser:
                 async with session.get(f"{http}/json/close/{target['id']}"):
                     pass
 
+    @contextlib.asynccontextmanager
+    async def live(self, url: str, *, width: int, mobile: bool = False) -> AsyncIterator[LivePage]:
+        """A new tab ``width`` CSS pixels wide on *url*, open until the block ends."""
+        http = self.endpoint.replace("ws://", "http://")
+        async with aiohttp.ClientSession() as session:
+            async with session.put(f"{http}/json/new?about:blank") as response:
+                target = await response.json(content_type=None)
+            try:
+                async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+                    tab = _Tab(ws)
+                    for domain in ("Page", "Network", "Runtime", "Log"):
+                        await tab.call(f"{domain}.enable")
+                    metrics = {"width": width, "deviceScaleFactor": 1, "mobile": mobile}
+                    await tab.call("Emulation.setDeviceMetricsOverride", height=900, **metrics)
+                    await tab.call("Page.navigate", url=url)
+                    await tab.wait_until_loaded(url)
+                    yield LivePage(tab, metrics)
+            finally:
+                async with session.get(f"{http}/json/close/{target['id']}"):
+                    pass
+
     def close(self) -> None:
         self._proc.terminate()
         try:
@@ -94,6 +118,55 @@ class Browser:
             self._proc.wait(10)
         self._log.close()
         self._profile.cleanup()
+
+
+class LivePage:
+    """An open tab: evaluate JavaScript, wait for a condition, take screenshots."""
+
+    def __init__(self, tab: _Tab, metrics: dict[str, Any]) -> None:
+        self.tab = tab
+        self._metrics = metrics
+
+    async def evaluate(self, expression: str) -> Any:
+        """The JSON value of *expression* in the page."""
+        result = await self.tab.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float) -> Any:
+        """Evaluate *expression* until it is truthy; its value (AssertionError past *timeout*)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{expression} still {value!r} after {timeout}s")
+            await asyncio.sleep(0.05)
+
+    async def screenshot(self) -> bytes:
+        """A full-page PNG screenshot (the viewport stretched to the content)."""
+        layout = await self.tab.call("Page.getLayoutMetrics")
+        height = math.ceil(layout["cssContentSize"]["height"])
+        await self.tab.call("Emulation.setDeviceMetricsOverride", height=height, **self._metrics)
+        shot = await self.tab.call("Page.captureScreenshot", format="png")
+        await self.tab.call("Emulation.setDeviceMetricsOverride", height=900, **self._metrics)
+        return base64.b64decode(shot["data"])
+
+    @property
+    def requests(self) -> list[str]:
+        """Every URL the page asked for so far."""
+        return [
+            e["params"]["request"]["url"]
+            for e in self.tab.events
+            if e["method"] == "Network.requestWillBeSent"
+        ]
+
+    @property
+    def console_errors(self) -> list[str]:
+        """Console errors and warnings, uncaught exceptions and browser log errors so far."""
+        return _console_errors(self.tab.events)
 
 
 _READ_PAGE = """(() => {

@@ -185,6 +185,10 @@ def cluster_run(
         typer.Option(help="Run this instead of `redline serve` ({port} and {index} filled in)."),
     ] = None,
     nginx: Annotated[str | None, typer.Option(help="Path of the nginx binary.")] = None,
+    status_port: Annotated[
+        int | None,
+        typer.Option(help="Serve the live status page on this port (host of --listen; 0: any)."),
+    ] = None,
     run_dir: RunDirOption = DEFAULT_RUN_DIR,
 ) -> None:
     """Run N replicas behind nginx; SIGHUP rolls them, SIGINT/SIGTERM stops everything.
@@ -195,12 +199,14 @@ def cluster_run(
     if ctx.invoked_subcommand is not None:
         return
     import asyncio
+    import contextlib
     import logging
 
     from redline.exceptions import ClusterError, ConfigError, NginxError
     from redline.lb.cluster_options import ClusterOptions, HealthCheck
     from redline.lb.options import make_rate_limit
     from redline.lb.replica import ReplicaCommand, serve_command
+    from redline.lb.status_server import ClusterStatusServer
     from redline.lb.supervisor import ClusterSupervisor
 
     logging.basicConfig(
@@ -231,13 +237,32 @@ def cluster_run(
 
         else:
             command = serve_command(model=model, cache_url=cache_url, workers=workers)
+        keys = _status_keys()
     except (ConfigError, ValueError) as exc:
         raise _fail(str(exc), 2) from None
 
     async def main() -> None:
         stop = asyncio.Event()
-        async with ClusterSupervisor(options, command=command, nginx_binary=nginx) as supervisor:
+        async with contextlib.AsyncExitStack() as stack:
+            supervisor = await stack.enter_async_context(
+                ClusterSupervisor(
+                    options,
+                    command=command,
+                    nginx_binary=nginx,
+                    metrics_key=keys[0] if keys else None,
+                )
+            )
             typer.echo(f"redline cluster: nginx on http://{listen}, {replicas} replicas", err=True)
+            if status_port is not None:
+                page = await stack.enter_async_context(
+                    ClusterStatusServer(
+                        supervisor,
+                        host=listen.rpartition(":")[0] or "127.0.0.1",
+                        port=status_port,
+                        api_keys=keys,
+                    )
+                )
+                typer.echo(f"redline cluster: status page on {page.url}", err=True)
             await supervisor.serve(stop, handle_signals=True)
 
     try:
@@ -246,6 +271,15 @@ def cluster_run(
         raise _fail(str(exc)) from None
     except ClusterError as exc:
         raise _fail(str(exc)) from None
+
+
+def _status_keys() -> tuple[str, ...]:
+    """The API keys ``/metrics`` and the status page need: the replicas' ``REDLINE_API_KEYS``
+    when ``REDLINE_METRICS_AUTH`` is on (they read the same environment), else none."""
+    from redline.serve.settings import load_settings
+
+    settings = load_settings()
+    return settings.api_keys if settings.metrics_auth else ()
 
 
 def cluster_status(run_dir: RunDirOption = DEFAULT_RUN_DIR) -> None:

@@ -49,12 +49,16 @@ def record_check(replica: Replica, ok: bool, health: HealthCheck) -> None:
 class ReplicaProbe:
     """HTTP probes of replicas on 127.0.0.1 (no proxies from the environment).
 
+    *metrics_key* is sent as a bearer token with the ``/metrics`` scrape (replicas that run
+    with ``REDLINE_METRICS_AUTH=true`` want one).
+
     >>> probe = ReplicaProbe(HealthCheck(path="/ready", timeout=1.0))
     """
 
-    def __init__(self, health: HealthCheck) -> None:
+    def __init__(self, health: HealthCheck, *, metrics_key: str | None = None) -> None:
         self.health = health
         self._client = httpx.AsyncClient(trust_env=False, timeout=health.timeout)
+        self._metrics_headers = {"Authorization": f"Bearer {metrics_key}"} if metrics_key else {}
 
     def __repr__(self) -> str:
         return f"ReplicaProbe(path={self.health.path!r}, timeout={self.health.timeout})"
@@ -70,7 +74,9 @@ class ReplicaProbe:
     async def metrics(self, replica: Replica) -> str | None:
         """The replica's ``/metrics`` text, or None if it has none or does not answer."""
         try:
-            response = await self._client.get(replica.url + "/metrics")
+            response = await self._client.get(
+                replica.url + "/metrics", headers=self._metrics_headers
+            )
         except httpx.HTTPError:
             return None
         return response.text if response.status_code == 200 else None

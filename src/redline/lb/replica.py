@@ -154,6 +154,7 @@ class Replica:
                 raise ClusterError(f"cannot start replica {self.index} ({argv[0]}): {exc}") from exc
         self.state = ReplicaState.STARTING
         self.successes = self.failures = 0
+        self.requests_served = None  # a new process: its counter is unknown until scraped
         logger.info("replica %d started on port %d (pid %d)", self.index, self.port, self._proc.pid)
 
     async def stop(self, timeout: float = 15.0) -> None:

@@ -73,6 +73,7 @@ class ClusterSupervisor:
         command: ReplicaCommand,
         nginx_binary: str | None = None,
         env: Mapping[str, str] | None = None,
+        metrics_key: str | None = None,
         timer: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -81,6 +82,7 @@ class ClusterSupervisor:
         self._nginx_binary = nginx_binary
         self._command = command
         self._env = dict(env or {})
+        self._metrics_key = metrics_key
         self._timer = timer
         self._wall = wall_clock
         self.replicas: list[Replica] = []
@@ -127,7 +129,7 @@ class ClusterSupervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _claim_run_dir(self.run_dir)
         self._slots = self.options.ports(free_ports(self.options.slots))
-        self._probe = ReplicaProbe(self.options.health)
+        self._probe = ReplicaProbe(self.options.health, metrics_key=self._metrics_key)
         try:
             for port in self._slots[self.options.replicas :]:
                 self._holds[port] = PortHold(port)

@@ -24,9 +24,10 @@ from redline.serve.errors import install_error_handlers
 from redline.serve.middleware import RequestMiddleware
 from redline.serve.model import Model
 from redline.serve.openapi import describe_openapi
-from redline.serve.routes import embeddings, models, ops, predict
+from redline.serve.routes import embeddings, models, ops, predict, status
 from redline.serve.settings import Settings, load_settings
 from redline.serve.state import ServerState
+from redline.serve.status_page import StatusReporter
 
 __all__ = ["HOT_PATHS", "create_app", "create_app_from_env"]
 
@@ -61,8 +62,9 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     )
     app.state.redline = state
     app.state.auth_failures = None  # failed API-key attempts, per address: the lifespan opens it
+    app.state.status_reporter = StatusReporter(state)  # windows of GET /status.json
     install_error_handlers(app)
-    for router in (embeddings.router, predict.router, models.router, ops.router):
+    for router in (embeddings.router, predict.router, models.router, ops.router, status.router):
         app.include_router(router)
     app.outermost = partial(
         RequestMiddleware,

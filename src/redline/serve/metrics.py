@@ -27,6 +27,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from redline.cache.base import CacheStats
+from redline.serve.recent import RecentRequests
 
 __all__ = ["OTHER_METHOD", "ServerMetrics", "method_label"]
 
@@ -139,6 +140,9 @@ class ServerMetrics:
             multiprocess_mode="livesum",
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        #: This process's newest requests, for the windowed figures of ``/status.json``.
+        self.recent = RecentRequests()
+        self._keep_recent, self._now = self.recent.append, self.recent.timer
         self._cache_seen: dict[tuple[str, str], int] = {}
         self.batch_errors = Counter("redline_batch_errors", "Model calls that raised.", registry=r)
 
@@ -154,6 +158,7 @@ class ServerMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+        self._keep_recent((self._now(), route, status, seconds))
 
     def sync_cache(self, stats: CacheStats) -> None:
         """Bring ``redline_cache_requests_total`` and ``redline_cache_events_total`` up to the

@@ -100,7 +100,7 @@ def _error_statuses(method: str, path: str, state: ServerState) -> list[int]:
         limited = [429] if settings.rate_limit is not None else []
         missing = [404] if path.endswith("{model_id}") else []
         return sorted({*auth, *limited, *missing})
-    if method == "get" and path == "/metrics" and keys and settings.metrics_auth:
+    if method == "get" and path in ("/metrics", "/status.json") and keys and settings.metrics_auth:
         return auth
     return []
 
