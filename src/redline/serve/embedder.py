@@ -66,9 +66,15 @@ def _project(vectors: npt.NDArray[np.float32], dimensions: int | None) -> npt.ND
 
 
 async def embed_texts(
-    state: ServerState, model: Model, texts: list[str], dimensions: int | None
+    state: ServerState,
+    model: Model,
+    texts: list[str],
+    dimensions: int | None,
+    *,
+    offload: bool = False,
 ) -> EmbedResult:
-    """Embed normalised *texts* through the cache and the engine."""
+    """Embed normalised *texts* through the cache and the engine; with *offload* (a large
+    request) the inputs are hashed for the cache in ``state.offload``, not on the event loop."""
     engine = state.require_engine()
     cache = state.cache
     out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
@@ -76,7 +82,11 @@ async def embed_texts(
     found: dict[str, Any] = {}
     keys: list[str] = []
     if cache is not None:
-        keys = [cache_key(model, text, dimensions) for text in texts]
+        prefix = f"emb:{model.name}:{model.version}:{dimensions or model.dimension}:"
+        if offload:
+            keys = await state.offload.run(_keys, prefix, texts)
+        else:
+            keys = _keys(prefix, texts)
         started = time.perf_counter()
         try:
             found = await cache.get_many(set(keys))
@@ -87,9 +97,9 @@ async def embed_texts(
     missing: dict[str, list[int]] = {}
     cached = 0
     for index, text in enumerate(texts):
-        hit = found.get(keys[index]) if keys else None
+        hit = found.get(keys[index]) if found else None
         if hit is not None:
-            out[index] = np.asarray(hit, dtype=np.float32)
+            out[index] = hit
             cached += 1
         else:
             missing.setdefault(text, []).append(index)
@@ -101,10 +111,11 @@ async def embed_texts(
         queue_s, inference_s = timing.queue, timing.inference
         fresh: dict[str, npt.NDArray[np.float32]] = {}
         for text, vector in zip(todo, vectors, strict=True):
-            for index in missing[text]:
+            where = missing[text]
+            for index in where:
                 out[index] = vector
-            if cache is not None:
-                fresh[cache_key(model, text, dimensions)] = vector
+            if keys:
+                fresh[keys[where[0]]] = vector
         if fresh and cache is not None:
             started = time.perf_counter()
             await _store(state, fresh)
@@ -114,6 +125,11 @@ async def embed_texts(
     else:
         result = "hit" if not missing else ("miss" if cached == 0 else "partial")
     return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s)
+
+
+def _keys(prefix: str, texts: list[str]) -> list[str]:
+    """:func:`cache_key` of every text, the common *prefix* built once."""
+    return [prefix + hashlib.sha256(text.encode()).hexdigest()[:40] for text in texts]
 
 
 async def _store(state: ServerState, fresh: dict[str, npt.NDArray[np.float32]]) -> None:

@@ -43,6 +43,10 @@ _LATENCY_BUCKETS = (
     0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_LAG_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
 
 
 def method_label(method: str, served: Collection[str] | None) -> str:
@@ -138,6 +142,13 @@ class ServerMetrics:
             "Usage records waiting to be written.",
             registry=r,
             multiprocess_mode="livesum",
+        )
+        self.loop_lag = Histogram(
+            "redline_event_loop_lag_seconds",
+            "How late the event loop ran a timer, sampled every 10 ms: time the loop was "
+            "held by work that is not awaiting.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         #: This process's newest requests, for the windowed figures of ``/status.json``.

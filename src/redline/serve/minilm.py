@@ -11,7 +11,6 @@ The server loads it once, in a thread, inside its lifespan; nothing happens at i
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -27,15 +26,11 @@ from redline.serve.graph_cache import GraphCache, default_cache_dir
 from redline.serve.model_files import ModelFiles
 from redline.serve.passes import length_shares, pass_size
 from redline.serve.runtimes import Runner, Runtime, TorchRunner, make_runners
+from redline.serve.tokens import TokenCounter
 
 __all__ = ["MiniLMModel", "bundled_minilm_files", "create_minilm_model"]
 
 logger = logging.getLogger(__name__)
-
-# Token counts are remembered for up to this many texts of up to this many characters
-# (at most ~40 MB of strings).
-_MEMO_ENTRIES = 16_384
-_MEMO_MAX_CHARS = 2_048
 
 
 class MiniLMModel:
@@ -84,13 +79,10 @@ class MiniLMModel:
             ThreadPoolExecutor(workers - 1, thread_name_prefix="minilm") if workers > 1 else None
         )
         # A tokenizer of its own for counting: a tokenizer is not safe to share between the
-        # event loop (counting) and the batch worker thread (encoding).
-        self._counter = files.tokenizer(truncate=False, pad=False)
+        # request path (counting) and the batch worker thread (encoding).
         self.version = files.version
         self.max_input_tokens = files.max_length
-        # Repeated inputs (the cached ones) are counted once: tokenizing costs more than
-        # answering a cache hit does.
-        self._count_memo = functools.lru_cache(maxsize=_MEMO_ENTRIES)(self._count_one)
+        self._counter = TokenCounter(files.tokenizer(truncate=False, pad=False), files.max_length)
 
     def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:
         """Unit-length embeddings, one row per input.
@@ -133,14 +125,7 @@ class MiniLMModel:
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text as the model sees them (with [CLS]/[SEP], capped at the max length)."""
-        memo = self._count_memo
-        return [
-            memo(text) if len(text) <= _MEMO_MAX_CHARS else self._count_one(text) for text in texts
-        ]
-
-    def _count_one(self, text: str) -> int:
-        tokens = len(self._counter.encode(text, add_special_tokens=True).ids)
-        return min(tokens, self.max_input_tokens)
+        return self._counter.count(texts)
 
     def warmup(self) -> None:
         """Run a few batches of different sizes so the first real request is not the slow one."""

@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from redline.cache.base import Cache
 from redline.exceptions import ModelNotFound, ModelNotReady
 from redline.serve.engine import InferenceEngine
+from redline.serve.looplag import LoopLagMonitor
 from redline.serve.metrics import ServerMetrics
 from redline.serve.model import Model, load_model
+from redline.serve.offload import Offload
 from redline.serve.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,7 +28,12 @@ if TYPE_CHECKING:
     from redline.serve.ratelimit import ClientRateLimiter
     from redline.serve.usage import UsageRecorder
 
-__all__ = ["ServerState"]
+__all__ = ["GIL_SWITCH_INTERVAL", "ServerState"]
+
+#: While a server is open, a thread holding the GIL gives it up to a waiting thread (the event
+#: loop) after this many seconds, not Python's default 5 ms: the loop's share of the GIL
+#: bounds how late it runs anything while threads tokenise, encode or hash a large request.
+GIL_SWITCH_INTERVAL = 0.0005
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +55,16 @@ class ServerState:
         self.model_load_seconds: float | None = None
         self._loader: asyncio.Task[None] | None = None
         self._given_model = model
+        self.loop_lag = LoopLagMonitor(self.metrics.loop_lag.observe)
+        self._switch_interval: float | None = None
+        # A large request's decoding, tokenising and encoding (serve.routes._common).
+        self.offload = Offload()
 
     async def open(self) -> None:
         """Open cache and database, then start loading the model in the background."""
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, GIL_SWITCH_INTERVAL))
+        self.loop_lag.start()
         from redline.serve.resources import open_cache, open_database, open_limiter, open_usage
 
         self.cache = await open_cache(self.settings)
@@ -135,8 +150,13 @@ class ServerState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loader
         self.ready = False
+        await self.loop_lag.stop()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
         if self.engine is not None:
             await _quietly(self.engine.close(drain=True), "batcher")
+        self.offload.close()
         if self.usage is not None:
             await _quietly(self.usage.close(), "usage")
         if self.database is not None:

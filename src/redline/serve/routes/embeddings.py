@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import base64
+from base64 import b64encode
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,13 +35,21 @@ async def create_embeddings(request: Request) -> Response:
             param="dimensions",
             code="invalid_dimensions",
         )
-    texts = prepare_texts(body.input, "input", state.settings)
-    result = await embed_texts(state, model, texts, body.dimensions)
-    data: list[dict[str, Any]] = []
-    for index, vector in enumerate(result.vectors):
-        if body.encoding_format == "base64":
-            encoded: Any = base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-        else:
-            encoded = vector
-        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    texts = await call.run(prepare_texts, body.input, "input", state.settings)
+    result = await embed_texts(state, model, texts, body.dimensions, offload=call.heavy)
+    data = await call.run(_items, result.vectors, body.encoding_format)
     return await inference_response(request, call, "/v1/embeddings", data, texts, result)
+
+
+def _items(vectors: npt.NDArray[np.float32], encoding_format: str) -> list[dict[str, Any]]:
+    """One ``{"object": "embedding", ...}`` item per vector (base64: little-endian float32)."""
+    if encoding_format == "base64":
+        little = vectors.astype("<f4", copy=False)
+        return [
+            {"object": "embedding", "index": index, "embedding": b64encode(row.tobytes()).decode()}
+            for index, row in enumerate(little)
+        ]
+    return [
+        {"object": "embedding", "index": index, "embedding": row}
+        for index, row in enumerate(vectors)
+    ]

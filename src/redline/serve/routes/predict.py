@@ -7,7 +7,10 @@ Each text and each label is embedded (through the same cache and batcher as
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,28 +31,32 @@ async def predict(request: Request) -> Response:
     """Classify each text against the caller's labels."""
     call = await begin_inference(request, PredictRequest)
     body, state, model = call.body, call.state, call.model
-    texts = prepare_texts(body.text, "text", state.settings)
-    labels = prepare_texts(body.labels, "labels", state.settings)
-    result = await embed_texts(state, model, texts + labels, None)
-    vectors = result.vectors
+    texts = await call.run(prepare_texts, body.text, "text", state.settings)
+    labels = await call.run(prepare_texts, body.labels, "labels", state.settings)
+    result = await embed_texts(state, model, texts + labels, None, offload=call.heavy)
+    data = await call.run(_predictions, result.vectors, len(texts), body.labels)
+    return await inference_response(request, call, "/v1/predict", data, texts, result)
+
+
+def _predictions(
+    vectors: npt.NDArray[np.float32], count: int, labels: list[str]
+) -> list[dict[str, Any]]:
+    """The best label, scores and similarities of each of the first *count* vectors against
+    the *labels* vectors after them."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     unit = vectors / norms
-    cosines = unit[: len(texts)] @ unit[len(texts) :].T
+    cosines = unit[:count] @ unit[count:].T
     logits = SCORE_SCALE * cosines
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    data = []
-    for index in range(len(texts)):
-        best = int(np.argmax(cosines[index]))
-        data.append(
-            {
-                "index": index,
-                "label": body.labels[best],
-                "scores": {lab: float(p) for lab, p in zip(body.labels, probs[index], strict=True)},
-                "similarities": {
-                    lab: float(c) for lab, c in zip(body.labels, cosines[index], strict=True)
-                },
-            }
-        )
-    return await inference_response(request, call, "/v1/predict", data, texts, result)
+    best = np.argmax(cosines, axis=1).tolist()
+    return [
+        {
+            "index": index,
+            "label": labels[best[index]],
+            "scores": dict(zip(labels, probs[index].tolist(), strict=True)),
+            "similarities": dict(zip(labels, cosines[index].tolist(), strict=True)),
+        }
+        for index in range(count)
+    ]
