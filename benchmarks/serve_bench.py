@@ -20,12 +20,15 @@ Quality beside speed: each contender's vectors of a few hundred real sentences a
 package's own (mean / min cosine). Prints a table with the target ratios and writes
 ``benchmarks/results/serve_bench.json``. ``--quick`` for short runs.
 
-infinity-emb is installed like this (CPU torch first, so it never pulls a CUDA build)::
+infinity-emb is installed like this (CPU torch first, so it never pulls a CUDA build; optimum
+below 2, whose ``OptimizationConfig`` still takes the argument infinity 0.0.78 passes — on
+optimum 2 its graph optimisation fails and it serves the unoptimised graph; numpy below 2, as
+infinity requires)::
 
     python3 -m venv /tmp/infvenv
     /tmp/infvenv/bin/pip install --find-links /opt/wheels torch==2.13.0
-    echo torch==2.13.0 > /tmp/torch-pin.txt
-    /tmp/infvenv/bin/pip install -c /tmp/torch-pin.txt "infinity-emb[server,optimum]"
+    echo torch==2.13.0 > /tmp/pins.txt && echo "numpy<2" >> /tmp/pins.txt
+    /tmp/infvenv/bin/pip install -c /tmp/pins.txt "infinity-emb[server,optimum]" "optimum<2"
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from servebench.servers import (
     infinity_binary,
     infinity_log_notes,
     infinity_server,
+    infinity_versions,
     post_json,
     prepare_infinity_models,
     redline_server,
@@ -118,8 +122,10 @@ class Bench:
             mode="distinct" if mode == "distinct" else "repeat",
         )
 
-    def served(self, server: Server, mode: str = "distinct") -> Callable[[], Measure]:
-        return lambda: Measure.of(self.wrk(server, mode=mode))
+    def served(
+        self, server: Server, mode: str = "distinct", connections: int | None = None
+    ) -> Callable[[], Measure]:
+        return lambda: Measure.of(self.wrk(server, mode=mode, connections=connections))
 
     def start(self, server: Server) -> Server | None:
         self.servers.append(server)
@@ -146,6 +152,7 @@ def start_infinity(bench: Bench, model_dir: Path) -> dict[str, Server]:
     if infinity_binary(args.infinity_venv) is None:
         bench.notes.append(f"infinity-emb skipped: not installed in {args.infinity_venv}")
         return {}
+    bench.notes.append(f"infinity-emb venv: {infinity_versions(args.infinity_venv)}")
     print("preparing infinity-emb's ONNX files (once)", flush=True)
     try:
         folders = prepare_infinity_models(args.infinity_venv, model_dir, args.infinity_models)
@@ -256,16 +263,23 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, Targ
                 )
             for runtime, server in served.items():
                 print(f"lone client on redline {runtime}", flush=True)
-                lone = Measure.of(bench.wrk(server, connections=1))
-                batch1 = runtimes[runtime].batch1_latency_ms(200)
+                measured = alternate(
+                    args.rounds,
+                    {
+                        "lone": bench.served(server, connections=1),
+                        "batch1": _batch1(runtimes[runtime], args.seconds),
+                    },
+                )
                 rows[f"lone {runtime}"] = fill(
+                    Row(f"redline {runtime}, 1 connection", "served"), measured["lone"]
+                )
+                rows[f"batch1 {runtime}"] = fill(
                     Row(
-                        f"redline {runtime}, 1 connection",
-                        "served",
-                        note=f"in-process batch-1 p50 {batch1:.2f} ms",
-                        extra={"batch1_ms": round(batch1, 3)},
+                        f"(a) {runtime} runtime, batch of 1",
+                        "in-process",
+                        note="server's default layout",
                     ),
-                    [lone],
+                    measured["batch1"],
                 )
     finally:
         bench.stop_all()
@@ -274,6 +288,14 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, Targ
 
 def _inprocess(rb: RuntimeBench, layout: Layout, seconds: float) -> Callable[[], Measure]:
     return lambda: Measure(rb.throughput(layout, seconds))
+
+
+def _batch1(rb: RuntimeBench, seconds: float) -> Callable[[], Measure]:
+    def measure() -> Measure:
+        p50, p99 = rb.batch1_latency_ms(seconds)
+        return Measure(1000 / p50, round(p50, 2), round(p99, 2))
+
+    return measure
 
 
 def _hot_texts(hot: SentenceFile) -> list[str]:
@@ -298,10 +320,10 @@ def targets(rows: dict[str, Row], runtimes: list[str]) -> dict[str, Target]:
             ratio(served, rows.get("infinity fp32"))
         )
         out[f"{runtime}: served / package (torch)"] = Target(ratio(served, rows.get("package")))
-        lone = rows.get(f"lone {runtime}")
-        if lone is not None and lone.p50_ms is not None:
-            gap = round(lone.p50_ms - lone.extra["batch1_ms"], 3)
-            out[f"{runtime}: lone p50 - batch-1 ms"] = Target(gap, 1.0, at_most=True)
+        lone, batch1 = rows.get(f"lone {runtime}"), rows.get(f"batch1 {runtime}")
+        if lone and batch1 and lone.p50_ms is not None and batch1.p50_ms is not None:
+            gap = round(lone.p50_ms - batch1.p50_ms, 3)
+            out[f"{runtime}: lone p50 - batch-1 p50, ms"] = Target(gap, 1.0, at_most=True)
     out["cache hits / bare Starlette"] = Target(ratio(rows.get("hits"), rows.get("bare")), 0.75)
     fp32 = rows.get("redline onnx")
     if fp32 is not None and fp32.quality:

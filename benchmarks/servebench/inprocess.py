@@ -114,17 +114,22 @@ class RuntimeBench:
         model = self.model(layout.workers, layout.threads)
         return _rate(model.batch, self.texts, layout.batch, seconds)
 
-    def batch1_latency_ms(self, calls: int) -> float:
-        """Median ms of one single-sentence call on the server's default layout."""
+    def batch1_latency_ms(self, seconds: float) -> tuple[float, float]:
+        """Median and p99 ms of single-sentence calls, for *seconds*, on the server's default
+        layout (what a lone request gets)."""
         cpus = os.cpu_count() or 1
         workers = min(2, cpus)
         model = self.model(workers, max(1, cpus // workers))
         times = []
-        for text in self.texts.take(calls):
+        stop = time.perf_counter() + seconds
+        while time.perf_counter() < stop:
+            (text,) = self.texts.take(1)
             started = time.perf_counter()
             model.batch([text])
             times.append(time.perf_counter() - started)
-        return statistics.median(times) * 1000
+        ordered = sorted(times)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return statistics.median(times) * 1000, p99 * 1000
 
     def vectors(self, texts: list[str]) -> npt.NDArray[np.float32]:
         layout = self.best or next(self.layouts())

@@ -141,8 +141,8 @@ def write_report(
             _show(row.p50_ms),
             _show(row.p99_ms),
             str(row.errors or ""),
-            _show(quality.get("mean_cosine"), 5),
-            _show(quality.get("min_cosine"), 5),
+            _show(quality.get("mean_cosine"), 6),
+            _show(quality.get("min_cosine"), 6),
             row.note,
         )
     console = Console(width=190)

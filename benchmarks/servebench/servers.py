@@ -165,6 +165,24 @@ def infinity_binary(venv: Path) -> Path | None:
     return binary if binary.exists() else None
 
 
+def infinity_versions(venv: Path) -> str:
+    """The versions of the packages that decide infinity's speed, as its venv has them."""
+    names = ("infinity_emb", "optimum", "onnxruntime", "torch", "transformers", "numpy")
+    script = (
+        "import importlib.metadata as m, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: print(name, m.version(name))\n"
+        "    except m.PackageNotFoundError: print(name, '-')\n"
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", script, *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return ", ".join(done.stdout.split("\n")).strip(", ") or done.stderr[-300:]
+
+
 def prepare_infinity_models(venv: Path, model_dir: Path, folder: Path) -> dict[str, Path]:
     """Model folders for infinity's optimum engine: ``fp32`` (model.onnx), ``int8``
     (model_quantized.onnx, which it prefers on CPU). Made once, kept in *folder*.
