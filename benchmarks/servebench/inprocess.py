@@ -62,13 +62,16 @@ class _Texts:
         return out
 
 
-def _rate(run: Callable[[list[str]], Any], texts: _Texts, batch: int, seconds: float) -> float:
+def _rate(
+    run: Callable[[list[str]], Any], texts: _Texts, batch: int, seconds: float
+) -> tuple[float, float]:
+    """Sentences per second and per CPU-second (all of this process's threads)."""
     done = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         run(texts.take(batch))
         done += batch
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), done / max(time.process_time() - cpu, 1e-9)
 
 
 class RuntimeBench:
@@ -105,12 +108,12 @@ class RuntimeBench:
 
     def sweep(self, seconds: float) -> dict[str, float]:
         """Sentences/s of every layout; remembers the best one."""
-        rates = {layout: self.throughput(layout, seconds) for layout in self.layouts()}
+        rates = {layout: self.throughput(layout, seconds)[0] for layout in self.layouts()}
         self.best = max(rates, key=lambda layout: rates[layout])
         self.per_layout = {str(layout): round(rate, 1) for layout, rate in rates.items()}
         return self.per_layout
 
-    def throughput(self, layout: Layout, seconds: float) -> float:
+    def throughput(self, layout: Layout, seconds: float) -> tuple[float, float]:
         model = self.model(layout.workers, layout.threads)
         return _rate(model.batch, self.texts, layout.batch, seconds)
 
@@ -160,10 +163,10 @@ class PackageBench:
         return np.asarray(vectors, dtype=np.float32)
 
     def sweep(self, seconds: float) -> dict[str, float]:
-        rates = {size: self.throughput(size, seconds) for size in BATCH_SIZES}
+        rates = {size: self.throughput(size, seconds)[0] for size in BATCH_SIZES}
         self.best = max(rates, key=lambda size: rates[size])
         self.per_batch = {f"batch {size}": round(rate, 1) for size, rate in rates.items()}
         return self.per_batch
 
-    def throughput(self, batch: int, seconds: float) -> float:
+    def throughput(self, batch: int, seconds: float) -> tuple[float, float]:
         return _rate(self.encode, self.texts, batch, seconds)

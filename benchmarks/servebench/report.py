@@ -27,6 +27,7 @@ class Row:
     name: str
     kind: str  # "served" (wrk over HTTP) or "in-process"
     rate: float = 0.0  # sentences (= requests) per second, median of the rounds
+    per_cpu_s: float | None = None  # sentences per CPU-second of the server / this process
     rounds: list[float] = field(default_factory=list)
     p50_ms: float | None = None
     p99_ms: float | None = None
@@ -44,14 +45,16 @@ class Measure:
     p50_ms: float | None = None
     p99_ms: float | None = None
     errors: int = 0
+    per_cpu_s: float | None = None
 
     @classmethod
-    def of(cls, result: WrkResult) -> Measure:
+    def of(cls, result: WrkResult, cpu_s: float | None = None) -> Measure:
         return cls(
             result.rate,
             round(result.latency_ms["p50"], 2),
             round(result.latency_ms["p99"], 2),
             result.error_count,
+            result.ok / cpu_s if cpu_s else None,
         )
 
 
@@ -74,13 +77,19 @@ def fill(row: Row, measures: list[Measure]) -> Row:
     row.rounds = [round(m.rate, 1) for m in measures]
     row.p50_ms, row.p99_ms = middle.p50_ms, middle.p99_ms
     row.errors = sum(m.errors for m in measures)
+    per_cpu = [m.per_cpu_s for m in measures if m.per_cpu_s is not None]
+    row.per_cpu_s = round(statistics.median(per_cpu), 1) if per_cpu else None
     return row
 
 
-def ratio(a: Row | None, b: Row | None) -> float | None:
-    if a is None or b is None or a.rate <= 0 or b.rate <= 0:
+def ratio(a: Row | None, b: Row | None, *, per_cpu: bool = False) -> float | None:
+    """a / b by rate (or by sentences per CPU-second); None when either is missing."""
+    if a is None or b is None:
         return None
-    return round(a.rate / b.rate, 3)
+    x, y = (a.per_cpu_s, b.per_cpu_s) if per_cpu else (a.rate, b.rate)
+    if not x or not y or x <= 0 or y <= 0:
+        return None
+    return round(x / y, 3)
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ def write_report(
         title=f"redline serve benchmark: wrk, {settings['connections']} keep-alive connections, "
         f"{settings['seconds']} s windows after {settings['warmup']} s warm-up"
     )
-    columns = ("contender", "kind", "sent/s", "rounds", "p50 ms", "p99 ms", "err")
+    columns = ("contender", "kind", "sent/s", "rounds", "sent/CPU-s", "p50 ms", "p99 ms", "err")
     for column in (*columns, "mean cos", "min cos", "note"):
         table.add_column(column)
     for row in rows:
@@ -138,6 +147,7 @@ def write_report(
             row.kind,
             f"{row.rate:,.1f}",
             " ".join(f"{r:.0f}" for r in row.rounds),
+            _show(row.per_cpu_s, 1),
             _show(row.p50_ms),
             _show(row.p99_ms),
             str(row.errors or ""),
