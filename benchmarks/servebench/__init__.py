@@ -1,0 +1,1 @@
+"""The pieces of ``benchmarks/serve_bench.py``: wrk driver, servers, in-process runs, report."""
