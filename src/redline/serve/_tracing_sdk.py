@@ -85,8 +85,7 @@ class SdkTracing:
 
     def span(self, name: str, attributes: Mapping[str, Any] | None, client: bool) -> Span:
         kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-        manager = self.tracer.start_as_current_span(name, kind=kind, attributes=attributes)
-        return cast(Span, _SpanManager(manager))
+        return cast(Span, _CurrentSpan(self.tracer, name, kind, attributes))
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         _PROPAGATOR.inject(headers)
@@ -140,20 +139,34 @@ class SdkTracing:
         self.provider.shutdown()
 
 
-class _SpanManager:
-    """The SDK's span context manager, entered as the span itself (the hooks' ``Span``)."""
+class _CurrentSpan:
+    """A span that is the current one inside ``with`` (entered as the span itself); lighter
+    than the SDK's generator-based ``start_as_current_span``."""
 
-    __slots__ = ("manager",)
+    __slots__ = ("attributes", "kind", "name", "span", "token", "tracer")
 
-    def __init__(self, manager: Any) -> None:
-        self.manager = manager
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
+        self.tracer, self.name, self.kind, self.attributes = tracer, name, kind, attributes
 
     def __enter__(self) -> trace.Span:
-        span: trace.Span = self.manager.__enter__()
+        span = self.tracer.start_span(self.name, kind=self.kind, attributes=self.attributes)
+        self.span = span
+        self.token = otel_context.attach(trace.set_span_in_context(span))
         return span
 
-    def __exit__(self, *exc: Any) -> None:
-        self.manager.__exit__(*exc)
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self.span
+        otel_context.detach(self.token)
+        if exc is not None:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+        span.end()
 
 
 class _ServerSpans:
