@@ -12,8 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from redline.serve import tracing
+from redline.serve._tracing_sdk import SdkTracing
 from tests.serve._otlp import ReceivedSpan, Receiver, otlp_receiver
 from tests.serve._process import serve_process
 
@@ -231,3 +236,49 @@ def test_hooks_are_no_ops_while_tracing_is_off() -> None:
         return items
 
     assert tracing.traced_batches(batch) is batch
+
+
+@pytest.fixture
+def in_memory() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(SdkTracing(provider))
+    try:
+        yield exporter
+    finally:
+        tracing.uninstall()
+
+
+def test_inject_propagates_the_client_span_outwards(in_memory: InMemorySpanExporter) -> None:
+    headers: dict[str, str] = {}
+    with tracing.span("request"), tracing.client_span("POST", {"server.address": "127.0.0.1"}):
+        tracing.inject(headers)
+    client, request = in_memory.get_finished_spans()
+    assert client.name == "POST"
+    assert client.kind == SpanKind.CLIENT
+    assert client.parent is not None
+    assert client.parent.span_id == request.context.span_id
+    trace_id, span_id = f"{client.context.trace_id:032x}", f"{client.context.span_id:016x}"
+    version, sent_trace, sent_parent, flags = headers["traceparent"].split("-")
+    assert (version, sent_trace, sent_parent) == ("00", trace_id, span_id)
+    assert int(flags, 16) & 1  # sampled
+
+
+def test_a_failing_hook_marks_its_span_as_an_error(in_memory: InMemorySpanExporter) -> None:
+    with pytest.raises(ValueError, match="bad key"), tracing.span("auth"):
+        raise ValueError("bad key")
+    [span] = in_memory.get_finished_spans()
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.events[0].name == "exception"
+
+
+async def test_traced_runs_the_call_in_its_span(in_memory: InMemorySpanExporter) -> None:
+    @tracing.traced("usage.write")
+    async def record(value: int) -> int:
+        assert tracing.exemplar() is not None  # the span is current inside the call
+        return value * 2
+
+    assert await record(21) == 42
+    [span] = in_memory.get_finished_spans()
+    assert span.name == "usage.write"
