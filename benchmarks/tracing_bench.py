@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from redline._ports import free_port
 
@@ -173,6 +174,7 @@ def bench_model(
     envs = {"before": {}, "off": {}, "on": traced}
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     rounds: list[dict[str, float]] = []
+    cpu_ms: list[dict[str, float]] = []  # server CPU (all threads) per request: less noisy
     with tempfile.TemporaryDirectory(prefix="tracing-bench-") as tmp:
         try:
             for variant, env in envs.items():
@@ -186,17 +188,23 @@ def bench_model(
             order = list(envs)
             for index in range(args.rounds):
                 results: dict[str, float] = {}
+                cpu: dict[str, float] = {}
                 for variant in order[index % 3 :] + order[: index % 3]:  # rotate who goes first
+                    process = psutil.Process(servers[variant][0].pid)
+                    before = sum(process.cpu_times()[:2])
                     result = asyncio.run(
                         load(servers[variant][1], args.seconds, args.concurrency, index + 1)
                     )
+                    used = sum(process.cpu_times()[:2]) - before
                     results[variant] = result["rps"]
+                    cpu[variant] = 1000 * used / max(1.0, result["rps"] * args.seconds)
                     if result["errors"]:
                         print(f"  {variant}: {result['errors']:.0f} errors", file=sys.stderr)
                 rounds.append(results)
+                cpu_ms.append(cpu)
                 print(
                     f"{name} round {index + 1}: "
-                    + "  ".join(f"{v} {results[v]:8.1f} req/s" for v in envs),
+                    + "  ".join(f"{v} {results[v]:7.1f} req/s {cpu[v]:6.2f} ms" for v in envs),
                     flush=True,
                 )
             time.sleep(1.0)  # the last spans leave within OTEL_BSP_SCHEDULE_DELAY
@@ -213,6 +221,8 @@ def bench_model(
         "model": name,
         "rounds": rounds,
         "median_rps": {v: statistics.median(r[v] for r in rounds) for v in envs},
+        "cpu_ms_per_request": {v: statistics.median(c[v] for c in cpu_ms) for v in envs},
+        "cpu_rounds": cpu_ms,
         "on_over_off": {"median": statistics.median(on_off), "each": on_off, "target": 0.90},
         "off_over_before": {"median": statistics.median(off_before), "each": off_before},
         "spans_exported_per_traced_request": exported / traced_requests if traced_requests else 0,
@@ -254,16 +264,21 @@ def main() -> None:
             receiver.wait(10)
     print()
     print(
-        f"{'model':8} {'before':>9} {'off':>9} {'on':>9} {'on/off':>7} {'off/before':>10} spans/req"
+        f"{'model':8} {'before':>9} {'off':>9} {'on':>9} {'on/off':>7} {'off/before':>10}"
+        f" {'CPU ms/req before / off / on':>29} spans/req"
     )
     for row in results:
-        rps = row["median_rps"]
+        rps, cpu = row["median_rps"], row["cpu_ms_per_request"]
         print(
             f"{row['model']:8} {rps['before']:9.1f} {rps['off']:9.1f} {rps['on']:9.1f} "
             f"{row['on_over_off']['median']:7.3f} {row['off_over_before']['median']:10.3f} "
+            f"{cpu['before']:13.2f} / {cpu['off']:5.2f} / {cpu['on']:5.2f} "
             f"{row['spans_exported_per_traced_request']:9.2f}"
         )
-    print("req/s medians; ratios are medians of per-round ratios (shared, noisy box)")
+    print(
+        "req/s and server CPU ms per request: medians over rounds; ratios: medians of the "
+        "per-round ratios (shared, noisy box)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "old_ref": ref,
