@@ -10,14 +10,15 @@ Pass *model* to serve an already-built model object (tests count its calls this 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from redline.serve import tracing
 from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.direct import DirectRoutes
 from redline.serve.errors import install_error_handlers
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     """Build the app; the model loads in the lifespan (in a thread, then warmed up)."""
     settings = settings if settings is not None else load_settings()
     state = ServerState(settings, model=model)
+    tracing.install_from_env()  # off (and free) unless OTEL_* variables ask for it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
             await state.close()
             if auth_failures is not None:
                 await auth_failures.close()
+            await asyncio.to_thread(tracing.uninstall)  # flush the last spans
 
     app = _App(
         title="redline inference API",
@@ -66,11 +69,8 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     install_error_handlers(app)
     for router in (embeddings.router, predict.router, models.router, ops.router, status.router):
         app.include_router(router)
-    app.outermost = partial(
-        RequestMiddleware,
-        state=state,
-        direct=DirectRoutes.from_routers((embeddings.router, predict.router), HOT_PATHS),
-    )
+    direct = DirectRoutes.from_routers((embeddings.router, predict.router), HOT_PATHS)
+    app.outermost = lambda inner: tracing.wrap_server(RequestMiddleware(inner, state, direct))
     return app
 
 

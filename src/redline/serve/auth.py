@@ -19,6 +19,7 @@ import hmac
 
 from starlette.requests import Request
 
+from redline.serve import tracing
 from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.errors import APIError
 from redline.serve.settings import Settings
@@ -95,6 +96,7 @@ async def authenticate(request: Request) -> str | None:
         raise
 
 
+@tracing.traced("auth")
 async def authorize(request: Request) -> str:
     """FastAPI dependency: check the API key, apply the rate limit, return the client id."""
     state = request.app.state.redline

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from redline.exceptions import CacheError
+from redline.serve import tracing
 from redline.serve.model import Model
 from redline.serve.state import ServerState
 
@@ -88,11 +89,13 @@ async def embed_texts(
         else:
             keys = _keys(prefix, texts)
         started = time.perf_counter()
-        try:
-            found = await cache.get_many(set(keys))
-        except CacheError as exc:
-            logger.warning("cache read failed, computing everything: %s", exc)
-            found = {}
+        with tracing.span("cache.lookup", {"redline.cache.keys": len(keys)}) as span:
+            try:
+                found = await cache.get_many(set(keys))
+            except CacheError as exc:
+                logger.warning("cache read failed, computing everything: %s", exc)
+                found = {}
+            span.set_attribute("redline.cache.hits", len(found))
         cache_seconds += time.perf_counter() - started
     missing: dict[str, list[int]] = {}
     cached = 0

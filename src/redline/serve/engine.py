@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from redline.concurrency.batcher import BatchRecord, MicroBatcher
+from redline.serve import tracing
 from redline.serve.model import Model, run_batch
 
 __all__ = ["DEFAULT_REQUEST_TIMEOUT", "EngineTiming", "InferenceEngine"]
@@ -37,6 +38,7 @@ class _Job:
 
     text: str
     submitted: float
+    trace: object = None  # serve.tracing.enqueue(): the request's span and its queue.wait span
     started: float = 0.0
     finished: float = 0.0
 
@@ -75,7 +77,7 @@ class InferenceEngine:
         self._timer = timer
         self.max_queue = max_queue
         self._batcher: MicroBatcher[_Job, npt.NDArray[np.float32]] = MicroBatcher(
-            self._run,
+            tracing.traced_batches(self._run),
             max_batch_size=max_batch_size,
             max_wait=max_wait,
             max_queue=max_queue,
@@ -87,7 +89,8 @@ class InferenceEngine:
     def _run(self, jobs: list[_Job]) -> list[npt.NDArray[np.float32]]:
         """The batch function (worker thread): one model call for the whole batch."""
         started = self._timer()
-        array = run_batch(self.model, [job.text for job in jobs])
+        with tracing.span("model.forward", {"redline.model": self.model.name}):
+            array = run_batch(self.model, [job.text for job in jobs])
         finished = self._timer()
         for job in jobs:
             job.started, job.finished = started, finished
@@ -107,8 +110,12 @@ class InferenceEngine:
         """
         deadline = self.request_timeout if timeout is None else timeout
         now = self._timer()
-        jobs = [_Job(text, now) for text in texts]
-        rows = await self._submit_all(jobs, deadline)
+        trace = tracing.enqueue(len(texts))
+        jobs = [_Job(text, now, trace) for text in texts]
+        try:
+            rows = await self._submit_all(jobs, deadline)
+        finally:
+            tracing.leave_queue(jobs)
         queue = max((job.started - job.submitted for job in jobs if job.started), default=0.0)
         inference = max((job.finished - job.started for job in jobs if job.started), default=0.0)
         array = np.stack(rows) if rows else np.empty((0, self.model.dimension), np.float32)

@@ -25,8 +25,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from redline.cache.base import CacheStats
+from redline.serve import tracing
 from redline.serve.recent import RecentRequests
 
 __all__ = ["OTHER_METHOD", "ServerMetrics", "method_label"]
@@ -168,7 +170,7 @@ class ServerMetrics:
             )
             self._children[key] = children
         children[0].inc()
-        children[1].observe(seconds)
+        children[1].observe(seconds, tracing.exemplar())  # None unless a sampled span is on
         self._keep_recent((self._now(), route, status, seconds))
 
     def sync_cache(self, stats: CacheStats) -> None:
@@ -197,13 +199,18 @@ class ServerMetrics:
         if record.error is not None:
             self.batch_errors.inc()
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text and its content type."""
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics (with the histograms' trace
+        exemplars) when *accept*, a request's ``Accept`` header, asks for it, else the
+        Prometheus text format."""
+        registry = self.registry
         if self.multiprocess:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        if "application/openmetrics-text" in accept:
+            body = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+            return body, openmetrics.CONTENT_TYPE_LATEST
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
     def __repr__(self) -> str:
         return f"ServerMetrics(multiprocess={self.multiprocess})"

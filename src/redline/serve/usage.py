@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 from redline.cache.write_behind import WriteBehind, WriteQueue, WriteRecord
 from redline.exceptions import CacheError, Closed, Overloaded
+from redline.serve import tracing
 
 __all__ = ["UsageRecorder", "UsageStats"]
 
@@ -152,6 +153,7 @@ class UsageRecorder:
         if self._durable is not None:
             self._durable.start()
 
+    @tracing.traced("usage.write")
     async def record(self, **fields: Any) -> None:
         """Queue one usage record (``created_at`` is added); never raises.
 

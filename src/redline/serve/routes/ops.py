@@ -99,5 +99,5 @@ async def metrics(request: Request) -> Response:
         state.metrics.queue_capacity.set(health["max_queue"])
     if state.cache is not None:
         state.metrics.sync_cache(state.cache.stats())
-    body, content_type = state.metrics.render()
+    body, content_type = state.metrics.render(request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

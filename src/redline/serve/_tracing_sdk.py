@@ -1,0 +1,278 @@
+"""The OpenTelemetry SDK behind ``serve.tracing`` when tracing is on; imported only then.
+
+A private tracer provider (the global one is left to the application), configured by the
+standard ``OTEL_*`` variables; the server span of every HTTP request with the HTTP semantic
+convention attributes; one ``batch`` span per model batch, linked to the request spans it
+served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from typing import Any, TypeVar, cast
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.trace import Link, SpanKind, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from redline.exceptions import ConfigError, RedlineError
+from redline.serve.tracing import Span
+
+__all__ = ["SdkTracing"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+_PROPAGATOR = TraceContextTextMapPropagator()
+_ROOT = Context()
+
+
+class _Queued:
+    """The trace of one request's jobs: its span context and its ``queue.wait`` span, which
+    ends when the last job starts (or leaves the queue)."""
+
+    __slots__ = ("left", "request")
+
+    def __init__(self, request: trace.SpanContext, queue: trace.Span, inputs: int) -> None:
+        self.request = request
+        # One token per job, the span last: list.pop is atomic, so of the model thread and the
+        # event loop popping at once exactly one gets the span, after every other job started.
+        self.left: list[trace.Span | None] = [queue, *([None] * (inputs - 1))]
+
+    def started(self) -> None:
+        """One job's batch started."""
+        try:
+            queue = self.left.pop()
+        except IndexError:
+            return
+        if queue is not None:
+            queue.end()
+
+    def leave(self) -> None:
+        """The request is done: end the span if some job never started."""
+        while self.left:
+            self.started()
+
+
+class SdkTracing:
+    """Spans through an OpenTelemetry ``TracerProvider`` with a batching exporter."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        self.provider = provider
+        self.tracer = provider.get_tracer("redline.serve")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SdkTracing:
+        """Provider, sampler, resource and exporter from the ``OTEL_*`` variables."""
+        attributes: dict[str, Any] = {}
+        if not environ.get("OTEL_SERVICE_NAME") and "service.name=" not in environ.get(
+            "OTEL_RESOURCE_ATTRIBUTES", ""
+        ):
+            attributes["service.name"] = "redline"
+        provider = TracerProvider(resource=Resource.create(attributes))  # sampler: OTEL_TRACES_*
+        for exporter in _exporters(environ):
+            provider.add_span_processor(BatchSpanProcessor(exporter))  # delays: OTEL_BSP_*
+        return cls(provider)
+
+    def span(self, name: str, attributes: Mapping[str, Any] | None, client: bool) -> Span:
+        kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
+        return cast(Span, _CurrentSpan(self.tracer, name, kind, attributes))
+
+    def inject(self, headers: MutableMapping[str, str]) -> None:
+        _PROPAGATOR.inject(headers)
+
+    def enqueue(self, inputs: int) -> object:
+        request = trace.get_current_span().get_span_context()
+        if not request.trace_flags.sampled or inputs < 1:
+            return None
+        queue = self.tracer.start_span("queue.wait", attributes={"redline.inputs": inputs})
+        return _Queued(request, queue, inputs)
+
+    def leave_queue(self, jobs: Iterable[Any]) -> None:
+        for job in jobs:
+            queued = job.trace
+            if isinstance(queued, _Queued):
+                queued.leave()
+                return  # every job of a request carries the same one
+
+    def traced_batches(self, fn: Callable[[list[T]], R]) -> Callable[[list[T]], R]:
+        tracer = self.tracer
+
+        def run(jobs: list[T]) -> R:
+            served: dict[int, _Queued] = {}
+            for job in jobs:
+                queued = getattr(job, "trace", None)
+                if isinstance(queued, _Queued):
+                    queued.started()
+                    served[id(queued)] = queued
+            if not served:
+                return fn(jobs)
+            links = [Link(queued.request) for queued in served.values()]
+            attributes = {"redline.batch.size": len(jobs), "redline.batch.requests": len(links)}
+            # Its own trace (the root context): one batch serves requests of many traces.
+            with tracer.start_as_current_span(
+                "batch", context=_ROOT, links=links, attributes=attributes
+            ):
+                return fn(jobs)
+
+        return run
+
+    def exemplar(self) -> dict[str, str] | None:
+        current = trace.get_current_span().get_span_context()
+        if not current.trace_flags.sampled:
+            return None
+        return {"trace_id": f"{current.trace_id:032x}", "span_id": f"{current.span_id:016x}"}
+
+    def wrap_server(self, app: ASGIApp) -> ASGIApp:
+        return _ServerSpans(app, self.tracer)
+
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+class _CurrentSpan:
+    """A span that is the current one inside ``with`` (entered as the span itself); lighter
+    than the SDK's generator-based ``start_as_current_span``."""
+
+    __slots__ = ("attributes", "kind", "name", "span", "token", "tracer")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+    ) -> None:
+        self.tracer, self.name, self.kind, self.attributes = tracer, name, kind, attributes
+
+    def __enter__(self) -> trace.Span:
+        span = self.tracer.start_span(self.name, kind=self.kind, attributes=self.attributes)
+        self.span = span
+        self.token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        span = self.span
+        otel_context.detach(self.token)
+        if exc is not None:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+        span.end()
+
+
+class _ServerSpans:
+    """ASGI middleware: the server span of each HTTP request, parented by its ``traceparent``."""
+
+    def __init__(self, app: ASGIApp, tracer: trace.Tracer) -> None:
+        self.app = app
+        self.tracer = tracer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier: dict[str, str] = {}
+        user_agent = None
+        for name, value in scope.get("headers") or ():
+            if name in (b"traceparent", b"tracestate"):
+                carrier[name.decode()] = value.decode("latin-1")
+            elif name == b"user-agent":
+                user_agent = value.decode("latin-1")
+        parent = _PROPAGATOR.extract(carrier) if carrier else _ROOT
+        method = scope["method"]
+        span = self.tracer.start_span(
+            method if method in _METHODS else "HTTP",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=_request_attributes(scope, method, user_agent),
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            if route is not None:
+                span.update_name(f"{method if method in _METHODS else 'HTTP'} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+                span.set_status(StatusCode.ERROR)
+            otel_context.detach(token)
+            span.end()
+
+
+def _request_attributes(scope: Scope, method: str, user_agent: str | None) -> dict[str, Any]:
+    """The HTTP semantic-convention attributes known when the request arrives."""
+    attributes: dict[str, Any] = {
+        "http.request.method": method if method in _METHODS else "_OTHER",
+        "url.path": scope.get("path", ""),
+        "url.scheme": scope.get("scheme", "http"),
+        "network.protocol.version": scope.get("http_version", "1.1"),
+    }
+    if method not in _METHODS:
+        attributes["http.request.method_original"] = method
+    query = scope.get("query_string")
+    if query:
+        attributes["url.query"] = query.decode("latin-1")
+    server = scope.get("server")
+    if server:
+        attributes["server.address"], attributes["server.port"] = server[0], server[1]
+    client = scope.get("client")
+    if client:
+        attributes["client.address"], attributes["client.port"] = client[0], client[1]
+    if user_agent is not None:
+        attributes["user_agent.original"] = user_agent
+    return attributes
+
+
+def _exporters(environ: Mapping[str, str]) -> list[SpanExporter]:
+    """``OTEL_TRACES_EXPORTER`` (default ``otlp``): ``otlp`` over HTTP/protobuf, ``console``."""
+    names = [n.strip().lower() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
+    exporters: list[SpanExporter] = []
+    for name in filter(None, names):
+        if name == "console":
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            exporters.append(_otlp_exporter(environ))
+        elif name != "none":
+            raise ConfigError(
+                f"OTEL_TRACES_EXPORTER={name!r} is not supported; use otlp, console or none"
+            )
+    return exporters
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter:
+    protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol.strip() != "http/protobuf":
+        raise ConfigError(
+            f"OTLP protocol {protocol!r} is not supported; use http/protobuf "
+            "(OTEL_EXPORTER_OTLP_PROTOCOL)"
+        )
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise RedlineError("tracing needs the OTLP exporter: pip install 'redline[otel]'") from exc
+    return OTLPSpanExporter()  # endpoint, headers, timeout: OTEL_EXPORTER_OTLP_[TRACES_]*
