@@ -66,6 +66,13 @@ def serve(
     log_level: Annotated[
         str | None, typer.Option(help="debug|info|warning|error [REDLINE_LOG_LEVEL].")
     ] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Gateway: NAME=URL[?model=M&key_env=VAR...] of an OpenAI-compatible "
+            "embeddings API; repeatable [REDLINE_UPSTREAMS]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the embeddings API (OpenAI-compatible) with caching and micro-batching."""
     from redline.exceptions import ConfigError
@@ -88,6 +95,7 @@ def serve(
         "torch_threads": torch_threads,
         "model_runtime": model_runtime,
         "log_level": log_level,
+        "upstreams": tuple(upstream) if upstream else None,
     }
     try:
         settings = load_settings(**flags)

@@ -17,16 +17,17 @@ import logging
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from redline.exceptions import CacheError
+from redline.exceptions import CacheError, GatewayError
+from redline.serve.errors import APIError
 from redline.serve.model import Model
 from redline.serve.state import ServerState
 
-__all__ = ["EmbedResult", "cache_key", "embed_texts", "normalize_text"]
+__all__ = ["CachingModel", "EmbedResult", "cache_key", "embed_texts", "normalize_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,23 @@ def _project(vectors: npt.NDArray[np.float32], dimensions: int | None) -> npt.ND
     return projected
 
 
+@runtime_checkable
+class CachingModel(Protocol):
+    """A model that caches and computes on its own (an upstream's model in the gateway)."""
+
+    async def embed_cached(self, texts: list[str], dimensions: int | None) -> EmbedResult: ...
+
+
 async def embed_texts(
     state: ServerState, model: Model, texts: list[str], dimensions: int | None
 ) -> EmbedResult:
-    """Embed normalised *texts* through the cache and the engine."""
+    """Embed normalised *texts* through the cache and the engine (or the model's own
+    ``embed_cached``; its ``GatewayError`` becomes a JSON error with the upstream's state)."""
+    if isinstance(model, CachingModel):
+        try:
+            return await model.embed_cached(texts, dimensions)
+        except GatewayError as exc:
+            raise APIError(exc.status, str(exc), code=_gateway_code(exc)) from exc
     engine = state.require_engine()
     cache = state.cache
     out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
@@ -114,6 +128,15 @@ async def embed_texts(
     else:
         result = "hit" if not missing else ("miss" if cached == 0 else "partial")
     return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s)
+
+
+def _gateway_code(exc: GatewayError) -> str:
+    """The error ``code`` of a gateway failure: ``upstream_timeout`` / ``_rejected`` / ..."""
+    name = type(exc).__name__
+    return {
+        "UpstreamTimeout": "upstream_timeout",
+        "UpstreamRejected": "upstream_rejected",
+    }.get(name, "upstream_unavailable")
 
 
 async def _store(state: ServerState, fresh: dict[str, npt.NDArray[np.float32]]) -> None:

@@ -48,6 +48,10 @@ usage_stream        None                the stream's key; None = ``redline:usage
                                         database
 usage_claim_idle    30                  seconds after which a live server takes over the
                                         stream entries another server read and never wrote
+upstreams           (none)              gateway: ``NAME=URL[?options]`` per upstream
+                                        embeddings API, comma- or space-separated (see
+                                        ``redline.gateway.config``); their models are served
+                                        beside the local one
 ==================  ==================  ===================================================
 """
 
@@ -118,12 +122,26 @@ class Settings(BaseSettings):
     usage_queue: Literal["auto", "redis", "memory"] = "auto"
     usage_stream: str | None = Field(default=None, min_length=1, max_length=200)
     usage_claim_idle: float = Field(default=30.0, gt=0, le=86400)
+    upstreams: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _split_upstreams(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if isinstance(value, list | tuple):
+            from redline.gateway.config import parse_upstream
+
+            for spec in value:
+                parse_upstream(spec)  # ConfigError (a ValueError) names the bad part
+            return tuple(value)
         return value
 
     @field_validator("rate_limit")

@@ -21,6 +21,7 @@ from redline.serve.model import Model, load_model
 from redline.serve.settings import Settings
 
 if TYPE_CHECKING:
+    from redline.gateway import Gateway
     from redline.serve.database import Database
     from redline.serve.ratelimit import ClientRateLimiter
     from redline.serve.usage import UsageRecorder
@@ -42,6 +43,7 @@ class ServerState:
         self.database: Database | None = None
         self.usage: UsageRecorder | None = None
         self.limiter: ClientRateLimiter | None = None
+        self.gateway: Gateway | None = None
         self.ready = False
         self.load_error: str | None = None
         self.model_load_seconds: float | None = None
@@ -50,12 +52,19 @@ class ServerState:
 
     async def open(self) -> None:
         """Open cache and database, then start loading the model in the background."""
-        from redline.serve.resources import open_cache, open_database, open_limiter, open_usage
+        from redline.serve.resources import (
+            open_cache,
+            open_database,
+            open_gateway,
+            open_limiter,
+            open_usage,
+        )
 
         self.cache = await open_cache(self.settings)
         self.database = await open_database(self.settings)
         self.usage = await open_usage(self.settings, self.database, self.metrics, self.cache)
         self.limiter = await open_limiter(self.settings, self.cache)
+        self.gateway = await open_gateway(self.settings, self.cache, self.database)
         self._loader = asyncio.create_task(self._load(), name="redline-model-loader")
 
     async def _load(self) -> None:
@@ -120,11 +129,18 @@ class ServerState:
         return names
 
     def resolve_model(self, requested: str | None) -> Model:
-        """The served model when *requested* is None or one of its ids; else ModelNotFound."""
+        """The served model when *requested* is None or one of its ids, else an upstream's
+        model of that name or alias (gateway); else ModelNotFound."""
+        gateway = self.gateway
+        if gateway is not None and requested is not None and requested not in self.model_ids():
+            upstream = gateway.resolve(requested)
+            if upstream is not None:
+                return upstream
         engine = self.require_engine()
         if requested is None or requested in self.model_ids():
             return engine.model
-        raise ModelNotFound(f"model {requested!r} is not served here; allowed: {self.model_ids()}")
+        allowed = self.model_ids() + (gateway.model_ids() if gateway is not None else [])
+        raise ModelNotFound(f"model {requested!r} is not served here; allowed: {allowed}")
 
     async def close(self) -> None:
         """Drain the batcher, flush usage, close database and cache (reverse order of open)."""
@@ -139,6 +155,8 @@ class ServerState:
             await _quietly(self.usage.close(), "usage")
         if self.database is not None:
             await _quietly(self.database.close(), "database")
+        if self.gateway is not None:
+            await _quietly(self.gateway.close(), "gateway")
         if self.limiter is not None:
             await _quietly(self.limiter.close(), "rate limiter")
         if self.cache is not None:

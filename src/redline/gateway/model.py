@@ -1,0 +1,193 @@
+"""An upstream's model as the server sees it: :class:`UpstreamModel` has the ``Model``
+attributes (``name``, ``version``, ``dimension``) and answers ``embed_cached``, the server's
+hook for models that do their own caching and calling.
+
+Per input: look the cache up (key = upstream model + dimensions + SHA-256 of the normalised
+input), send only the misses (coalesced and batched by a :class:`Dispatcher`), and store each
+fresh vector once as float32 with its token count as one extra element, so a later hit
+reports the same ``usage`` the upstream did. Duplicates within a request are sent once and
+each position gets its vector; the response is built in the request's order.
+
+Example::
+
+    model = UpstreamModel("bge", route, 384, cache=cache)
+    result = await model.embed_cached(["a", "b", "a"], None)
+    result.vectors.shape, model.count_tokens(["a", "b", "a"])   # (3, 384), [1, 1, 1]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from redline.cache.base import Cache
+from redline.exceptions import CacheError
+from redline.gateway.dispatcher import Dispatcher, Row
+from redline.gateway.router import ModelRoute
+from redline.gateway.tokens import estimate_tokens
+from redline.serve.embedder import EmbedResult
+
+__all__ = ["UpstreamModel", "gateway_cache_key"]
+
+logger = logging.getLogger(__name__)
+
+_TOKEN_MEMO = 65536
+
+
+def gateway_cache_key(model: str, text: str, dimensions: int | None) -> str:
+    """Cache key of one normalised input of an upstream model at *dimensions*."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:40]
+    return f"gw:{model}:{dimensions or 'full'}:{digest}"
+
+
+class UpstreamModel:
+    """One model served by one or more upstreams (see the module docstring)."""
+
+    version = "upstream"
+    max_input_tokens: int | None = None
+
+    def __init__(
+        self,
+        name: str,
+        route: ModelRoute,
+        dimension: int,
+        *,
+        cache: Cache | None,
+        cache_ttl: float | None = None,
+        max_inputs: int = 32,
+        max_tokens: int = 16384,
+        concurrency: int = 8,
+        timeout: float = 30.0,
+        timer: Any = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.route = route
+        self.dimension = dimension
+        self.cache = cache
+        self.cache_ttl = cache_ttl or None
+        self.max_inputs = max_inputs
+        self.max_tokens = max_tokens
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self._timer = timer
+        self._dispatchers: dict[int | None, Dispatcher] = {}
+        self._starting = asyncio.Lock()
+        self._tokens: OrderedDict[str, int] = OrderedDict()
+
+    def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:
+        """Not used: the server calls :meth:`embed_cached` for this model."""
+        raise TypeError(f"{self.name!r} is served by an upstream; use embed_cached")
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """What the upstream billed for each text (remembered from the last embed)."""
+        memo = self._tokens
+        return [memo.get(text) or estimate_tokens(text) for text in texts]
+
+    async def dispatcher(self, dimensions: int | None) -> Dispatcher:
+        """The dispatcher for *dimensions* (one per distinct value, started on first use)."""
+        found = self._dispatchers.get(dimensions)
+        if found is not None:
+            return found
+        async with self._starting:
+            found = self._dispatchers.get(dimensions)
+            if found is None:
+                found = Dispatcher(
+                    self.route,
+                    dimensions,
+                    store=self._store_for(dimensions),
+                    max_inputs=self.max_inputs,
+                    max_tokens=self.max_tokens,
+                    concurrency=self.concurrency,
+                    call_timeout=self.timeout,
+                    timer=self._timer,
+                )
+                await found.start()
+                self._dispatchers[dimensions] = found
+        return found
+
+    async def embed_cached(self, texts: list[str], dimensions: int | None) -> EmbedResult:
+        """Vectors for normalised *texts*, cached per input; raises ``GatewayError``."""
+        started = self._timer()
+        deadline = started + self.timeout
+        keys = [gateway_cache_key(self.name, text, dimensions) for text in texts]
+        found: dict[str, Any] = {}
+        if self.cache is not None:
+            try:
+                found = await self.cache.get_many(set(keys))
+            except CacheError as exc:
+                logger.warning("cache read failed, asking the upstream: %s", exc)
+        cache_seconds = self._timer() - started
+        rows: dict[str, Row] = {}
+        missing: list[str] = []
+        for text, key in zip(texts, keys, strict=True):
+            entry = found.get(key)
+            if entry is not None:
+                array = np.asarray(entry, dtype=np.float32)
+                rows[text] = Row(array[:-1], int(array[-1]))
+            elif text not in rows:
+                missing.append(text)
+        absent = set(missing)
+        cached = sum(1 for text in texts if text not in absent)
+        fetch_seconds = 0.0
+        if missing:
+            unique = list(dict.fromkeys(missing))
+            fetched = self._timer()
+            dispatcher = await self.dispatcher(dimensions)
+            rows.update(await dispatcher.embed(unique, deadline=deadline))
+            fetch_seconds = self._timer() - fetched
+        width = len(next(iter(rows.values())).vector) if rows else dimensions or self.dimension
+        out = np.empty((len(texts), width), dtype=np.float32)
+        memo = self._tokens
+        for index, text in enumerate(texts):
+            row = rows[text]
+            out[index] = row.vector
+            memo[text] = row.tokens
+            memo.move_to_end(text)
+        while len(memo) > _TOKEN_MEMO:
+            memo.popitem(last=False)
+        if self.cache is None:
+            result = "off"
+        else:
+            result = "hit" if not missing else ("miss" if cached == 0 else "partial")
+        return EmbedResult(out, result, cached, cache_seconds, 0.0, fetch_seconds)
+
+    def _store_for(self, dimensions: int | None) -> Any:
+        """The dispatcher's store callback: each row once, float32, tokens as the last element."""
+
+        async def store(rows: dict[str, Row]) -> None:
+            if self.cache is None:
+                return
+            entries = {
+                gateway_cache_key(self.name, text, dimensions): np.append(
+                    row.vector, np.float32(row.tokens)
+                ).astype(np.float32)
+                for text, row in rows.items()
+            }
+            try:
+                await self.cache.set_many(entries, ttl=self.cache_ttl)
+            except CacheError as exc:
+                logger.warning("cache write failed: %s", exc)
+
+        return store
+
+    def upstream_counts(self) -> tuple[int, int]:
+        """(calls, inputs) sent upstream so far, over every dimensions value."""
+        calls = sum(d.upstream_calls for d in self._dispatchers.values())
+        inputs = sum(d.upstream_inputs for d in self._dispatchers.values())
+        return calls, inputs
+
+    async def close(self) -> None:
+        """Stop every dispatcher."""
+        for dispatcher in self._dispatchers.values():
+            await dispatcher.close()
+        self._dispatchers.clear()
+
+    def __repr__(self) -> str:
+        return f"UpstreamModel({self.name!r}, dimension={self.dimension}, route={self.route!r})"
