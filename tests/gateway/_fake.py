@@ -64,14 +64,15 @@ class FakeUpstream:
                 started.set()
                 await self._stop.wait()
                 self._server.close()
+                handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in handlers:
+                    task.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._server.wait_closed(), 2)
+                await asyncio.sleep(0.05)  # let the streams' done callbacks run
 
             loop.run_until_complete(main())
-            for task in asyncio.all_tasks(loop):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                loop.run_until_complete(asyncio.sleep(0.05))
             loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True, name="fake-upstream")
@@ -80,8 +81,9 @@ class FakeUpstream:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        loop, self._loop = self._loop, None
+        if loop is not None and self._stop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
 
@@ -139,7 +141,7 @@ class FakeUpstream:
                     await self._send(writer, 400, {"error": {"message": "bad dimensions"}})
                 else:
                     await self._send(writer, 200, self._embed(request, texts))
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
             with contextlib.suppress(Exception):
