@@ -79,6 +79,7 @@ class Dispatcher:
         self._timer = timer
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
+        self._keep: set[str] = set()  # inputs in flight that some request lets us store
         self._tasks: set[asyncio.Task[None]] = set()
         self.upstream_calls = 0
         self.upstream_inputs = 0
@@ -109,8 +110,13 @@ class Dispatcher:
                 future.exception()
         self._inflight.clear()
 
-    async def embed(self, texts: list[str], *, deadline: float) -> dict[str, Row]:
-        """The rows of the distinct *texts*; :class:`GatewayError` on failure or past *deadline*."""
+    async def embed(
+        self, texts: list[str], *, deadline: float, store: bool = True
+    ) -> dict[str, Row]:
+        """The rows of the distinct *texts*; :class:`GatewayError` on failure or past *deadline*.
+
+        Fresh rows are stored when at least one request waiting for them allows it (*store*).
+        """
         loop = asyncio.get_running_loop()
         futures: dict[str, asyncio.Future[Row]] = {}
         fresh: list[str] = []
@@ -121,6 +127,8 @@ class Dispatcher:
                 self._inflight[text] = future
                 fresh.append(text)
             futures[text] = future
+            if store and not future.done():
+                self._keep.add(text)
         if fresh:
             await self._submit(fresh, deadline)
         remaining = deadline - self._timer()
@@ -198,8 +206,11 @@ class Dispatcher:
                     future.set_result(row)
             self._slots.release()
             released = True
+            keep = {text: row for text, row in rows.items() if text in self._keep}
+            self._keep.difference_update(texts)
             try:
-                await self._store(rows)
+                if keep:
+                    await self._store(keep)
             finally:
                 self._forget_later(texts)
         finally:
@@ -208,6 +219,7 @@ class Dispatcher:
 
     def _fail(self, texts: set[str], error: GatewayError) -> None:
         """Fail the futures of *texts* and forget them (a later request tries again)."""
+        self._keep.difference_update(texts)
         for text in texts:
             future = self._inflight.pop(text, None)
             if future is not None and not future.done():

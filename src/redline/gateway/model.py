@@ -32,6 +32,7 @@ from redline.exceptions import CacheError
 from redline.gateway.dispatcher import Dispatcher, Row
 from redline.gateway.router import ModelRoute
 from redline.gateway.tokens import estimate_tokens
+from redline.serve.cache_control import current_policy, entry_ages, not_cached, stale_keys
 from redline.serve.embedder import EmbedResult
 
 __all__ = ["UpstreamModel", "gateway_cache_key"]
@@ -116,13 +117,21 @@ class UpstreamModel:
         """Vectors for normalised *texts*, cached per input; raises ``GatewayError``."""
         started = self._timer()
         deadline = started + self.timeout
+        policy = current_policy()
         keys = [gateway_cache_key(self.name, text, dimensions) for text in texts]
         found: dict[str, Any] = {}
-        if self.cache is not None:
+        age: float | None = None
+        if self.cache is not None and policy.reads:
             try:
                 found = await self.cache.get_many(set(keys))
+                if policy.max_age is not None and found:
+                    ages = await entry_ages(self.cache, found, self.cache_ttl)
+                    for key in stale_keys(found, ages, policy.max_age):
+                        del found[key]
+                    age = max((ages[key] for key in found), default=0.0)
             except CacheError as exc:
                 logger.warning("cache read failed, asking the upstream: %s", exc)
+                found = {}
         cache_seconds = self._timer() - started
         rows: dict[str, Row] = {}
         missing: list[str] = []
@@ -135,12 +144,15 @@ class UpstreamModel:
                 missing.append(text)
         absent = set(missing)
         cached = sum(1 for text in texts if text not in absent)
+        if missing and policy.only_if_cached:
+            raise not_cached(len(texts) - cached, len(texts))
         fetch_seconds = 0.0
         if missing:
             unique = list(dict.fromkeys(missing))
             fetched = self._timer()
             dispatcher = await self.dispatcher(dimensions)
-            rows.update(await dispatcher.embed(unique, deadline=deadline))
+            store = self.cache is not None and not policy.no_store
+            rows.update(await dispatcher.embed(unique, deadline=deadline, store=store))
             fetch_seconds = self._timer() - fetched
         width = len(next(iter(rows.values())).vector) if rows else dimensions or self.dimension
         out = np.empty((len(texts), width), dtype=np.float32)
@@ -152,11 +164,8 @@ class UpstreamModel:
             memo.move_to_end(text)
         while len(memo) > _TOKEN_MEMO:
             memo.popitem(last=False)
-        if self.cache is None:
-            result = "off"
-        else:
-            result = "hit" if not missing else ("miss" if cached == 0 else "partial")
-        return EmbedResult(out, result, cached, cache_seconds, 0.0, fetch_seconds)
+        result = "off" if self.cache is None else policy.result(cached, len(texts) - cached)
+        return EmbedResult(out, result, cached, cache_seconds, 0.0, fetch_seconds, age)
 
     def _store_for(self, dimensions: int | None) -> Any:
         """The dispatcher's store callback: each row once, float32, tokens as the last element."""

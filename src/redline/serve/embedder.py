@@ -23,6 +23,12 @@ import numpy as np
 import numpy.typing as npt
 
 from redline.exceptions import CacheError, GatewayError
+from redline.serve.cache_control import (
+    current_policy,
+    entry_ages,
+    not_cached,
+    stale_keys,
+)
 from redline.serve.errors import APIError
 from redline.serve.model import Model
 from redline.serve.state import ServerState
@@ -53,6 +59,7 @@ class EmbedResult:
     cache_seconds: float
     queue_seconds: float
     inference_seconds: float
+    age: float | None = None  # seconds since the oldest entry used was stored (max-age asked)
 
 
 def _project(vectors: npt.NDArray[np.float32], dimensions: int | None) -> npt.NDArray[np.float32]:
@@ -85,15 +92,23 @@ async def embed_texts(
             raise APIError(exc.status, str(exc), code=_gateway_code(exc)) from exc
     engine = state.require_engine()
     cache = state.cache
+    policy = current_policy()
     out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
     cache_seconds = 0.0
     found: dict[str, Any] = {}
     keys: list[str] = []
+    age: float | None = None
     if cache is not None:
         keys = [cache_key(model, text, dimensions) for text in texts]
+    if cache is not None and policy.reads:
         started = time.perf_counter()
         try:
             found = await cache.get_many(set(keys))
+            if policy.max_age is not None and found:
+                ages = await entry_ages(cache, found, state.settings.cache_ttl)
+                for key in stale_keys(found, ages, policy.max_age):
+                    del found[key]
+                age = max((ages[key] for key in found), default=0.0)
         except CacheError as exc:
             logger.warning("cache read failed, computing everything: %s", exc)
             found = {}
@@ -101,12 +116,14 @@ async def embed_texts(
     missing: dict[str, list[int]] = {}
     cached = 0
     for index, text in enumerate(texts):
-        hit = found.get(keys[index]) if keys else None
+        hit = found.get(keys[index]) if found else None
         if hit is not None:
             out[index] = np.asarray(hit, dtype=np.float32)
             cached += 1
         else:
             missing.setdefault(text, []).append(index)
+    if missing and policy.only_if_cached:
+        raise not_cached(len(texts) - cached, len(texts))
     queue_s = inference_s = 0.0
     if missing:
         todo = list(missing)
@@ -119,15 +136,12 @@ async def embed_texts(
                 out[index] = vector
             if cache is not None:
                 fresh[cache_key(model, text, dimensions)] = vector
-        if fresh and cache is not None:
+        if fresh and cache is not None and not policy.no_store:
             started = time.perf_counter()
             await _store(state, fresh)
             cache_seconds += time.perf_counter() - started
-    if cache is None:
-        result = "off"
-    else:
-        result = "hit" if not missing else ("miss" if cached == 0 else "partial")
-    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s)
+    result = "off" if cache is None else policy.result(cached, len(texts) - cached)
+    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age)
 
 
 def _gateway_code(exc: GatewayError) -> str:

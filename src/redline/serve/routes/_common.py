@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from redline.exceptions import ModelNotFound
 from redline.serve.auth import authorize
+from redline.serve.cache_control import CacheControlError, parse_cache_control, use_policy
 from redline.serve.embedder import EmbedResult, normalize_text
 from redline.serve.errors import APIError
 from redline.serve.model import Model, count_tokens
@@ -68,6 +69,10 @@ class InferenceCall(NamedTuple, Generic[ModelT]):
 async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCall[ModelT]:
     """Authorize, parse the body, resolve the model (400 naming ``model`` if not served)."""
     client = await authorize(request)
+    try:  # set on every request: an ASGI caller may reuse one task for several requests
+        use_policy(parse_cache_control(request.headers.get("cache-control")))
+    except CacheControlError as exc:
+        raise APIError(400, str(exc), param="Cache-Control", code="invalid_cache_control") from None
     body = await parse_body(request, schema)
     started = time.perf_counter()
     state = server_state(request)
@@ -165,4 +170,7 @@ def server_timing(result: EmbedResult, total_seconds: float) -> dict[str, str]:
         f"inference;dur={result.inference_seconds * 1000:.3f}, "
         f"total;dur={total_seconds * 1000:.3f}"
     )
-    return {"X-Cache": result.cache_result, "Server-Timing": timing}
+    headers = {"X-Cache": result.cache_result, "Server-Timing": timing}
+    if result.age is not None:
+        headers["Age"] = str(int(result.age))
+    return headers
