@@ -80,6 +80,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
+        self._finished: dict[str, float] = {}  # when the rows in their grace period arrived
         self._tasks: set[asyncio.Task[None]] = set()
         self.upstream_calls = 0
         self.upstream_inputs = 0
@@ -109,28 +110,36 @@ class Dispatcher:
                 future.set_exception(UpstreamUnavailable("the gateway is shutting down"))
                 future.exception()
         self._inflight.clear()
+        self._finished.clear()
 
     async def embed(
-        self, texts: list[str], *, deadline: float, store: bool = True
+        self,
+        texts: list[str],
+        *,
+        deadline: float,
+        store: bool = True,
+        max_age: float | None = None,
     ) -> dict[str, Row]:
         """The rows of the distinct *texts*; :class:`GatewayError` on failure or past *deadline*.
 
         Fresh rows are stored when at least one request waiting for them allows it (*store*).
+        Rows that finished (and wait out their grace period) are reused only when younger
+        than *max_age* seconds (0: never); a call still on its way is always joined.
         """
         loop = asyncio.get_running_loop()
         futures: dict[str, asyncio.Future[Row]] = {}
-        fresh: list[str] = []
+        new: list[str] = []
         for text in texts:
             future = self._inflight.get(text)
-            if future is None or (future.done() and future.exception() is not None):
+            if future is None or (future.done() and not self._reusable(text, future, max_age)):
                 future = loop.create_future()
                 self._inflight[text] = future
-                fresh.append(text)
+                new.append(text)
             futures[text] = future
             if store and not future.done():
                 self._keep.add(text)
-        if fresh:
-            await self._submit(fresh, deadline)
+        if new:
+            await self._submit(new, deadline)
         remaining = deadline - self._timer()
         waiting = [future for future in futures.values() if not future.done()]
         if waiting:
@@ -145,6 +154,14 @@ class Dispatcher:
                     shielded.cancel()
                 raise self._late()
         return {text: future.result() for text, future in futures.items()}
+
+    def _reusable(self, text: str, future: asyncio.Future[Row], max_age: float | None) -> bool:
+        """Whether a finished future may answer a request that accepts rows *max_age* old."""
+        if future.exception() is not None:
+            return False
+        if max_age is None:
+            return True
+        return self._timer() - self._finished.get(text, float("-inf")) < max_age
 
     def _late(self) -> UpstreamTimeout:
         return UpstreamTimeout(
@@ -200,10 +217,12 @@ class Dispatcher:
                 text: Row(vector, count)
                 for text, vector, count in zip(texts, reply.vectors, tokens, strict=True)
             }
+            now = self._timer()
             for text, row in rows.items():
                 future = self._inflight.get(text)
                 if future is not None and not future.done():
                     future.set_result(row)
+                    self._finished[text] = now
             self._slots.release()
             released = True
             keep = {text: row for text, row in rows.items() if text in self._keep}
@@ -221,6 +240,7 @@ class Dispatcher:
         """Fail the futures of *texts* and forget them (a later request tries again)."""
         self._keep.difference_update(texts)
         for text in texts:
+            self._finished.pop(text, None)
             future = self._inflight.pop(text, None)
             if future is not None and not future.done():
                 future.set_exception(error)
@@ -234,6 +254,7 @@ class Dispatcher:
             for text, future in futures.items():
                 if future is not None and self._inflight.get(text) is future:
                     del self._inflight[text]
+                    self._finished.pop(text, None)
 
         with contextlib.suppress(RuntimeError):  # loop closing
             asyncio.get_running_loop().call_later(self._grace, forget)

@@ -152,7 +152,14 @@ class UpstreamModel:
             fetched = self._timer()
             dispatcher = await self.dispatcher(dimensions)
             store = self.cache is not None and not policy.no_store
-            rows.update(await dispatcher.embed(unique, deadline=deadline, store=store))
+            rows.update(
+                await dispatcher.embed(
+                    unique,
+                    deadline=deadline,
+                    store=store,
+                    max_age=0.0 if policy.no_cache else policy.max_age,
+                )
+            )
             fetch_seconds = self._timer() - fetched
         width = len(next(iter(rows.values())).vector) if rows else dimensions or self.dimension
         out = np.empty((len(texts), width), dtype=np.float32)
