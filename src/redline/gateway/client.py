@@ -46,6 +46,7 @@ class ModelInfo:
 
     id: str
     dimension: int | None
+    max_input_tokens: int | None = None
 
 
 class CallFailed(GatewayError):

@@ -22,6 +22,10 @@ timeout         seconds a request may wait for this upstream, retries included (
 concurrency     upstream calls in flight at once (default 8)
 encoding        how vectors travel from the upstream: ``base64`` (default) or ``float``
 dimension       the model's full dimension (default: asked at start)
+tokenizer       how each input's share of ``usage`` is counted: none = words (then a call's
+                total is divided in proportion), ``minilm`` (the bundled tokenizer) or the
+                path of a ``tokenizer.json``; capped at the model's ``max_input_tokens``
+                when its ``/v1/models`` card gives one
 ==============  =========================================================================
 
 Specs contain no commas, so several fit in one ``REDLINE_UPSTREAMS`` (comma- or
@@ -61,6 +65,7 @@ _OURS = {
     "concurrency",
     "encoding",
     "dimension",
+    "tokenizer",
 }
 
 
@@ -79,6 +84,7 @@ class UpstreamConfig:
     concurrency: int = 8
     encoding: Literal["base64", "float"] = "base64"
     dimension: int | None = None
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -179,4 +185,5 @@ def parse_upstream(spec: str) -> UpstreamConfig:
         concurrency=int(concurrency) if concurrency is not None else 8,
         encoding="float" if encoding == "float" else "base64",
         dimension=int(dimension) if dimension is not None else None,
+        tokenizer=one("tokenizer"),
     )

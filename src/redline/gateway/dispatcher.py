@@ -69,6 +69,7 @@ class Dispatcher:
         max_wait: float = 0.002,
         max_queue: int = 16384,
         grace: float = 2.0,
+        count: Callable[[str], int] = estimate_tokens,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.route = route
@@ -77,6 +78,7 @@ class Dispatcher:
         self._call_timeout = call_timeout
         self._grace = grace
         self._timer = timer
+        self._count = count
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
@@ -89,7 +91,7 @@ class Dispatcher:
             max_batch_size=max_inputs,
             max_wait=max_wait,
             max_queue=max_queue,
-            cost_fn=estimate_tokens,
+            cost_fn=count,
             max_batch_cost=max_tokens,
             name=f"upstream:{route.model}:{dimensions}",
         )
@@ -212,7 +214,7 @@ class Dispatcher:
             except Exception as exc:
                 self._fail(set(texts), UpstreamUnavailable(f"upstream call failed: {exc!r}"))
                 return
-            tokens = split_tokens(reply.prompt_tokens, [estimate_tokens(t) for t in texts])
+            tokens = split_tokens(reply.prompt_tokens, [self._count(t) for t in texts])
             rows = {
                 text: Row(vector, count)
                 for text, vector, count in zip(texts, reply.vectors, tokens, strict=True)

@@ -24,6 +24,7 @@ from redline.gateway.client import CallFailed
 from redline.gateway.config import UpstreamConfig, parse_upstream
 from redline.gateway.model import UpstreamModel
 from redline.gateway.router import ModelRoute
+from redline.gateway.tokens import estimate_tokens, load_counter
 from redline.gateway.upstream import Upstream
 
 __all__ = ["Gateway"]
@@ -74,6 +75,12 @@ class Gateway:
         models: dict[str, UpstreamModel] = {}
         for model, group in serving.items():
             dimension = next(u.models[model] for u in group if u.models[model] is not None)
+            named = next((u for u in group if u.config.tokenizer is not None), None)
+            counter = (
+                load_counter(named.config.tokenizer, named.token_caps.get(model))
+                if named is not None
+                else estimate_tokens
+            )
             models[model] = UpstreamModel(
                 model,
                 ModelRoute(model, group),
@@ -84,6 +91,7 @@ class Gateway:
                 max_tokens=min(u.config.max_tokens for u in group),
                 concurrency=sum(u.config.concurrency for u in group),
                 timeout=max(u.config.timeout for u in group),
+                count=counter,
             )
         logger.info("gateway: %s", {m: [u.name for u in g] for m, g in serving.items()})
         return cls(upstreams, models)
@@ -122,6 +130,11 @@ async def _learn_models(upstream: Upstream) -> None:
             if not listed:
                 raise ConfigError(f"upstream {config.name!r} lists no models; give model=")
             upstream.models = {info.id: info.dimension for info in listed}
+            upstream.token_caps = {
+                info.id: info.max_input_tokens
+                for info in listed
+                if info.max_input_tokens is not None
+            }
         elif config.dimension is not None:
             upstream.models = dict.fromkeys(upstream.models, config.dimension)
         for model, dimension in list(upstream.models.items()):

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -66,6 +67,7 @@ class UpstreamModel:
         max_tokens: int = 16384,
         concurrency: int = 8,
         timeout: float = 30.0,
+        count: Callable[[str], int] = estimate_tokens,
         timer: Any = time.monotonic,
     ) -> None:
         self.name = name
@@ -77,6 +79,7 @@ class UpstreamModel:
         self.max_tokens = max_tokens
         self.concurrency = concurrency
         self.timeout = timeout
+        self.count = count
         self._timer = timer
         self._dispatchers: dict[int | None, Dispatcher] = {}
         self._starting = asyncio.Lock()
@@ -89,7 +92,7 @@ class UpstreamModel:
     def count_tokens(self, texts: list[str]) -> list[int]:
         """What the upstream billed for each text (remembered from the last embed)."""
         memo = self._tokens
-        return [memo.get(text) or estimate_tokens(text) for text in texts]
+        return [memo.get(text) or self.count(text) for text in texts]
 
     async def dispatcher(self, dimensions: int | None) -> Dispatcher:
         """The dispatcher for *dimensions* (one per distinct value, started on first use)."""
@@ -107,6 +110,7 @@ class UpstreamModel:
                     max_tokens=self.max_tokens,
                     concurrency=self.concurrency,
                     call_timeout=self.timeout,
+                    count=self.count,
                     timer=self._timer,
                 )
                 await found.start()

@@ -36,6 +36,7 @@ class Upstream:
         self.client = UpstreamClient(config)
         self.ejector = ejector if ejector is not None else OutlierEjector(timer=timer)
         self.models: dict[str, int | None] = dict.fromkeys(config.models)
+        self.token_caps: dict[str, int] = {}  # max_input_tokens from the model cards
 
     async def open(self) -> None:
         """Open the connection pool."""
