@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -107,3 +110,23 @@ async def test_the_route_fails_over_and_ejects_a_dead_upstream() -> None:
         finally:
             await dead.close()
             await live.close()
+
+
+def test_settings_read_several_upstreams_and_reject_a_bad_one() -> None:
+    from redline.serve.settings import load_settings
+
+    settings = load_settings(upstreams="a=http://127.0.0.1:1?model=m, b=http://127.0.0.1:2")
+    assert settings.upstreams == ("a=http://127.0.0.1:1?model=m", "b=http://127.0.0.1:2")
+    with pytest.raises(ConfigError, match="REDLINE_UPSTREAMS.*NAME=http"):
+        load_settings(upstreams="not-a-spec")
+
+
+def test_serve_help_offers_the_upstream_flag() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "redline", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    assert "--upstream" in out
