@@ -117,7 +117,7 @@ def test_settings_read_several_upstreams_and_reject_a_bad_one() -> None:
 
     settings = load_settings(upstreams="a=http://127.0.0.1:1?model=m, b=http://127.0.0.1:2")
     assert settings.upstreams == ("a=http://127.0.0.1:1?model=m", "b=http://127.0.0.1:2")
-    with pytest.raises(ConfigError, match="REDLINE_UPSTREAMS.*NAME=http"):
+    with pytest.raises(ConfigError, match=r"REDLINE_UPSTREAMS.*NAME=http"):
         load_settings(upstreams="not-a-spec")
 
 
