@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -130,3 +131,42 @@ def test_serve_help_offers_the_upstream_flag() -> None:
         env={**os.environ, "COLUMNS": "200"},
     ).stdout
     assert "--upstream" in out
+
+
+async def test_a_caller_cancelled_while_queueing_does_not_strand_its_inputs() -> None:
+    from redline.gateway.dispatcher import Dispatcher
+
+    async def store(rows: object) -> None:
+        return None
+
+    with FakeUpstream(dimension=4) as fake:
+        fake.mode = "slow:0.3"
+        upstream = Upstream(parse_upstream(f"up={fake.url}?model=fake"))
+        await upstream.open()
+        dispatcher = Dispatcher(
+            ModelRoute("fake", [upstream]),
+            None,
+            store=store,
+            max_inputs=1,
+            max_tokens=100,
+            concurrency=1,
+        )
+        await dispatcher.start()
+        try:
+            deadline = time.monotonic() + 5
+            first = asyncio.create_task(dispatcher.embed(["a"], deadline=deadline))
+            await asyncio.sleep(0.05)  # "a" holds the only call slot
+            second = asyncio.create_task(dispatcher.embed(["b"], deadline=deadline))
+            await asyncio.sleep(0.05)  # "b" waits for the slot, holding the batch worker
+            third = asyncio.create_task(dispatcher.embed(["c"], deadline=deadline))
+            await asyncio.sleep(0.05)  # "c" waits in the batcher's queue
+            third.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await third
+            rows = await dispatcher.embed(["c"], deadline=time.monotonic() + 5)
+            assert rows["c"].vector.shape == (4,)
+            assert (await first)["a"].tokens == 1
+            assert (await second)["b"].tokens == 1
+        finally:
+            await dispatcher.close()
+            await upstream.close()

@@ -83,7 +83,7 @@ class Dispatcher:
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
         self._finished: dict[str, float] = {}  # when the rows in their grace period arrived
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # submissions and upstream calls
         self.upstream_calls = 0
         self.upstream_inputs = 0
         self._batcher: MicroBatcher[str, None] = MicroBatcher(
@@ -141,7 +141,11 @@ class Dispatcher:
             if store and not future.done():
                 self._keep.add(text)
         if new:
-            await self._submit(new, deadline)
+            # Its own task: a caller cancelled now must not take inputs out of the queue that
+            # other requests may already be waiting for (they would wait for nothing).
+            submitting = asyncio.create_task(self._submit(new, deadline))
+            self._tasks.add(submitting)
+            submitting.add_done_callback(self._tasks.discard)
         remaining = deadline - self._timer()
         waiting = [future for future in futures.values() if not future.done()]
         if waiting:
@@ -183,12 +187,12 @@ class Dispatcher:
                 error: GatewayError
                 if isinstance(result, BatchTimeout):
                     error = self._late()
-                elif isinstance(result, ConcurrencyError):
-                    error = UpstreamUnavailable(f"gateway queue for {self.route.model!r}: {result}")
                 elif isinstance(result, GatewayError):
                     error = result
+                elif isinstance(result, ConcurrencyError):
+                    error = UpstreamUnavailable(f"gateway queue for {self.route.model!r}: {result}")
                 else:
-                    raise result
+                    error = UpstreamUnavailable(f"gateway queue failed: {result!r}")
                 self._fail({text}, error)
 
     async def _launch(self, texts: list[str]) -> list[None]:
