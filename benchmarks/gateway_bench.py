@@ -75,6 +75,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {}
 
     async def measure(name: str, url: str, **kw: Any) -> None:
+        # The upstream may still be finishing what the last run left queued: let it settle.
+        await asyncio.sleep(args.settle)
         runs.setdefault(name, []).append(await load(url, duration=args.duration, **kw))
 
     try:
@@ -182,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--settle", type=float, default=2.0, help="idle seconds between runs")
     parser.add_argument("--max-inputs", type=int, default=32, help="gateway batch per call")
     parser.add_argument("--upstream-model", choices=("minilm", "hashing"), default="minilm")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
