@@ -31,7 +31,7 @@ class FakeUpstream:
         self.mode = "ok"
         self.script: deque[str] = deque()
         self.requests = 0
-        self.embedding_calls: list[list[str]] = []
+        self.embedding_calls: list[list[Any]] = []
         self.connections = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -40,7 +40,7 @@ class FakeUpstream:
         self._stop: asyncio.Event | None = None
 
     @property
-    def inputs(self) -> list[str]:
+    def inputs(self) -> list[Any]:
         with self._lock:
             return [text for call in self.embedding_calls for text in call]
 
@@ -118,9 +118,9 @@ class FakeUpstream:
                     await self._send(writer, 200, payload)
                     continue
                 request = orjson.loads(body)
-                texts = (
-                    request["input"] if isinstance(request["input"], list) else [request["input"]]
-                )
+                texts = request["input"]
+                if isinstance(texts, str) or (texts and isinstance(texts[0], int)):
+                    texts = [texts]
                 with self._lock:
                     self.embedding_calls.append(list(texts))
                 if behaviour == "close":
@@ -147,8 +147,11 @@ class FakeUpstream:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    def _embed(self, request: dict[str, Any], texts: list[str]) -> dict[str, Any]:
-        vectors = self.model.batch(texts)
+    def _embed(self, request: dict[str, Any], texts: list[Any]) -> dict[str, Any]:
+        # token-id inputs are embedded as the text of their list; they cost one token per id
+        vectors = self.model.batch(
+            [t if isinstance(t, str) else orjson.dumps(t).decode() for t in texts]
+        )
         dims = request.get("dimensions")
         if dims:
             vectors = vectors[:, :dims]
@@ -160,7 +163,7 @@ class FakeUpstream:
             else:
                 embedding = vector.tolist()
             data.append({"object": "embedding", "index": index, "embedding": embedding})
-        tokens = sum(max(1, len(t.split())) for t in texts)
+        tokens = sum(max(1, len(t.split())) if isinstance(t, str) else len(t) for t in texts)
         return {
             "object": "list",
             "data": data,

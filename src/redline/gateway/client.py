@@ -28,6 +28,7 @@ import orjson
 
 from redline.exceptions import GatewayError
 from redline.gateway.config import UpstreamConfig
+from redline.serve.token_input import decode_ids, is_ids
 
 __all__ = ["CallFailed", "ModelInfo", "UpstreamClient", "UpstreamReply"]
 
@@ -121,9 +122,10 @@ class UpstreamClient:
         self, model: str, inputs: list[str], *, dimensions: int | None, timeout: float
     ) -> UpstreamReply:
         """One ``POST /v1/embeddings`` within *timeout* seconds; :class:`CallFailed` if not."""
+        sent: list[Any] = [decode_ids(t) if is_ids(t) else t for t in inputs]
         body: dict[str, Any] = {
             "model": model,
-            "input": inputs,
+            "input": sent,
             "encoding_format": self.config.encoding,
         }
         if dimensions is not None:

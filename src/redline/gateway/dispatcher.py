@@ -38,6 +38,7 @@ from redline.exceptions import (
 )
 from redline.gateway.router import ModelRoute
 from redline.gateway.tokens import estimate_tokens, split_tokens
+from redline.serve.token_input import id_count, is_ids
 
 __all__ = ["Dispatcher", "Row"]
 
@@ -78,7 +79,7 @@ class Dispatcher:
         self._call_timeout = call_timeout
         self._grace = grace
         self._timer = timer
-        self._count = count
+        self._count = _with_ids(count)
         self._slots = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[Row]] = {}
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
@@ -91,7 +92,8 @@ class Dispatcher:
             max_batch_size=max_inputs,
             max_wait=max_wait,
             max_queue=max_queue,
-            cost_fn=count,
+            cost_fn=self._count,
+            group_fn=is_ids,  # token-id and text inputs never share a call
             max_batch_cost=max_tokens,
             name=f"upstream:{route.model}:{dimensions}",
         )
@@ -275,3 +277,12 @@ class Dispatcher:
             f"Dispatcher({self.route.model!r}, dimensions={self.dimensions}, "
             f"inflight={len(self._inflight)}, calls={self.upstream_calls})"
         )
+
+
+def _with_ids(count: Callable[[str], int]) -> Callable[[str], int]:
+    """*count* for texts, one per id for token-id inputs."""
+
+    def counted(text: str) -> int:
+        return id_count(text) if is_ids(text) else count(text)
+
+    return counted

@@ -33,6 +33,7 @@ from redline.serve.cache_control import (
 from redline.serve.errors import APIError
 from redline.serve.model import Model
 from redline.serve.state import ServerState
+from redline.serve.token_input import TokenDecoder, decode_ids, is_ids
 
 __all__ = ["CachingModel", "EmbedResult", "cache_key", "embed_texts", "normalize_text"]
 
@@ -94,6 +95,7 @@ async def embed_texts(
     engine = state.require_engine()
     cache = state.cache
     policy = current_policy()
+    decoder = _token_decoder(model, texts)
     out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
     cache_seconds = 0.0
     found: dict[str, Any] = {}
@@ -128,7 +130,10 @@ async def embed_texts(
     queue_s = inference_s = 0.0
     if missing:
         todo = list(missing)
-        vectors, timing = await engine.embed(todo)
+        if decoder is not None:
+            vectors, timing = await engine.embed([_decoded(decoder, text) for text in todo])
+        else:
+            vectors, timing = await engine.embed(todo)
         vectors = _project(vectors, dimensions)
         queue_s, inference_s = timing.queue, timing.inference
         fresh: dict[str, npt.NDArray[np.float32]] = {}
@@ -143,6 +148,25 @@ async def embed_texts(
             cache_seconds += time.perf_counter() - started
     result = "off" if cache is None else policy.result(cached, len(texts) - cached)
     return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age)
+
+
+def _token_decoder(model: Model, texts: list[str]) -> TokenDecoder | None:
+    """The model as a decoder when *texts* hold token ids; 400 if it cannot decode them."""
+    if not any(is_ids(text) for text in texts):
+        return None
+    if not isinstance(model, TokenDecoder):
+        raise APIError(
+            400,
+            f"model {model.name!r} cannot take token ids; send strings",
+            param="input",
+            code="token_ids_unsupported",
+        )
+    return model
+
+
+def _decoded(decoder: TokenDecoder, text: str) -> str:
+    """The text of a token-id marker (other texts as they are)."""
+    return decoder.decode_tokens(decode_ids(text)) if is_ids(text) else text
 
 
 @functools.lru_cache(maxsize=64)

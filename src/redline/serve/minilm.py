@@ -119,6 +119,11 @@ class MiniLMModel:
     ) -> npt.NDArray[np.float32]:
         return runner.encode([inputs[i] for i in share], pass_size(len(share), self.sub_batch))
 
+    def decode_tokens(self, ids: list[int]) -> str:
+        """The text of OpenAI-style token ids (special tokens dropped), to embed as text."""
+        text: str = self._counter.decode(ids, skip_special_tokens=True)
+        return text
+
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text as the model sees them (with [CLS]/[SEP], capped at the max length)."""
         memo = self._count_memo

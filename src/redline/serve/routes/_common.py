@@ -19,6 +19,7 @@ from redline.serve.errors import APIError
 from redline.serve.model import Model, count_tokens
 from redline.serve.settings import Settings
 from redline.serve.state import ServerState
+from redline.serve.token_input import is_ids
 
 __all__ = [
     "InferenceCall",
@@ -142,6 +143,9 @@ def prepare_texts(raw: str | list[Any], field: str, settings: Settings) -> list[
         )
     prepared = []
     for index, text in enumerate(texts):
+        if is_ids(text):  # token ids: checked when parsed, never normalised or cut
+            prepared.append(text)
+            continue
         where = field if isinstance(raw, str) else f"{field}[{index}]"
         normal = normalize_text(text)
         if not normal:
