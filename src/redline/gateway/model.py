@@ -176,7 +176,8 @@ class UpstreamModel:
         while len(memo) > _TOKEN_MEMO:
             memo.popitem(last=False)
         result = "off" if self.cache is None else policy.result(cached, len(texts) - cached)
-        return EmbedResult(out, result, cached, cache_seconds, 0.0, fetch_seconds, age)
+        hits = tuple(text not in absent for text in texts)
+        return EmbedResult(out, result, cached, cache_seconds, 0.0, fetch_seconds, age, hits)
 
     def _store_for(self, dimensions: int | None) -> Any:
         """The dispatcher's store callback: each row once, float32, tokens as the last element."""

@@ -62,6 +62,7 @@ class EmbedResult:
     queue_seconds: float
     inference_seconds: float
     age: float | None = None  # seconds since the oldest entry used was stored (max-age asked)
+    hits: tuple[bool, ...] = ()  # per input: served from the cache (for usage's cached tokens)
 
 
 def _project(vectors: npt.NDArray[np.float32], dimensions: int | None) -> npt.NDArray[np.float32]:
@@ -118,11 +119,13 @@ async def embed_texts(
         cache_seconds += time.perf_counter() - started
     missing: dict[str, list[int]] = {}
     cached = 0
+    hits = [False] * len(texts)
     for index, text in enumerate(texts):
         hit = found.get(keys[index]) if found else None
         if hit is not None:
             out[index] = np.asarray(hit, dtype=np.float32)
             cached += 1
+            hits[index] = True
         else:
             missing.setdefault(text, []).append(index)
     if missing and policy.only_if_cached:
@@ -147,7 +150,7 @@ async def embed_texts(
             await _store(state, fresh)
             cache_seconds += time.perf_counter() - started
     result = "off" if cache is None else policy.result(cached, len(texts) - cached)
-    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age)
+    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age, tuple(hits))
 
 
 def _token_decoder(model: Model, texts: list[str]) -> TokenDecoder | None:

@@ -96,7 +96,9 @@ async def inference_response(
     durable usage queue, the answer waits until the record is in it), note the cache result
     for the access log, and answer the OpenAI-style list with ``X-Cache`` and
     ``Server-Timing``."""
-    tokens = sum(count_tokens(call.model, texts))
+    counts = count_tokens(call.model, texts)
+    tokens = sum(counts)
+    cached_tokens = sum(n for n, hit in zip(counts, result.hits, strict=False) if hit)
     request.state.cache_result = result.cache_result
     if call.state.usage is not None:
         await call.state.usage.record(
@@ -107,6 +109,7 @@ async def inference_response(
             inputs=len(texts),
             tokens=tokens,
             cached_inputs=result.cached_inputs,
+            cached_tokens=cached_tokens,
             client=call.client,
         )
     payload = {
