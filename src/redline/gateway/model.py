@@ -81,7 +81,7 @@ class UpstreamModel:
         self.timeout = timeout
         self.count = count
         self._timer = timer
-        self._dispatchers: dict[int | None, Dispatcher] = {}
+        self._dispatchers: dict[tuple[int | None, str | None], Dispatcher] = {}
         self._starting = asyncio.Lock()
         self._tokens: OrderedDict[str, int] = OrderedDict()
 
@@ -94,18 +94,20 @@ class UpstreamModel:
         memo = self._tokens
         return [memo.get(text) or self.count(text) for text in texts]
 
-    async def dispatcher(self, dimensions: int | None) -> Dispatcher:
-        """The dispatcher for *dimensions* (one per distinct value, started on first use)."""
-        found = self._dispatchers.get(dimensions)
+    async def dispatcher(self, dimensions: int | None, namespace: str | None = None) -> Dispatcher:
+        """The dispatcher for *dimensions* in *namespace* (one per pair, started on first
+        use: tenants in different namespaces share neither entries nor calls in flight)."""
+        key = (dimensions, namespace)
+        found = self._dispatchers.get(key)
         if found is not None:
             return found
         async with self._starting:
-            found = self._dispatchers.get(dimensions)
+            found = self._dispatchers.get(key)
             if found is None:
                 found = Dispatcher(
                     self.route,
                     dimensions,
-                    store=self._store_for(dimensions),
+                    store=self._store_for(dimensions, namespace),
                     max_inputs=self.max_inputs,
                     max_tokens=self.max_tokens,
                     concurrency=self.concurrency,
@@ -114,7 +116,7 @@ class UpstreamModel:
                     timer=self._timer,
                 )
                 await found.start()
-                self._dispatchers[dimensions] = found
+                self._dispatchers[key] = found
         return found
 
     async def embed_cached(self, texts: list[str], dimensions: int | None) -> EmbedResult:
@@ -122,7 +124,8 @@ class UpstreamModel:
         started = self._timer()
         deadline = started + self.timeout
         policy = current_policy()
-        keys = [gateway_cache_key(self.name, text, dimensions) for text in texts]
+        prefix = policy.key_prefix()
+        keys = [prefix + gateway_cache_key(self.name, text, dimensions) for text in texts]
         found: dict[str, Any] = {}
         age: float | None = None
         if self.cache is not None and policy.reads:
@@ -154,7 +157,7 @@ class UpstreamModel:
         if missing:
             unique = list(dict.fromkeys(missing))
             fetched = self._timer()
-            dispatcher = await self.dispatcher(dimensions)
+            dispatcher = await self.dispatcher(dimensions, policy.namespace)
             store = self.cache is not None and not policy.no_store
             rows.update(
                 await dispatcher.embed(
@@ -179,14 +182,15 @@ class UpstreamModel:
         hits = tuple(text not in absent for text in texts)
         return EmbedResult(out, result, cached, cache_seconds, 0.0, fetch_seconds, age, hits)
 
-    def _store_for(self, dimensions: int | None) -> Any:
+    def _store_for(self, dimensions: int | None, namespace: str | None) -> Any:
         """The dispatcher's store callback: each row once, float32, tokens as the last element."""
+        prefix = f"ns:{namespace}:" if namespace else ""
 
         async def store(rows: dict[str, Row]) -> None:
             if self.cache is None:
                 return
             entries = {
-                gateway_cache_key(self.name, text, dimensions): np.append(
+                prefix + gateway_cache_key(self.name, text, dimensions): np.append(
                     row.vector, np.float32(row.tokens)
                 ).astype(np.float32)
                 for text, row in rows.items()

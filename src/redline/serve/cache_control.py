@@ -14,6 +14,13 @@ directive           effect
 
 Unknown directives are ignored (as HTTP caches do); a malformed ``max-age`` is a 400.
 
+Per client (``REDLINE_CACHE_TENANTS``): rules ``CLIENT?namespace=NAME&allow=DIRECTIVES``, where
+CLIENT is the id the usage table and access log show (``key:<hash prefix>``, ``ip:<address>``)
+or ``*`` for every client without a rule of its own; ``namespace`` gives the client's cache
+entries a prefix of their own (clients share entries only when they share a namespace);
+``allow`` lists the directives it may send, ``+``-separated (``none``: no directive; default:
+all). A directive it may not send is a 403 naming what it may.
+
 The policy travels from the route to the cache in a context variable (set by
 :func:`use_policy` for the request's task), so the cache code needs no new parameter.
 
@@ -26,9 +33,12 @@ Example::
 from __future__ import annotations
 
 import contextvars
+import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 from redline.cache.base import Cache
 from redline.serve.errors import APIError
@@ -36,12 +46,16 @@ from redline.serve.errors import APIError
 __all__ = [
     "DEFAULT_POLICY",
     "CacheControlError",
+    "CacheControlRefused",
     "CachePolicy",
+    "TenantRule",
+    "TenantRules",
     "current_policy",
     "entry_ages",
     "not_cached",
     "parse_cache_control",
     "stale_keys",
+    "tenant_rules",
     "use_policy",
 ]
 
@@ -54,6 +68,21 @@ class CachePolicy:
     no_store: bool = False
     max_age: float | None = None
     only_if_cached: bool = False
+    namespace: str | None = None
+
+    def directives(self) -> set[str]:
+        """The directives this policy was given."""
+        given = {
+            "no-cache": self.no_cache,
+            "no-store": self.no_store,
+            "max-age": self.max_age is not None,
+            "only-if-cached": self.only_if_cached,
+        }
+        return {name for name, on in given.items() if on}
+
+    def key_prefix(self) -> str:
+        """What goes before every cache key of this request (its namespace, if any)."""
+        return f"ns:{self.namespace}:" if self.namespace else ""
 
     @property
     def reads(self) -> bool:
@@ -78,6 +107,84 @@ _POLICY: contextvars.ContextVar[CachePolicy] = contextvars.ContextVar(
 
 class CacheControlError(ValueError):
     """A ``Cache-Control`` header redline cannot honour (a bad ``max-age``)."""
+
+    status = 400
+
+
+class CacheControlRefused(CacheControlError):
+    """The client sent a directive its tenant rule does not allow."""
+
+    status = 403
+
+
+DIRECTIVES = ("no-cache", "no-store", "max-age", "only-if-cached")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRule:
+    """What one client may do with the cache."""
+
+    namespace: str | None = None
+    allow: frozenset[str] = frozenset(DIRECTIVES)
+
+
+class TenantRules:
+    """``client id -> TenantRule`` (``*`` for the rest); :meth:`apply` to a request's policy."""
+
+    def __init__(self, rules: dict[str, TenantRule]) -> None:
+        self.rules = rules
+        self.default = rules.get("*", TenantRule())
+
+    def apply(self, client: str, policy: CachePolicy) -> CachePolicy:
+        """*policy* in the client's namespace; :class:`CacheControlRefused` if not allowed."""
+        rule = self.rules.get(client, self.default)
+        refused = policy.directives() - rule.allow
+        if refused:
+            allowed = ", ".join(sorted(rule.allow)) or "none"
+            raise CacheControlRefused(
+                f"client {client} may not send Cache-Control {', '.join(sorted(refused))}; "
+                f"allowed: {allowed} (REDLINE_CACHE_TENANTS)"
+            )
+        if rule.namespace is None:
+            return policy
+        return CachePolicy(
+            policy.no_cache, policy.no_store, policy.max_age, policy.only_if_cached, rule.namespace
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def tenant_rules(specs: tuple[str, ...]) -> TenantRules:
+    """Parse ``REDLINE_CACHE_TENANTS`` rules (see the module docstring); ValueError if bad."""
+    rules: dict[str, TenantRule] = {}
+    for spec in specs:
+        client, _, query = spec.partition("?")
+        if not client or not query:
+            raise ValueError(
+                f"cache tenant rule must look like CLIENT?namespace=NAME, got {spec!r}"
+            )
+        namespace: str | None = None
+        allow = frozenset(DIRECTIVES)
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if name == "namespace":
+                if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+                    raise ValueError(
+                        f"cache namespace must be 1-64 of [A-Za-z0-9_.-], got {value!r}"
+                    )
+                namespace = value
+            elif name == "allow":
+                given = set(value.split()) - {"none"}  # '+' arrives as a space
+                unknown = given - set(DIRECTIVES)
+                if unknown:
+                    raise ValueError(
+                        f"unknown Cache-Control directives {sorted(unknown)} in {spec!r}"
+                    )
+                allow = frozenset(given)
+            else:
+                raise ValueError(
+                    f"cache tenant rule option must be namespace or allow, got {name!r}"
+                )
+        rules[client] = TenantRule(namespace, allow)
+    return TenantRules(rules)
 
 
 def parse_cache_control(value: str | None) -> CachePolicy:

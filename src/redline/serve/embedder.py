@@ -102,8 +102,9 @@ async def embed_texts(
     found: dict[str, Any] = {}
     keys: list[str] = []
     age: float | None = None
+    prefix = policy.key_prefix()
     if cache is not None:
-        keys = [cache_key(model, text, dimensions) for text in texts]
+        keys = [prefix + cache_key(model, text, dimensions) for text in texts]
     if cache is not None and policy.reads:
         started = time.perf_counter()
         try:
@@ -144,7 +145,7 @@ async def embed_texts(
             for index in missing[text]:
                 out[index] = vector
             if cache is not None:
-                fresh[cache_key(model, text, dimensions)] = vector
+                fresh[prefix + cache_key(model, text, dimensions)] = vector
         if fresh and cache is not None and not policy.no_store:
             started = time.perf_counter()
             await _store(state, fresh)

@@ -52,6 +52,9 @@ upstreams           (none)              gateway: ``NAME=URL[?options]`` per upst
                                         embeddings API, comma- or space-separated (see
                                         ``redline.gateway.config``); their models are served
                                         beside the local one
+cache_tenants       (none)              per-client cache rules ``CLIENT?namespace=NAME&
+                                        allow=no-cache+max-age`` (see
+                                        ``redline.serve.cache_control``), comma-separated
 ==================  ==================  ===================================================
 """
 
@@ -123,6 +126,7 @@ class Settings(BaseSettings):
     usage_stream: str | None = Field(default=None, min_length=1, max_length=200)
     usage_claim_idle: float = Field(default=30.0, gt=0, le=86400)
     upstreams: Annotated[tuple[str, ...], NoDecode] = ()
+    cache_tenants: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -141,6 +145,18 @@ class Settings(BaseSettings):
 
             for spec in value:
                 parse_upstream(spec)  # ConfigError (a ValueError) names the bad part
+            return tuple(value)
+        return value
+
+    @field_validator("cache_tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if isinstance(value, list | tuple):
+            from redline.serve.cache_control import tenant_rules
+
+            tenant_rules(tuple(value))  # ValueError names the bad rule
             return tuple(value)
         return value
 

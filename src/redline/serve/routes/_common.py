@@ -13,7 +13,12 @@ from starlette.responses import Response
 
 from redline.exceptions import ModelNotFound
 from redline.serve.auth import authorize
-from redline.serve.cache_control import CacheControlError, parse_cache_control, use_policy
+from redline.serve.cache_control import (
+    CacheControlError,
+    parse_cache_control,
+    tenant_rules,
+    use_policy,
+)
 from redline.serve.embedder import EmbedResult, normalize_text
 from redline.serve.errors import APIError
 from redline.serve.model import Model, count_tokens
@@ -70,13 +75,17 @@ class InferenceCall(NamedTuple, Generic[ModelT]):
 async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCall[ModelT]:
     """Authorize, parse the body, resolve the model (400 naming ``model`` if not served)."""
     client = await authorize(request)
+    state = server_state(request)
     try:  # set on every request: an ASGI caller may reuse one task for several requests
-        use_policy(parse_cache_control(request.headers.get("cache-control")))
+        policy = parse_cache_control(request.headers.get("cache-control"))
+        if state.settings.cache_tenants:
+            policy = tenant_rules(state.settings.cache_tenants).apply(client, policy)
+        use_policy(policy)
     except CacheControlError as exc:
-        raise APIError(400, str(exc), param="Cache-Control", code="invalid_cache_control") from None
+        code = "cache_control_refused" if exc.status == 403 else "invalid_cache_control"
+        raise APIError(exc.status, str(exc), param="Cache-Control", code=code) from None
     body = await parse_body(request, schema)
     started = time.perf_counter()
-    state = server_state(request)
     try:
         model = state.resolve_model(getattr(body, "model", None))
     except ModelNotFound as exc:
