@@ -13,7 +13,8 @@ name                default             meaning
 host                127.0.0.1           interface uvicorn binds
 port                8000                TCP port (1..65535)
 workers             1                   uvicorn worker processes
-model               minilm              ``minilm`` (built-in) or ``package.module:factory``
+model               minilm              ``minilm`` (built-in) or ``package.module:factory``;
+                                        ``none``: no local model (a gateway only)
 cache_url           memory://           ``memory://``, ``redis://...``, ``redis+cluster://...``
                                         (``?tiered=1`` for memory L1 + Redis L2); ``none`` = off
 cache_ttl           86400               seconds an embedding stays cached (0 = no expiry)
@@ -172,8 +173,11 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _check_model(cls, value: str) -> str:
-        if value != "minilm" and value.count(":") != 1:
-            raise ValueError(f"model must be 'minilm' or 'package.module:factory', got {value!r}")
+        if value not in ("minilm", "none") and value.count(":") != 1:
+            raise ValueError(
+                "model must be 'minilm' or 'package.module:factory' ('none': upstreams only), "
+                f"got {value!r}"
+            )
         return value
 
     @field_validator("log_level", mode="before")
@@ -267,6 +271,10 @@ def check_startup(settings: Settings) -> None:
         make_url(settings.resolved_database_url)
     except ArgumentError as exc:
         raise ConfigError(f"invalid setting REDLINE_DATABASE_URL: {exc}") from exc
+    if settings.model == "none":
+        if not settings.upstreams:
+            raise ConfigError("REDLINE_MODEL=none serves nothing without REDLINE_UPSTREAMS")
+        return
     module = BUILTIN_MODELS.get(settings.model, settings.model).partition(":")[0]
     try:
         found = importlib.util.find_spec(module)

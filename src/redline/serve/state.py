@@ -70,6 +70,10 @@ class ServerState:
     async def _load(self) -> None:
         """Load (in a thread), warm up, start the batcher, register the model; then ready."""
         started = time.perf_counter()
+        if self._given_model is None and self.settings.model == "none":
+            self.ready = True  # a gateway only: upstream models need no loading
+            logger.info("no local model: serving upstream models only")
+            return
         try:
             model = self._given_model
             if model is None:
@@ -136,6 +140,12 @@ class ServerState:
             upstream = gateway.resolve(requested)
             if upstream is not None:
                 return upstream
+        if gateway is not None and self.model is None and self.settings.model == "none":
+            if requested is None and len(gateway.models) == 1:
+                return next(iter(gateway.models.values()))
+            raise ModelNotFound(
+                f"model {requested!r} is not served here; allowed: {gateway.model_ids()}"
+            )
         engine = self.require_engine()
         if requested is None or requested in self.model_ids():
             return engine.model
