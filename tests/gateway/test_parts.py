@@ -170,3 +170,24 @@ async def test_a_caller_cancelled_while_queueing_does_not_strand_its_inputs() ->
         finally:
             await dispatcher.close()
             await upstream.close()
+
+
+async def test_with_every_upstream_out_of_rotation_the_route_answers_at_once() -> None:
+    dead = [
+        Upstream(parse_upstream(f"{name}=http://127.0.0.1:{free_port()}?model=m"))
+        for name in ("a", "b")
+    ]
+    for upstream in dead:
+        await upstream.open()
+    try:
+        route = ModelRoute("m", dead)
+        started = time.monotonic()
+        with pytest.raises(UpstreamUnavailable, match="unreachable") as caught:
+            await route.embed(["x"], dimensions=None, deadline=started + 5)
+        elapsed = time.monotonic() - started
+        assert "a: ejected" in str(caught.value)
+        assert "b: ejected" in str(caught.value)
+        assert elapsed < 1.0  # no waiting out cooldowns until the deadline
+    finally:
+        for upstream in dead:
+            await upstream.close()

@@ -104,6 +104,10 @@ class ModelRoute:
                 attempt += 1
                 if self._has_alternative(upstream) and exc.upstream_status != 429:
                     continue
+                if upstream.ejector.stats().ejected_until is not None:
+                    # Every upstream is out of rotation now: answer at once rather than wait
+                    # out cooldowns; the next request probes again when one ends.
+                    raise self._give_up(last, timed_out=False) from exc
                 delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
                 delay = self._rng.uniform(delay / 2, delay)
                 if exc.retry_after is not None:
