@@ -83,7 +83,8 @@ class UpstreamModel:
         self._timer = timer
         self._dispatchers: dict[tuple[int | None, str | None], Dispatcher] = {}
         self._starting = asyncio.Lock()
-        self._tokens: OrderedDict[str, int] = OrderedDict()
+        # hash(text) -> tokens billed; keyed by hash so long inputs are not kept alive
+        self._tokens: OrderedDict[int, int] = OrderedDict()
 
     def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:
         """Not used: the server calls :meth:`embed_cached` for this model."""
@@ -92,7 +93,7 @@ class UpstreamModel:
     def count_tokens(self, texts: list[str]) -> list[int]:
         """What the upstream billed for each text (remembered from the last embed)."""
         memo = self._tokens
-        return [memo.get(text) or self.count(text) for text in texts]
+        return [memo.get(hash(text)) or self.count(text) for text in texts]
 
     async def dispatcher(self, dimensions: int | None, namespace: str | None = None) -> Dispatcher:
         """The dispatcher for *dimensions* in *namespace* (one per pair, started on first
@@ -174,8 +175,9 @@ class UpstreamModel:
         for index, text in enumerate(texts):
             row = rows[text]
             out[index] = row.vector
-            memo[text] = row.tokens
-            memo.move_to_end(text)
+            hashed = hash(text)
+            memo[hashed] = row.tokens
+            memo.move_to_end(hashed)
         while len(memo) > _TOKEN_MEMO:
             memo.popitem(last=False)
         result = "off" if self.cache is None else policy.result(cached, len(texts) - cached)
