@@ -191,3 +191,26 @@ async def test_with_every_upstream_out_of_rotation_the_route_answers_at_once() -
     finally:
         for upstream in dead:
             await upstream.close()
+
+
+def test_an_unset_key_env_stops_serve_before_it_starts() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDLINE_TEST_UNSET_KEY"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "redline",
+            "serve",
+            "--model",
+            "none",
+            "--upstream",
+            "a=http://127.0.0.1:1?model=m&key_env=REDLINE_TEST_UNSET_KEY",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "REDLINE_TEST_UNSET_KEY" in result.stderr
+    assert "is unset" in result.stderr

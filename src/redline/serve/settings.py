@@ -271,6 +271,11 @@ def check_startup(settings: Settings) -> None:
         make_url(settings.resolved_database_url)
     except ArgumentError as exc:
         raise ConfigError(f"invalid setting REDLINE_DATABASE_URL: {exc}") from exc
+    if settings.upstreams:
+        from redline.gateway.config import parse_upstream
+
+        for spec in settings.upstreams:
+            parse_upstream(spec).api_key()  # ConfigError when its key_env variable is unset
     if settings.model == "none":
         if not settings.upstreams:
             raise ConfigError("REDLINE_MODEL=none serves nothing without REDLINE_UPSTREAMS")
