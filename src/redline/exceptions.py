@@ -23,6 +23,12 @@
     ├── ModelError
     │   ├── ModelNotFound            the requested model is not served here
     │   └── ModelNotReady            the model is not loaded / warmed yet
+    ├── GatewayError                 an upstream embeddings API could not answer (carries the
+    │   │                            HTTP ``status`` to give the client)
+    │   ├── UpstreamUnavailable      every upstream serving the model is down or cooling down
+    │   ├── UpstreamTimeout          no answer within the request's deadline (also a
+    │   │                            TimeoutError)
+    │   └── UpstreamRejected         the upstream refused the request (a 4xx it returned)
     ├── ClusterError
     │   └── NginxError               nginx missing, config rejected, or failed to start
     └── BenchError                   the load generator cannot run (unreachable URL, bad flags)
@@ -44,6 +50,7 @@ __all__ = [
     "ClusterError",
     "ConcurrencyError",
     "ConfigError",
+    "GatewayError",
     "LockError",
     "LockTimeout",
     "ModelError",
@@ -55,6 +62,9 @@ __all__ = [
     "RateLimited",
     "RedlineError",
     "SerializationError",
+    "UpstreamRejected",
+    "UpstreamTimeout",
+    "UpstreamUnavailable",
     "WorkerCrashed",
 ]
 
@@ -142,6 +152,35 @@ class ModelNotFound(ModelError):
 
 class ModelNotReady(ModelError):
     """The model is not loaded and warmed yet."""
+
+
+class GatewayError(RedlineError):
+    """An upstream embeddings API could not answer; ``status`` is the HTTP status to return."""
+
+    status = 502
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class UpstreamUnavailable(GatewayError):
+    """Every upstream serving the model failed or is cooling down after failures."""
+
+    status = 503
+
+
+class UpstreamTimeout(GatewayError, TimeoutError):
+    """No upstream answered within the request's deadline."""
+
+    status = 504
+
+
+class UpstreamRejected(GatewayError):
+    """The upstream refused the request with a 4xx status (passed on to the client)."""
+
+    status = 400
 
 
 class ClusterError(RedlineError):

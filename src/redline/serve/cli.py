@@ -90,6 +90,13 @@ def serve(
             "[REDLINE_AUTH_FAILURE_LIMIT]."
         ),
     ] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Gateway: NAME=URL[?model=M&key_env=VAR...] of an OpenAI-compatible "
+            "embeddings API; repeatable [REDLINE_UPSTREAMS]."
+        ),
+    ] = None,
 ) -> None:
     """Serve the embeddings API (OpenAI-compatible) with caching and micro-batching."""
     from redline.exceptions import ConfigError
@@ -117,6 +124,7 @@ def serve(
         "header_timeout": header_timeout,
         "body_timeout": body_timeout,
         "auth_failure_limit": auth_failure_limit,
+        "upstreams": tuple(upstream) if upstream else None,
     }
     try:
         settings = load_settings(**flags)

@@ -68,6 +68,7 @@ usage_table = Table(
     Column("inputs", Integer, nullable=False),
     Column("tokens", Integer, nullable=False),
     Column("cached_inputs", Integer, nullable=False),
+    Column("cached_tokens", Integer, nullable=True),  # of ``tokens``, served from the cache
     Column("client", String(200), nullable=False),
     Column("created_at", Float, nullable=False),
 )
@@ -196,7 +197,7 @@ class Database:
 
         Idempotent on purpose: write-behind delivers at least once, so a batch that was
         committed just before a crash or a cancellation may come again. Rows without a
-        ``client_request_id`` get ``None``.
+        ``client_request_id`` or ``cached_tokens`` get ``None``.
         """
         if not records:
             return
@@ -206,7 +207,7 @@ class Database:
             statement = upsert(usage_table).on_conflict_do_nothing()
         else:
             statement = insert(usage_table)
-        rows = [{"client_request_id": None, **record} for record in records]
+        rows = [{"client_request_id": None, "cached_tokens": None, **record} for record in records]
         async with self.engine.begin() as conn:
             await conn.execute(statement, rows)
 

@@ -12,22 +12,31 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from redline.exceptions import CacheError
+from redline.exceptions import CacheError, GatewayError, UpstreamRejected, UpstreamTimeout
 from redline.serve import tracing
+from redline.serve.cache_control import (
+    current_policy,
+    entry_ages,
+    not_cached,
+    stale_keys,
+)
+from redline.serve.errors import APIError
 from redline.serve.model import Model
 from redline.serve.state import ServerState
+from redline.serve.token_input import TokenDecoder, decode_ids, is_ids
 
-__all__ = ["EmbedResult", "cache_key", "embed_texts", "normalize_text"]
+__all__ = ["CachingModel", "EmbedResult", "cache_key", "embed_texts", "normalize_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +62,8 @@ class EmbedResult:
     cache_seconds: float
     queue_seconds: float
     inference_seconds: float
+    age: float | None = None  # seconds since the oldest entry used was stored (max-age asked)
+    hits: tuple[bool, ...] = ()  # per input: served from the cache (for usage's cached tokens)
 
 
 def _project(vectors: npt.NDArray[np.float32], dimensions: int | None) -> npt.NDArray[np.float32]:
@@ -66,6 +77,13 @@ def _project(vectors: npt.NDArray[np.float32], dimensions: int | None) -> npt.ND
     return projected
 
 
+@runtime_checkable
+class CachingModel(Protocol):
+    """A model that caches and computes on its own (an upstream's model in the gateway)."""
+
+    async def embed_cached(self, texts: list[str], dimensions: int | None) -> EmbedResult: ...
+
+
 async def embed_texts(
     state: ServerState,
     model: Model,
@@ -74,24 +92,41 @@ async def embed_texts(
     *,
     offload: bool = False,
 ) -> EmbedResult:
-    """Embed normalised *texts* through the cache and the engine; with *offload* (a large
-    request) the inputs are hashed for the cache in ``state.offload``, not on the event loop."""
+    """Embed normalised *texts* through the cache and the engine (or the model's own
+    ``embed_cached``; its ``GatewayError`` becomes a JSON error with the upstream's state);
+    with *offload* (a large request) the inputs are hashed for the cache in ``state.offload``,
+    not on the event loop."""
+    if _caches_itself(type(model)):
+        try:
+            return await cast(CachingModel, model).embed_cached(texts, dimensions)
+        except GatewayError as exc:
+            raise APIError(exc.status, str(exc), code=_gateway_code(exc)) from exc
     engine = state.require_engine()
     cache = state.cache
+    policy = current_policy()
+    decoder = _token_decoder(model, texts)
     out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
     cache_seconds = 0.0
     found: dict[str, Any] = {}
     keys: list[str] = []
+    age: float | None = None
+    prefix = policy.key_prefix()
     if cache is not None:
-        prefix = f"emb:{model.name}:{model.version}:{dimensions or model.dimension}:"
+        model_prefix = f"{prefix}emb:{model.name}:{model.version}:{dimensions or model.dimension}:"
         if offload:
-            keys = await state.offload.run(_keys, prefix, texts)
+            keys = await state.offload.run(_keys, model_prefix, texts)
         else:
-            keys = _keys(prefix, texts)
+            keys = _keys(model_prefix, texts)
+    if cache is not None and policy.reads:
         started = time.perf_counter()
         with tracing.span("cache.lookup", {"redline.cache.keys": len(keys)}) as span:
             try:
                 found = await cache.get_many(set(keys))
+                if policy.max_age is not None and found:
+                    ages = await entry_ages(cache, found, state.settings.cache_ttl)
+                    for key in stale_keys(found, ages, policy.max_age):
+                        del found[key]
+                    age = max((ages[key] for key in found), default=0.0)
             except CacheError as exc:
                 logger.warning("cache read failed, computing everything: %s", exc)
                 found = {}
@@ -99,17 +134,24 @@ async def embed_texts(
         cache_seconds += time.perf_counter() - started
     missing: dict[str, list[int]] = {}
     cached = 0
+    hits = [False] * len(texts)
     for index, text in enumerate(texts):
         hit = found.get(keys[index]) if found else None
         if hit is not None:
             out[index] = hit
             cached += 1
+            hits[index] = True
         else:
             missing.setdefault(text, []).append(index)
+    if missing and policy.only_if_cached:
+        raise not_cached(len(texts) - cached, len(texts))
     queue_s = inference_s = 0.0
     if missing:
         todo = list(missing)
-        vectors, timing = await engine.embed(todo)
+        if decoder is not None:
+            vectors, timing = await engine.embed([_decoded(decoder, text) for text in todo])
+        else:
+            vectors, timing = await engine.embed(todo)
         vectors = _project(vectors, dimensions)
         queue_s, inference_s = timing.queue, timing.inference
         fresh: dict[str, npt.NDArray[np.float32]] = {}
@@ -119,15 +161,47 @@ async def embed_texts(
                 out[index] = vector
             if keys:
                 fresh[keys[where[0]]] = vector
-        if fresh and cache is not None:
+        if fresh and cache is not None and not policy.no_store:
             started = time.perf_counter()
             await _store(state, fresh)
             cache_seconds += time.perf_counter() - started
-    if cache is None:
-        result = "off"
-    else:
-        result = "hit" if not missing else ("miss" if cached == 0 else "partial")
-    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s)
+    result = "off" if cache is None else policy.result(cached, len(texts) - cached)
+    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age, tuple(hits))
+
+
+def _token_decoder(model: Model, texts: list[str]) -> TokenDecoder | None:
+    """The model as a decoder when *texts* hold token ids; 400 if it cannot decode them."""
+    if not any(is_ids(text) for text in texts):
+        return None
+    if not isinstance(model, TokenDecoder):
+        raise APIError(
+            400,
+            f"model {model.name!r} cannot take token ids; send strings",
+            param="input",
+            code="token_ids_unsupported",
+        )
+    return model
+
+
+def _decoded(decoder: TokenDecoder, text: str) -> str:
+    """The text of a token-id marker (other texts as they are)."""
+    return decoder.decode_tokens(decode_ids(text)) if is_ids(text) else text
+
+
+@functools.lru_cache(maxsize=64)
+def _caches_itself(kind: type) -> bool:
+    """Whether models of *kind* are :class:`CachingModel` (per type: isinstance on a runtime
+    protocol costs tens of microseconds, more than a cached embedding may)."""
+    return issubclass(kind, CachingModel)
+
+
+def _gateway_code(exc: GatewayError) -> str:
+    """The error ``code`` of a gateway failure."""
+    if isinstance(exc, UpstreamTimeout):
+        return "upstream_timeout"
+    if isinstance(exc, UpstreamRejected):
+        return "upstream_rejected"
+    return "upstream_unavailable"
 
 
 def _keys(prefix: str, texts: list[str]) -> list[str]:

@@ -83,6 +83,7 @@ class MiniLMModel:
         self.version = files.version
         self.max_input_tokens = files.max_length
         self._counter = TokenCounter(files.tokenizer(truncate=False, pad=False), files.max_length)
+        self._decoder: Any = None
 
     def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:
         """Unit-length embeddings, one row per input.
@@ -122,6 +123,13 @@ class MiniLMModel:
         self, runner: Runner, inputs: list[str], share: list[int]
     ) -> npt.NDArray[np.float32]:
         return runner.encode([inputs[i] for i in share], pass_size(len(share), self.sub_batch))
+
+    def decode_tokens(self, ids: list[int]) -> str:
+        """The text of OpenAI-style token ids (special tokens dropped), to embed as text."""
+        if self._decoder is None:  # rare: made on first use
+            self._decoder = self.files.tokenizer(truncate=False, pad=False)
+        text: str = self._decoder.decode(ids, skip_special_tokens=True)
+        return text
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Tokens per text as the model sees them (with [CLS]/[SEP], capped at the max length)."""

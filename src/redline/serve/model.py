@@ -114,7 +114,14 @@ def run_batch(model: Model, inputs: list[str]) -> npt.NDArray[np.float32]:
 
 
 def count_tokens(model: Model, texts: list[str]) -> list[int]:
-    """The model's token counts, or a whitespace word count when it has no ``count_tokens``."""
+    """The model's token counts, or a whitespace word count when it has no ``count_tokens``;
+    a token-id input counts one per id."""
+    from redline.serve.token_input import id_count, is_ids
+
+    if any(is_ids(text) for text in texts):
+        plain = [text for text in texts if not is_ids(text)]
+        counted = iter(count_tokens(model, plain) if plain else [])
+        return [id_count(text) if is_ids(text) else next(counted) for text in texts]
     counter = getattr(model, "count_tokens", None)
     if counter is not None:
         return [int(n) for n in counter(texts)]

@@ -16,11 +16,12 @@ from redline.serve.settings import Settings
 
 if TYPE_CHECKING:
     from redline.cache.write_behind import RedisStreamQueue
+    from redline.gateway import Gateway
     from redline.serve.database import Database
     from redline.serve.ratelimit import ClientRateLimiter
     from redline.serve.usage import UsageRecorder
 
-__all__ = ["open_cache", "open_database", "open_limiter", "open_usage"]
+__all__ = ["open_cache", "open_database", "open_gateway", "open_limiter", "open_usage"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +97,20 @@ async def open_limiter(settings: Settings, cache: Cache | None) -> ClientRateLim
     from redline.serve.ratelimit import ClientRateLimiter
 
     return await ClientRateLimiter.create(settings)
+
+
+async def open_gateway(
+    settings: Settings, cache: Cache | None, database: Database | None
+) -> Gateway | None:
+    """The upstreams of ``settings.upstreams`` (None when there are none), their models
+    registered in the database so ``/v1/models`` lists them beside the local one."""
+    if not settings.upstreams:
+        return None
+    from redline.gateway import Gateway
+
+    gateway = await Gateway.open(settings.upstreams, cache=cache, cache_ttl=settings.cache_ttl)
+    if database is not None:
+        for model in gateway.models.values():
+            owners = ",".join(upstream.name for upstream in model.route.upstreams)
+            await database.register_model(model, owned_by=f"upstream:{owners}")
+    return gateway

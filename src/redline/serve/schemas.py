@@ -49,10 +49,17 @@ WHITESPACE = (
 NON_BLANK = "[^" + "".join(f"\\u{ord(char):04x}" for char in WHITESPACE) + "]"
 
 
-def _texts(value: Any, field: str) -> Any:
-    """Accept a string or a non-empty list of strings; reject token-id arrays clearly."""
+def _texts(value: Any, field: str, *, tokens: bool = False) -> Any:
+    """Accept a string or a non-empty list of strings (with *tokens*, also OpenAI's token-id
+    forms, turned into marker strings: see :mod:`redline.serve.token_input`)."""
     if isinstance(value, str):
         return value
+    if tokens:
+        from redline.serve.token_input import token_inputs
+
+        markers = token_inputs(value)
+        if markers is not None:
+            return markers
     if not isinstance(value, list):
         raise ValueError(f"{field} must be a string or a list of strings")
     if not value:
@@ -72,7 +79,9 @@ class EmbeddingRequest(BaseModel):
     # strict: "5" or true is not an integer, as the JSON Schema says.
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    input: str | list[Any] = Field(description="A string or a list of strings to embed.")
+    input: str | list[Any] = Field(
+        description="A string, a list of strings, a list of token ids or a list of such lists."
+    )
     model: str | None = Field(default=None, description="Served model id (see /v1/models).")
     encoding_format: Literal["float", "base64"] = Field(
         default="float", description="base64 = little-endian float32 bytes, base64-encoded."
@@ -85,7 +94,7 @@ class EmbeddingRequest(BaseModel):
     @field_validator("input", mode="before")
     @classmethod
     def _check_input(cls, value: Any) -> Any:
-        return _texts(value, "input")
+        return _texts(value, "input", tokens=True)
 
     @field_validator("dimensions", mode="before")
     @classmethod

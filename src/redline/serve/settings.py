@@ -13,7 +13,8 @@ name                default             meaning
 host                127.0.0.1           interface uvicorn binds
 port                8000                TCP port (1..65535)
 workers             1                   uvicorn worker processes
-model               minilm              ``minilm`` (built-in) or ``package.module:factory``
+model               minilm              ``minilm`` (built-in) or ``package.module:factory``;
+                                        ``none``: no local model (a gateway only)
 cache_url           memory://           ``memory://``, ``redis://...``, ``redis+cluster://...``
                                         (``?tiered=1`` for memory L1 + Redis L2); ``none`` = off
 cache_ttl           86400               seconds an embedding stays cached (0 = no expiry)
@@ -68,6 +69,13 @@ auth_failure_limit  10/min              wrong API keys per client address (same 
                                         rate_limit); past it every request from
                                         that address that needs a key gets 429 with
                                         Retry-After until the budget refills; ``off``
+upstreams           (none)              gateway: ``NAME=URL[?options]`` per upstream
+                                        embeddings API, comma- or space-separated (see
+                                        ``redline.gateway.config``); their models are served
+                                        beside the local one
+cache_tenants       (none)              per-client cache rules ``CLIENT?namespace=NAME&
+                                        allow=no-cache+max-age`` (see
+                                        ``redline.serve.cache_control``), comma-separated
 ==================  ==================  ===================================================
 """
 
@@ -145,12 +153,39 @@ class Settings(BaseSettings):
     header_timeout: float = Field(default=10.0, gt=0, le=3600)
     body_timeout: float = Field(default=30.0, gt=0, le=3600)
     auth_failure_limit: str | None = "10/min"
+    upstreams: Annotated[tuple[str, ...], NoDecode] = ()
+    cache_tenants: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("upstreams", mode="before")
+    @classmethod
+    def _split_upstreams(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if isinstance(value, list | tuple):
+            from redline.gateway.config import parse_upstream
+
+            for spec in value:
+                parse_upstream(spec)  # ConfigError (a ValueError) names the bad part
+            return tuple(value)
+        return value
+
+    @field_validator("cache_tenants", mode="before")
+    @classmethod
+    def _split_tenants(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if isinstance(value, list | tuple):
+            from redline.serve.cache_control import tenant_rules
+
+            tenant_rules(tuple(value))  # ValueError names the bad rule
+            return tuple(value)
         return value
 
     @field_validator("rate_limit", "auth_failure_limit")
@@ -165,8 +200,11 @@ class Settings(BaseSettings):
     @field_validator("model")
     @classmethod
     def _check_model(cls, value: str) -> str:
-        if value != "minilm" and value.count(":") != 1:
-            raise ValueError(f"model must be 'minilm' or 'package.module:factory', got {value!r}")
+        if value not in ("minilm", "none") and value.count(":") != 1:
+            raise ValueError(
+                "model must be 'minilm' or 'package.module:factory' ('none': upstreams only), "
+                f"got {value!r}"
+            )
         return value
 
     @field_validator("log_level", mode="before")
@@ -260,6 +298,15 @@ def check_startup(settings: Settings) -> None:
         make_url(settings.resolved_database_url)
     except ArgumentError as exc:
         raise ConfigError(f"invalid setting REDLINE_DATABASE_URL: {exc}") from exc
+    if settings.upstreams:
+        from redline.gateway.config import parse_upstream
+
+        for spec in settings.upstreams:
+            parse_upstream(spec).api_key()  # ConfigError when its key_env variable is unset
+    if settings.model == "none":
+        if not settings.upstreams:
+            raise ConfigError("REDLINE_MODEL=none serves nothing without REDLINE_UPSTREAMS")
+        return
     module = BUILTIN_MODELS.get(settings.model, settings.model).partition(":")[0]
     try:
         found = importlib.util.find_spec(module)

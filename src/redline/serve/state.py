@@ -24,6 +24,7 @@ from redline.serve.offload import Offload
 from redline.serve.settings import Settings
 
 if TYPE_CHECKING:
+    from redline.gateway import Gateway
     from redline.serve.database import Database
     from redline.serve.ratelimit import ClientRateLimiter
     from redline.serve.usage import UsageRecorder
@@ -50,6 +51,7 @@ class ServerState:
         self.database: Database | None = None
         self.usage: UsageRecorder | None = None
         self.limiter: ClientRateLimiter | None = None
+        self.gateway: Gateway | None = None
         self.ready = False
         self.load_error: str | None = None
         self.model_load_seconds: float | None = None
@@ -65,17 +67,28 @@ class ServerState:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch_interval, GIL_SWITCH_INTERVAL))
         self.loop_lag.start()
-        from redline.serve.resources import open_cache, open_database, open_limiter, open_usage
+        from redline.serve.resources import (
+            open_cache,
+            open_database,
+            open_gateway,
+            open_limiter,
+            open_usage,
+        )
 
         self.cache = await open_cache(self.settings)
         self.database = await open_database(self.settings)
         self.usage = await open_usage(self.settings, self.database, self.metrics, self.cache)
         self.limiter = await open_limiter(self.settings, self.cache)
+        self.gateway = await open_gateway(self.settings, self.cache, self.database)
         self._loader = asyncio.create_task(self._load(), name="redline-model-loader")
 
     async def _load(self) -> None:
         """Load (in a thread), warm up, start the batcher, register the model; then ready."""
         started = time.perf_counter()
+        if self._given_model is None and self.settings.model == "none":
+            self.ready = True  # a gateway only: upstream models need no loading
+            logger.info("no local model: serving upstream models only")
+            return
         try:
             model = self._given_model
             if model is None:
@@ -137,11 +150,24 @@ class ServerState:
         return names
 
     def resolve_model(self, requested: str | None) -> Model:
-        """The served model when *requested* is None or one of its ids; else ModelNotFound."""
+        """The served model when *requested* is None or one of its ids, else an upstream's
+        model of that name or alias (gateway); else ModelNotFound."""
+        gateway = self.gateway
+        if gateway is not None and requested is not None and requested not in self.model_ids():
+            upstream = gateway.resolve(requested)
+            if upstream is not None:
+                return upstream
+        if gateway is not None and self.model is None and self.settings.model == "none":
+            if requested is None and len(gateway.models) == 1:
+                return next(iter(gateway.models.values()))
+            raise ModelNotFound(
+                f"model {requested!r} is not served here; allowed: {gateway.model_ids()}"
+            )
         engine = self.require_engine()
         if requested is None or requested in self.model_ids():
             return engine.model
-        raise ModelNotFound(f"model {requested!r} is not served here; allowed: {self.model_ids()}")
+        allowed = self.model_ids() + (gateway.model_ids() if gateway is not None else [])
+        raise ModelNotFound(f"model {requested!r} is not served here; allowed: {allowed}")
 
     async def close(self) -> None:
         """Drain the batcher, flush usage, close database and cache (reverse order of open)."""
@@ -161,6 +187,8 @@ class ServerState:
             await _quietly(self.usage.close(), "usage")
         if self.database is not None:
             await _quietly(self.database.close(), "database")
+        if self.gateway is not None:
+            await _quietly(self.gateway.close(), "gateway")
         if self.limiter is not None:
             await _quietly(self.limiter.close(), "rate limiter")
         if self.cache is not None:

@@ -85,10 +85,13 @@ class HashingModel:
 def create_hashing_model(dimension: int | None = None, delay: float | None = None) -> HashingModel:
     """Factory for ``--model redline.serve.testing:create_hashing_model``.
 
-    Defaults come from ``REDLINE_HASHING_DIMENSION`` (384) and ``REDLINE_HASHING_DELAY_MS`` (0).
+    Defaults come from ``REDLINE_HASHING_DIMENSION`` (384) and ``REDLINE_HASHING_DELAY_MS`` (0);
+    ``REDLINE_HASHING_NAME`` renames the model (default ``hashing``).
     """
     if dimension is None:
         dimension = int(os.environ.get("REDLINE_HASHING_DIMENSION", "384"))
     if delay is None:
         delay = float(os.environ.get("REDLINE_HASHING_DELAY_MS", "0")) / 1000.0
-    return HashingModel(dimension, delay=delay)
+    return HashingModel(
+        dimension, delay=delay, name=os.environ.get("REDLINE_HASHING_NAME") or "hashing"
+    )

@@ -22,11 +22,18 @@ from starlette.responses import Response
 
 from redline.exceptions import ModelNotFound
 from redline.serve.auth import authorize
+from redline.serve.cache_control import (
+    CacheControlError,
+    parse_cache_control,
+    tenant_rules,
+    use_policy,
+)
 from redline.serve.embedder import EmbedResult, normalize_text
 from redline.serve.errors import APIError
 from redline.serve.model import Model, count_tokens
 from redline.serve.settings import Settings
 from redline.serve.state import ServerState
+from redline.serve.token_input import is_ids
 
 __all__ = [
     "OFFLOAD_BYTES",
@@ -117,9 +124,17 @@ class InferenceCall(NamedTuple, Generic[ModelT]):
 async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCall[ModelT]:
     """Authorize, parse the body, resolve the model (400 naming ``model`` if not served)."""
     client = await authorize(request)
+    state = server_state(request)
+    try:  # set on every request: an ASGI caller may reuse one task for several requests
+        policy = parse_cache_control(request.headers.get("cache-control"))
+        if state.settings.cache_tenants:
+            policy = tenant_rules(state.settings.cache_tenants).apply(client, policy)
+        use_policy(policy)
+    except CacheControlError as exc:
+        code = "cache_control_refused" if exc.status == 403 else "invalid_cache_control"
+        raise APIError(exc.status, str(exc), param="Cache-Control", code=code) from None
     body = await parse_body(request, schema)
     started = time.perf_counter()
-    state = server_state(request)
     try:
         model = state.resolve_model(getattr(body, "model", None))
     except ModelNotFound as exc:
@@ -140,7 +155,9 @@ async def inference_response(
     durable usage queue, the answer waits until the record is in it), note the cache result
     for the access log, and answer the OpenAI-style list with ``X-Cache`` and
     ``Server-Timing``."""
-    tokens = sum(await call.run(count_tokens, call.model, texts))
+    counts = await call.run(count_tokens, call.model, texts)
+    tokens = sum(counts)
+    cached_tokens = sum(n for n, hit in zip(counts, result.hits, strict=False) if hit)
     # The scope's state dict itself: ``request.state`` wraps it anew on every access.
     scope_state = request.scope["state"]
     scope_state["cache_result"] = result.cache_result
@@ -153,6 +170,7 @@ async def inference_response(
             inputs=len(texts),
             tokens=tokens,
             cached_inputs=result.cached_inputs,
+            cached_tokens=cached_tokens,
             client=call.client,
         )
     content = await call.run(_encode_list, data, call.model.name, tokens, call.heavy)
@@ -197,6 +215,9 @@ def prepare_texts(raw: str | list[Any], field: str, settings: Settings) -> list[
         )
     prepared = []
     for index, text in enumerate(texts):
+        if is_ids(text):  # token ids: checked when parsed, never normalised or cut
+            prepared.append(text)
+            continue
         where = field if isinstance(raw, str) else f"{field}[{index}]"
         # The limit counts characters as sent, as the OpenAPI document's maxLength does.
         if len(text) > settings.max_chars and not settings.truncate:
@@ -226,4 +247,7 @@ def server_timing(result: EmbedResult, total_seconds: float) -> dict[str, str]:
         f"inference;dur={result.inference_seconds * 1000:.3f}, "
         f"total;dur={total_seconds * 1000:.3f}"
     )
-    return {"X-Cache": result.cache_result, "Server-Timing": timing}
+    headers = {"X-Cache": result.cache_result, "Server-Timing": timing}
+    if result.age is not None:
+        headers["Age"] = str(int(result.age))
+    return headers

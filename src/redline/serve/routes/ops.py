@@ -37,7 +37,9 @@ async def readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
     else:
         checks["model"] = f"failed: {state.load_error}" if state.load_error else "loading"
         ok = False
-    if state.engine is None:
+    if state.engine is None and state.settings.model == "none":
+        checks["batcher"] = "none (no local model)"
+    elif state.engine is None:
         checks["batcher"] = "not started"
         ok = False
     else:
@@ -51,6 +53,8 @@ async def readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
             ok = False
         else:
             checks["batcher"] = "ok"
+    if state.gateway is not None:  # reported, not gating: cached inputs are still served
+        checks["upstreams"] = state.gateway.states()
     checks["cache"] = await _cache_check(state)
     if state.database is None:
         checks["database"] = "off"
