@@ -5,325 +5,50 @@
 >>> @cached(cache, ttl=300)
 ... async def embed(text: str) -> list[float]: ...
 
-The public API is re-exported here. Exceptions are imported eagerly (they are light);
-everything else is imported on first use (PEP 562), so ``import redline`` connects to
-nothing, loads no model and does not import FastAPI, torch or redis-py.
+The root holds what the README's first examples use; everything else lives in its domain's
+package, each with a curated ``__all__``:
+
+* :mod:`redline.cache` — caches, decorator, strategies, protections, write-behind, stats;
+* :mod:`redline.concurrency` — bounded gather, streaming map, offloading, rate limits, batching;
+* :mod:`redline.serve` — the embeddings API server and its models;
+* :mod:`redline.gateway` — redline in front of OpenAI-compatible upstreams;
+* :mod:`redline.lb` — nginx configuration and the cluster supervisor;
+* :mod:`redline.bench` — the load generator and its reports;
+* :mod:`redline.exceptions` — every exception, all rooted in :class:`RedlineError`.
+
+Each public name is listed once, as a ``from M import N as N`` re-export (see
+:mod:`redline._lazy`). Exceptions are imported now (they are light); the rest sit under
+``TYPE_CHECKING`` so type checkers see them, and are imported on first use (PEP 562): ``import
+redline`` connects to nothing, loads no model and does not import FastAPI, torch or redis-py.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from redline._lazy import lazy_exports
-from redline.exceptions import (
-    BatchFailed,
-    BatchResultError,
-    BatchTimeout,
-    BenchError,
-    CacheError,
-    CacheUnavailable,
-    Closed,
-    ClusterError,
-    ConcurrencyError,
-    ConfigError,
-    GatewayError,
-    LockError,
-    LockTimeout,
-    ModelError,
-    ModelNotFound,
-    ModelNotReady,
-    NginxError,
-    NotStarted,
-    Overloaded,
-    RateLimited,
-    RedlineError,
-    SerializationError,
-    UpstreamRejected,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-    WorkerCrashed,
-)
+from redline._lazy import lazy_exports as _lazy_exports
+from redline.exceptions import BatchTimeout as BatchTimeout
+from redline.exceptions import CacheUnavailable as CacheUnavailable
+from redline.exceptions import ConfigError as ConfigError
+from redline.exceptions import Overloaded as Overloaded
+from redline.exceptions import RateLimited as RateLimited
+from redline.exceptions import RedlineError as RedlineError
 
 if TYPE_CHECKING:
-    from redline.bench import (
-        LatencyHistogram,
-        LoadConfig,
-        LoadResult,
-        Workload,
-        run_load,
-    )
-    from redline.cache import (
-        MISSING,
-        BloomFilter,
-        BreakerState,
-        BreakerStats,
-        Cache,
-        CacheAside,
-        CacheAsideStats,
-        CachedFunction,
-        CacheStats,
-        CircuitBreaker,
-        DistributedLock,
-        Invalidation,
-        InvalidationMessage,
-        JsonSerializer,
-        LocalInvalidation,
-        LockStats,
-        MemoryCache,
-        MemoryQueue,
-        Missing,
-        MsgpackSerializer,
-        PostgresSink,
-        RedisBloomFilter,
-        RedisCache,
-        RedisInvalidation,
-        RedisStreamQueue,
-        RetryPolicy,
-        Serializer,
-        SignedPickleSerializer,
-        SingleFlight,
-        SingleFlightStats,
-        Sink,
-        TieredCache,
-        TierStats,
-        WriteBehind,
-        WriteBehindStats,
-        WriteQueue,
-        WriteRecord,
-        bloom_parameters,
-        cache_aside,
-        cache_aside_stats,
-        cache_from_url,
-        cached,
-        make_key,
-        serializer_from_name,
-        write_through,
-    )
-    from redline.concurrency import (
-        BatcherHealth,
-        BatcherStats,
-        BatchRecord,
-        MicroBatcher,
-        Offloader,
-        OffloaderStats,
-        RateLimiter,
-        RateLimiterStats,
-        RedisRateLimiter,
-        amap,
-        current_offloader,
-        gather_limited,
-        run_in_process,
-        run_in_thread,
-    )
-    from redline.lb import (
-        ClusterOptions,
-        ClusterSupervisor,
-        HealthCheck,
-        NginxOptions,
-        RateLimit,
-        Strategy,
-        UpstreamServer,
-        render_nginx_conf,
-    )
-    from redline.serve import (
-        HashingModel,
-        Model,
-        Settings,
-        create_app,
-        create_hashing_model,
-        load_model,
-    )
+    from redline.cache import MemoryCache as MemoryCache
+    from redline.cache import RedisCache as RedisCache
+    from redline.cache import TieredCache as TieredCache
+    from redline.cache import WriteBehind as WriteBehind
+    from redline.cache import cache_aside as cache_aside
+    from redline.cache import cache_from_url as cache_from_url
+    from redline.cache import cached as cached
+    from redline.cache import write_through as write_through
+    from redline.concurrency import MicroBatcher as MicroBatcher
+    from redline.concurrency import Offloader as Offloader
+    from redline.concurrency import RateLimiter as RateLimiter
+    from redline.concurrency import amap as amap
+    from redline.concurrency import gather_limited as gather_limited
 
 __version__ = "0.1.0"
 
-_EXPORTS: dict[str, str] = {
-    "BloomFilter": "redline.cache",
-    "BreakerState": "redline.cache",
-    "BreakerStats": "redline.cache",
-    "Cache": "redline.cache",
-    "CacheAside": "redline.cache",
-    "CacheAsideStats": "redline.cache",
-    "CacheStats": "redline.cache",
-    "CachedFunction": "redline.cache",
-    "CircuitBreaker": "redline.cache",
-    "DistributedLock": "redline.cache",
-    "Invalidation": "redline.cache",
-    "InvalidationMessage": "redline.cache",
-    "JsonSerializer": "redline.cache",
-    "LocalInvalidation": "redline.cache",
-    "LockStats": "redline.cache",
-    "MISSING": "redline.cache",
-    "MemoryCache": "redline.cache",
-    "MemoryQueue": "redline.cache",
-    "Missing": "redline.cache",
-    "MsgpackSerializer": "redline.cache",
-    "PostgresSink": "redline.cache",
-    "RedisBloomFilter": "redline.cache",
-    "RedisCache": "redline.cache",
-    "RedisInvalidation": "redline.cache",
-    "RedisStreamQueue": "redline.cache",
-    "RetryPolicy": "redline.cache",
-    "Serializer": "redline.cache",
-    "SignedPickleSerializer": "redline.cache",
-    "SingleFlight": "redline.cache",
-    "SingleFlightStats": "redline.cache",
-    "Sink": "redline.cache",
-    "TierStats": "redline.cache",
-    "TieredCache": "redline.cache",
-    "WriteBehind": "redline.cache",
-    "WriteBehindStats": "redline.cache",
-    "WriteQueue": "redline.cache",
-    "WriteRecord": "redline.cache",
-    "bloom_parameters": "redline.cache",
-    "cache_aside": "redline.cache",
-    "cache_aside_stats": "redline.cache",
-    "cache_from_url": "redline.cache",
-    "cached": "redline.cache",
-    "make_key": "redline.cache",
-    "serializer_from_name": "redline.cache",
-    "write_through": "redline.cache",
-    "BatchRecord": "redline.concurrency",
-    "BatcherHealth": "redline.concurrency",
-    "BatcherStats": "redline.concurrency",
-    "MicroBatcher": "redline.concurrency",
-    "Offloader": "redline.concurrency",
-    "OffloaderStats": "redline.concurrency",
-    "RateLimiter": "redline.concurrency",
-    "RateLimiterStats": "redline.concurrency",
-    "RedisRateLimiter": "redline.concurrency",
-    "amap": "redline.concurrency",
-    "current_offloader": "redline.concurrency",
-    "gather_limited": "redline.concurrency",
-    "run_in_process": "redline.concurrency",
-    "run_in_thread": "redline.concurrency",
-    "HashingModel": "redline.serve",
-    "Model": "redline.serve",
-    "Settings": "redline.serve",
-    "create_app": "redline.serve",
-    "create_hashing_model": "redline.serve",
-    "load_model": "redline.serve",
-    "ClusterOptions": "redline.lb",
-    "ClusterSupervisor": "redline.lb",
-    "HealthCheck": "redline.lb",
-    "NginxOptions": "redline.lb",
-    "RateLimit": "redline.lb",
-    "Strategy": "redline.lb",
-    "UpstreamServer": "redline.lb",
-    "render_nginx_conf": "redline.lb",
-    "LatencyHistogram": "redline.bench",
-    "LoadConfig": "redline.bench",
-    "LoadResult": "redline.bench",
-    "Workload": "redline.bench",
-    "run_load": "redline.bench",
-}
-
-__all__ = [
-    "MISSING",
-    "BatchFailed",
-    "BatchRecord",
-    "BatchResultError",
-    "BatchTimeout",
-    "BatcherHealth",
-    "BatcherStats",
-    "BenchError",
-    "BloomFilter",
-    "BreakerState",
-    "BreakerStats",
-    "Cache",
-    "CacheAside",
-    "CacheAsideStats",
-    "CacheError",
-    "CacheStats",
-    "CacheUnavailable",
-    "CachedFunction",
-    "CircuitBreaker",
-    "Closed",
-    "ClusterError",
-    "ClusterOptions",
-    "ClusterSupervisor",
-    "ConcurrencyError",
-    "ConfigError",
-    "DistributedLock",
-    "GatewayError",
-    "HashingModel",
-    "HealthCheck",
-    "Invalidation",
-    "InvalidationMessage",
-    "JsonSerializer",
-    "LatencyHistogram",
-    "LoadConfig",
-    "LoadResult",
-    "LocalInvalidation",
-    "LockError",
-    "LockStats",
-    "LockTimeout",
-    "MemoryCache",
-    "MemoryQueue",
-    "MicroBatcher",
-    "Missing",
-    "Model",
-    "ModelError",
-    "ModelNotFound",
-    "ModelNotReady",
-    "MsgpackSerializer",
-    "NginxError",
-    "NginxOptions",
-    "NotStarted",
-    "Offloader",
-    "OffloaderStats",
-    "Overloaded",
-    "PostgresSink",
-    "RateLimit",
-    "RateLimited",
-    "RateLimiter",
-    "RateLimiterStats",
-    "RedisBloomFilter",
-    "RedisCache",
-    "RedisInvalidation",
-    "RedisRateLimiter",
-    "RedisStreamQueue",
-    "RedlineError",
-    "RetryPolicy",
-    "SerializationError",
-    "Serializer",
-    "Settings",
-    "SignedPickleSerializer",
-    "SingleFlight",
-    "SingleFlightStats",
-    "Sink",
-    "Strategy",
-    "TierStats",
-    "TieredCache",
-    "UpstreamRejected",
-    "UpstreamServer",
-    "UpstreamTimeout",
-    "UpstreamUnavailable",
-    "WorkerCrashed",
-    "Workload",
-    "WriteBehind",
-    "WriteBehindStats",
-    "WriteQueue",
-    "WriteRecord",
-    "__version__",
-    "amap",
-    "bloom_parameters",
-    "cache_aside",
-    "cache_aside_stats",
-    "cache_from_url",
-    "cached",
-    "create_app",
-    "create_hashing_model",
-    "current_offloader",
-    "gather_limited",
-    "load_model",
-    "make_key",
-    "render_nginx_conf",
-    "run_in_process",
-    "run_in_thread",
-    "run_load",
-    "serializer_from_name",
-    "write_through",
-]
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = _lazy_exports(__name__)

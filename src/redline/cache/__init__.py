@@ -3,155 +3,63 @@
 >>> from redline.cache import MemoryCache, RedisCache, TieredCache, cached, cache_from_url
 >>> cache = cache_from_url("redis://127.0.0.1:6379/0?tiered=1&namespace=app")
 
-Names are imported on first use (PEP 562), so ``import redline.cache`` stays cheap and
-nothing connects or loads at import time.
+Each public name is listed once, as a ``from .module import Name as Name`` re-export under
+``TYPE_CHECKING`` (type checkers see it; see :mod:`redline._lazy`); at run time names are
+imported on first use (PEP 562), so ``import redline.cache`` stays cheap and nothing connects
+or loads at import time.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from redline._lazy import lazy_exports
+from redline._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
-    from redline.cache.base import MISSING, Cache, CacheStats, Missing, TierStats
-    from redline.cache.bloom import BloomFilter, RedisBloomFilter, bloom_parameters
-    from redline.cache.breaker import BreakerState, BreakerStats, CircuitBreaker
-    from redline.cache.decorator import CachedFunction, cached
-    from redline.cache.invalidation import (
-        Invalidation,
-        InvalidationMessage,
-        LocalInvalidation,
-        RedisInvalidation,
-    )
-    from redline.cache.keys import make_key
-    from redline.cache.lock import DistributedLock, LockStats
-    from redline.cache.memory import MemoryCache
-    from redline.cache.redis import RedisCache
-    from redline.cache.serialization import (
-        JsonSerializer,
-        MsgpackSerializer,
-        Serializer,
-        SignedPickleSerializer,
-        serializer_from_name,
-    )
-    from redline.cache.singleflight import SingleFlight, SingleFlightStats
-    from redline.cache.sinks import PostgresSink
-    from redline.cache.strategies import (
-        CacheAside,
-        CacheAsideStats,
-        cache_aside,
-        cache_aside_stats,
-        write_through,
-    )
-    from redline.cache.tiered import TieredCache
-    from redline.cache.url import cache_from_url
-    from redline.cache.write_behind import (
-        MemoryQueue,
-        RedisStreamQueue,
-        RetryPolicy,
-        Sink,
-        WriteBehind,
-        WriteBehindStats,
-        WriteQueue,
-        WriteRecord,
-    )
+    from redline.cache.base import MISSING as MISSING
+    from redline.cache.base import Cache as Cache
+    from redline.cache.base import CacheStats as CacheStats
+    from redline.cache.base import Missing as Missing
+    from redline.cache.base import TierStats as TierStats
+    from redline.cache.bloom import BloomFilter as BloomFilter
+    from redline.cache.bloom import RedisBloomFilter as RedisBloomFilter
+    from redline.cache.bloom import bloom_parameters as bloom_parameters
+    from redline.cache.breaker import BreakerState as BreakerState
+    from redline.cache.breaker import BreakerStats as BreakerStats
+    from redline.cache.breaker import CircuitBreaker as CircuitBreaker
+    from redline.cache.decorator import CachedFunction as CachedFunction
+    from redline.cache.decorator import cached as cached
+    from redline.cache.invalidation import Invalidation as Invalidation
+    from redline.cache.invalidation import InvalidationMessage as InvalidationMessage
+    from redline.cache.invalidation import LocalInvalidation as LocalInvalidation
+    from redline.cache.invalidation import RedisInvalidation as RedisInvalidation
+    from redline.cache.keys import make_key as make_key
+    from redline.cache.lock import DistributedLock as DistributedLock
+    from redline.cache.lock import LockStats as LockStats
+    from redline.cache.memory import MemoryCache as MemoryCache
+    from redline.cache.redis import RedisCache as RedisCache
+    from redline.cache.serialization import JsonSerializer as JsonSerializer
+    from redline.cache.serialization import MsgpackSerializer as MsgpackSerializer
+    from redline.cache.serialization import Serializer as Serializer
+    from redline.cache.serialization import SignedPickleSerializer as SignedPickleSerializer
+    from redline.cache.serialization import serializer_from_name as serializer_from_name
+    from redline.cache.singleflight import SingleFlight as SingleFlight
+    from redline.cache.singleflight import SingleFlightStats as SingleFlightStats
+    from redline.cache.sinks import PostgresSink as PostgresSink
+    from redline.cache.strategies import CacheAside as CacheAside
+    from redline.cache.strategies import CacheAsideStats as CacheAsideStats
+    from redline.cache.strategies import cache_aside as cache_aside
+    from redline.cache.strategies import cache_aside_stats as cache_aside_stats
+    from redline.cache.strategies import write_through as write_through
+    from redline.cache.tiered import TieredCache as TieredCache
+    from redline.cache.url import cache_from_url as cache_from_url
+    from redline.cache.write_behind import MemoryQueue as MemoryQueue
+    from redline.cache.write_behind import RedisStreamQueue as RedisStreamQueue
+    from redline.cache.write_behind import RetryPolicy as RetryPolicy
+    from redline.cache.write_behind import Sink as Sink
+    from redline.cache.write_behind import WriteBehind as WriteBehind
+    from redline.cache.write_behind import WriteBehindStats as WriteBehindStats
+    from redline.cache.write_behind import WriteQueue as WriteQueue
+    from redline.cache.write_behind import WriteRecord as WriteRecord
 
-_EXPORTS: dict[str, str] = {
-    "MISSING": ".base",
-    "Cache": ".base",
-    "CacheStats": ".base",
-    "Missing": ".base",
-    "TierStats": ".base",
-    "BloomFilter": ".bloom",
-    "RedisBloomFilter": ".bloom",
-    "bloom_parameters": ".bloom",
-    "BreakerState": ".breaker",
-    "BreakerStats": ".breaker",
-    "CircuitBreaker": ".breaker",
-    "CachedFunction": ".decorator",
-    "cached": ".decorator",
-    "Invalidation": ".invalidation",
-    "InvalidationMessage": ".invalidation",
-    "LocalInvalidation": ".invalidation",
-    "RedisInvalidation": ".invalidation",
-    "make_key": ".keys",
-    "DistributedLock": ".lock",
-    "LockStats": ".lock",
-    "MemoryCache": ".memory",
-    "RedisCache": ".redis",
-    "JsonSerializer": ".serialization",
-    "MsgpackSerializer": ".serialization",
-    "Serializer": ".serialization",
-    "SignedPickleSerializer": ".serialization",
-    "serializer_from_name": ".serialization",
-    "SingleFlight": ".singleflight",
-    "SingleFlightStats": ".singleflight",
-    "CacheAside": ".strategies",
-    "CacheAsideStats": ".strategies",
-    "cache_aside": ".strategies",
-    "cache_aside_stats": ".strategies",
-    "write_through": ".strategies",
-    "TieredCache": ".tiered",
-    "cache_from_url": ".url",
-    "PostgresSink": ".sinks",
-    "MemoryQueue": ".write_behind",
-    "RedisStreamQueue": ".write_behind",
-    "RetryPolicy": ".write_behind",
-    "Sink": ".write_behind",
-    "WriteBehind": ".write_behind",
-    "WriteBehindStats": ".write_behind",
-    "WriteQueue": ".write_behind",
-    "WriteRecord": ".write_behind",
-}
-
-__all__ = [
-    "MISSING",
-    "BloomFilter",
-    "BreakerState",
-    "BreakerStats",
-    "Cache",
-    "CacheAside",
-    "CacheAsideStats",
-    "CacheStats",
-    "CachedFunction",
-    "CircuitBreaker",
-    "DistributedLock",
-    "Invalidation",
-    "InvalidationMessage",
-    "JsonSerializer",
-    "LocalInvalidation",
-    "LockStats",
-    "MemoryCache",
-    "MemoryQueue",
-    "Missing",
-    "MsgpackSerializer",
-    "PostgresSink",
-    "RedisBloomFilter",
-    "RedisCache",
-    "RedisInvalidation",
-    "RedisStreamQueue",
-    "RetryPolicy",
-    "Serializer",
-    "SignedPickleSerializer",
-    "SingleFlight",
-    "SingleFlightStats",
-    "Sink",
-    "TierStats",
-    "TieredCache",
-    "WriteBehind",
-    "WriteBehindStats",
-    "WriteQueue",
-    "WriteRecord",
-    "bloom_parameters",
-    "cache_aside",
-    "cache_aside_stats",
-    "cache_from_url",
-    "cached",
-    "make_key",
-    "serializer_from_name",
-    "write_through",
-]
-
-
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__, __getattr__, __dir__ = _lazy_exports(__name__)

@@ -12,18 +12,13 @@ Example::
 
 from __future__ import annotations
 
-from redline.gateway.config import UpstreamConfig, parse_upstream
-from redline.gateway.ejector import EjectorStats, OutlierEjector
-from redline.gateway.gateway import Gateway
-from redline.gateway.model import UpstreamModel
-from redline.gateway.upstream import Upstream
+from redline._lazy import lazy_exports as _lazy_exports
+from redline.gateway.config import UpstreamConfig as UpstreamConfig
+from redline.gateway.config import parse_upstream as parse_upstream
+from redline.gateway.ejector import EjectorStats as EjectorStats
+from redline.gateway.ejector import OutlierEjector as OutlierEjector
+from redline.gateway.gateway import Gateway as Gateway
+from redline.gateway.model import UpstreamModel as UpstreamModel
+from redline.gateway.upstream import Upstream as Upstream
 
-__all__ = [
-    "EjectorStats",
-    "Gateway",
-    "OutlierEjector",
-    "Upstream",
-    "UpstreamConfig",
-    "UpstreamModel",
-    "parse_upstream",
-]
+__all__, __getattr__, __dir__ = _lazy_exports(__name__)
