@@ -1,10 +1,10 @@
 """Package exports written once: the re-export imports are the list.
 
 A package's ``__init__.py`` names each public name exactly once, as a redundant-alias import
-(``from .memory import MemoryCache as MemoryCache``) — the form PEP 484, mypy ``--strict``
-(``no_implicit_reexport``) and ruff all read as "re-exported on purpose". Imports of light
-modules run at import time; imports of modules that pull in redis-py, FastAPI, numpy or torch
-sit under ``if TYPE_CHECKING:``, so type checkers see them (``from redline import
+(``from redline.cache.memory import MemoryCache as MemoryCache``): the form PEP 484, mypy
+``--strict`` (``no_implicit_reexport``) and ruff all read as "re-exported on purpose". Imports
+of light modules run at import time; imports of modules that pull in redis-py, FastAPI, numpy
+or torch sit under ``if TYPE_CHECKING:``, so type checkers see them (``from redline import
 MemoryCache`` is fully typed for users) but nothing runs. At run time :func:`lazy_exports`
 reads that same import list from the package's own source and builds ``__all__`` and a PEP 562
 ``__getattr__`` that imports a name the first time it is used.
@@ -16,12 +16,16 @@ make every re-exported name ``Any`` for users' type checkers; a ``.pyi`` stub is
 Example::
 
     from redline._lazy import lazy_exports as _lazy_exports
-    from .keys import make_key as make_key          # light: imported now
+    from redline.cache.keys import make_key as make_key            # light: imported now
 
     if TYPE_CHECKING:
-        from .redis import RedisCache as RedisCache  # heavy: imported on first use
+        from redline.cache.redis import RedisCache as RedisCache   # heavy: on first use
 
     __all__, __getattr__, __dir__ = _lazy_exports(__name__)
+
+Any other import in an ``__init__.py`` (no alias, or a different one) is not an export. The
+package's source must be readable at import time (it is for wheels and editable installs; a
+bytecode-only install would fail with :class:`LookupError`).
 """
 
 from __future__ import annotations
