@@ -46,7 +46,7 @@ h2{font-size:1rem;margin:1.25rem 0 .5rem;border-bottom:1px solid var(--line);pad
 .card .value{font-size:1.35rem;font-weight:600;font-variant-numeric:tabular-nums;
 white-space:nowrap}
 .card .value small{font-size:.8rem;font-weight:400}
-.card .sub{font-size:.8rem;color:var(--mute)}
+.card .sub{font-size:.8rem;color:var(--mute);overflow-wrap:anywhere}
 .card.bad{border-color:var(--bad);background:#ffebe9}.card.bad .value{color:var(--bad)}
 .card.warn{border-color:#d4a72c;background:#fff8c5}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
@@ -155,7 +155,7 @@ function drawServer(doc) {
       card('queue', 'Batch queue', num(q.depth), q.capacity === null ? 'no batcher'
         : 'of ' + num(q.capacity) + ' (' + pct(qRatio) + ')', qRatio >= 0.8 ? 'warn' : ''),
       card('loop-lag', 'Event-loop lag', lag === null ? 'n/a' : ms(lag),
-        lag === null ? 'not measured by this server' : 'redline_event_loop_lag_seconds',
+        lag === null ? 'not measured by this server' : 'mean timer delay, last ' + window,
         lag !== null && lag > 0.1 ? 'warn' : '')),
   ];
   parts.push(el('h2', {}, 'Cache'));

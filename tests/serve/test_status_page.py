@@ -17,7 +17,7 @@ import pytest
 from redline.serve.recent import RecentRequests
 from redline.serve.settings import load_settings
 from redline.serve.state import ServerState
-from redline.serve.status_page import EVENT_LOOP_LAG, StatusReporter
+from redline.serve.status_page import StatusReporter
 from tests.bench._chromium import Browser, LivePage
 from tests.serve._process import serve_process
 
@@ -76,7 +76,7 @@ async def test_status_page_figures_change_under_load(browser: Browser, tmp_path:
             idle = await _next_poll(page)
             assert idle["rate"] == "0 req/s"
             assert idle["p99"] == DASH
-            assert idle["loop-lag"] == "n/a"  # this server exports no lag metric (yet)
+            assert idle["loop-lag"].endswith(" ms")  # redline_event_loop_lag_seconds
             stop = asyncio.Event()
             load = asyncio.create_task(_load(url, stop))
             await page.wait_for(f"{POLLS} > 0 && {FIGURES}.includes('ms')", timeout=10)
@@ -152,23 +152,14 @@ def test_recent_requests_window_leaves_out_old_and_excluded_requests() -> None:
     assert recent.window(60.0).span_seconds == pytest.approx(6.0)
 
 
-def test_event_loop_lag_shows_when_the_server_exports_it() -> None:
-    from prometheus_client import Gauge, Histogram
-
+def test_event_loop_lag_is_the_windowed_mean_of_the_servers_histogram() -> None:
     clock = [0.0]
     state = ServerState(load_settings(model="redline.serve.testing:create_hashing_model"))
     reporter = StatusReporter(state, window=10.0, timer=lambda: clock[0])
-    assert reporter.document()["event_loop_lag_seconds"] is None
-    gauge = Gauge(EVENT_LOOP_LAG, "lag", registry=state.metrics.registry)
-    gauge.set(0.025)
-    assert reporter.document()["event_loop_lag_seconds"] == 0.025
-
-    state = ServerState(load_settings(model="redline.serve.testing:create_hashing_model"))
-    reporter = StatusReporter(state, window=10.0, timer=lambda: clock[0])
-    histogram = Histogram(EVENT_LOOP_LAG, "lag", registry=state.metrics.registry)
-    histogram.observe(1.0)  # before the window
+    lag = state.metrics.loop_lag
+    lag.observe(1.0)  # before the window
     reporter.document()
     clock[0] = 5.0
-    histogram.observe(0.002)
-    histogram.observe(0.004)
+    lag.observe(0.002)
+    lag.observe(0.004)
     assert reporter.document()["event_loop_lag_seconds"] == pytest.approx(0.003)
