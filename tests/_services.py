@@ -61,16 +61,19 @@ def free_port(*, with_bus: bool = False) -> int:
 
 
 def wait_for_port(
-    port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+    port: int,
+    timeout: float = 15.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    host: str = HOST,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process for port {port} exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout}s")
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
 def require_binary(name: str, *extra_dirs: str) -> str:
@@ -99,10 +102,21 @@ class RedisServer:
     """One redis-server process on a loopback port; can be killed and restarted on that port."""
 
     def __init__(
-        self, port: int | None = None, *, cluster: bool = False, workdir: Path | None = None
+        self,
+        port: int | None = None,
+        *,
+        cluster: bool = False,
+        workdir: Path | None = None,
+        bind: tuple[str, ...] = (HOST,),
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        """``bind``: the loopback addresses to listen on (readiness is checked on the
+        first); ``extra_args``: more ``redis-server`` options, e.g.
+        ``("--requirepass", "pw")`` (``cli`` then needs ``"-a", "pw"``)."""
         self.port = port or free_port(with_bus=cluster)
         self.cluster = cluster
+        self.bind = bind
+        self.extra_args = extra_args
         self._owns_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"redline-redis-{self.port}-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -119,7 +133,7 @@ class RedisServer:
             "--port",
             str(self.port),
             "--bind",
-            HOST,
+            *self.bind,
             "--save",
             "",
             "--appendonly",
@@ -144,6 +158,7 @@ class RedisServer:
                 "--cluster-announce-ip",
                 HOST,
             ]
+        args += self.extra_args
         self.proc = subprocess.Popen(
             args,
             stdout=subprocess.DEVNULL,
@@ -151,7 +166,7 @@ class RedisServer:
             preexec_fn=_die_with_parent,
         )
         _running.add(self)
-        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.port, proc=self.proc, host=self.bind[0])
         return self
 
     def stop(self) -> None:

@@ -32,18 +32,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from redline._events import EventLog
-from redline.exceptions import CacheUnavailable
+from redline.cache.redis_url import RedisTarget, node_client, parse_redis_url
+from redline.exceptions import CacheUnavailable, ConfigError
 
 __all__ = [
     "CHANNEL_ORIGIN",
@@ -183,25 +181,16 @@ class LocalInvalidation(_Subscribers):
         self._started = False
 
 
-def _nodes_from(nodes: Sequence[tuple[str, int]] | str) -> list[tuple[str, int]]:
-    """Candidate ``(host, port)`` nodes from a list or a ``redis://`` / ``redis+cluster://`` URL."""
-    if not isinstance(nodes, str):
-        found = [(str(host), int(port)) for host, port in nodes]
-    else:
-        parts = urlsplit(nodes)
-        if parts.scheme not in ("redis", "redis+cluster"):
-            raise ValueError(
-                f"invalidation URL must be redis:// or redis+cluster://, got {nodes!r}"
-            )
-        found = []
-        for netloc in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = netloc.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"invalidation URL node must be host:port, got {netloc!r}")
-            found.append((host.strip("[]"), int(port)))
+def _target_from(nodes: Sequence[tuple[str, int]] | str | RedisTarget) -> RedisTarget:
+    """The Redis target of a node list, a Redis URL or a ready :class:`RedisTarget`."""
+    if isinstance(nodes, RedisTarget):
+        return nodes
+    if isinstance(nodes, str):
+        return parse_redis_url(nodes)
+    found = tuple((str(host), int(port)) for host, port in nodes)
     if not found:
-        raise ValueError("RedisInvalidation needs at least one node")
-    return found
+        raise ConfigError("RedisInvalidation needs at least one node")
+    return RedisTarget(found, cluster=len(found) > 1)
 
 
 class RedisInvalidation(_Subscribers):
@@ -209,18 +198,19 @@ class RedisInvalidation(_Subscribers):
 
     >>> channel = RedisInvalidation([("127.0.0.1", 7000), ("127.0.0.1", 7001)])
 
-    Parameters: *nodes* (``(host, port)`` pairs or a ``redis://host:port`` /
-    ``redis+cluster://h1:p1,h2:p2`` URL), ``channel`` name, ``connect_timeout`` per node,
+    Parameters: *nodes* (``(host, port)`` pairs, a Redis URL such as ``redis://host:port`` /
+    ``rediss+cluster://user:pw@h1:p1,h2:p2`` (see :mod:`redline.cache.redis_url`) or a
+    :class:`~redline.cache.redis_url.RedisTarget`), ``channel`` name, ``connect_timeout`` per node,
     ``ping_interval`` (how often an idle subscription checks its link; the link counts as
     lost after ``2 * ping_interval`` without any reply), ``publish_timeout`` (per node
     tried), the reconnect backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds,
-    doubling), and ``username`` / ``password`` / ``ssl`` for a Redis that needs them
-    (``cache_from_url`` passes the cache URL's own).
+    doubling), and ``username`` / ``password`` / ``ssl``, which replace the target's own
+    credentials and TLS when given.
     """
 
     def __init__(
         self,
-        nodes: Sequence[tuple[str, int]] | str,
+        nodes: Sequence[tuple[str, int]] | str | RedisTarget,
         channel: str = "redline:invalidate",
         *,
         connect_timeout: float = 1.0,
@@ -230,7 +220,7 @@ class RedisInvalidation(_Subscribers):
         backoff_max: float = 2.0,
         username: str | None = None,
         password: str | None = None,
-        ssl: bool = False,
+        ssl: bool | None = None,
     ) -> None:
         super().__init__()
         for label, value in (
@@ -244,9 +234,15 @@ class RedisInvalidation(_Subscribers):
                 raise ValueError(f"{label} must be > 0, got {value}")
         if not channel:
             raise ValueError("channel must not be empty")
-        self.nodes = _nodes_from(nodes)
+        target = _target_from(nodes)
+        self._target = replace(
+            target,
+            username=target.username if username is None else username,
+            password=target.password if password is None else password,
+            tls=target.tls if ssl is None else ssl,
+        )
+        self.nodes = list(target.nodes)
         self.channel = channel
-        self._auth: dict[str, Any] = {"username": username, "password": password, "ssl": ssl}
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
         self.link_timeout = 2 * ping_interval
@@ -335,16 +331,14 @@ class RedisInvalidation(_Subscribers):
         return f"{host}:{port}"
 
     def _client(self) -> aioredis.Redis:
-        host, port = self.nodes[self._node_index]
-        return aioredis.Redis(
-            host=host,
-            port=port,
+        return node_client(
+            self._target,
+            self.nodes[self._node_index],
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=self.connect_timeout + self.ping_interval,
             # No silent reconnect: redis-py would re-subscribe behind our back and the
             # messages published meanwhile would be lost without anyone flushing L1.
-            retry=Retry(NoBackoff(), 0),
-            **self._auth,
+            retries=0,
         )
 
     def _publisher_client(self) -> aioredis.Redis:

@@ -168,9 +168,9 @@ class RedisCache:
         cls,
         url: str,
         *,
-        max_connections: int = 64,
-        socket_timeout: float = 0.5,
-        socket_connect_timeout: float = 0.5,
+        max_connections: int | None = None,
+        socket_timeout: float | None = None,
+        socket_connect_timeout: float | None = None,
         namespace: str = "redline",
         serializer: Serializer | None = None,
         default_ttl: float | None = None,
@@ -178,28 +178,36 @@ class RedisCache:
         breaker: CircuitBreaker | None = None,
         name: str = "redis",
     ) -> RedisCache:
-        """A cache on a standalone Redis (``redis://host:port/db`` or ``rediss://``); no I/O yet."""
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        """A cache on the Redis or Redis Cluster a URL names (``redis://host:port/db``,
+        ``rediss://``, ``redis+cluster://h1:p1,h2:p2``...; see :mod:`redline.cache.redis_url`);
+        no I/O yet. Keyword timeouts and ``max_connections`` replace the URL's (default
+        0.5 s, 0.5 s, 64); cache options belong to ``cache_from_url``, not this URL."""
+        from dataclasses import replace
 
-        client = Redis.from_url(
-            url,
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            # One immediate retry replaces a pooled connection that died with a restart;
-            # redis-py's default backs off for seconds, which a cache must not do. Never
-            # on a timeout: a Redis that stopped answering would cost every call two.
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
-        )
+        from redline.cache.redis_url import parse_redis_url, redis_client
+        from redline.exceptions import ConfigError
+
+        target = parse_redis_url(url)
+        if target.options or target.tiered:
+            extra = sorted(target.options) or ["tiered"]
+            raise ConfigError(
+                f"RedisCache.from_url takes only connection options, got {extra[0]!r}; "
+                f"use cache_from_url for cache options"
+            )
+        given: dict[str, Any] = {
+            "max_connections": max_connections,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+        }
+        target = replace(target, **{k: v for k, v in given.items() if v is not None})
         return cls(
-            client,
+            redis_client(target),
             namespace=namespace,
             serializer=serializer,
             default_ttl=default_ttl,
             ttl_jitter=ttl_jitter,
             breaker=breaker,
-            max_in_flight=max_connections,
+            max_in_flight=target.max_connections,
             name=name,
             owns_client=True,
         )
@@ -222,27 +230,24 @@ class RedisCache:
         breaker: CircuitBreaker | None = None,
         name: str = "redis",
     ) -> RedisCache:
-        """A cache on a Redis Cluster reached through any of *nodes* ``[(host, port), ...]``."""
+        """A cache on a Redis Cluster reached through any of *nodes* ``[(host, port), ...]``
+        (a retry-free ``RedisCluster`` from :func:`~redline.cache.redis_url.redis_client`)."""
         if not nodes:
             raise ValueError("nodes must name at least one (host, port)")
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+        from redline.cache.redis_url import RedisTarget, redis_client
 
-        client = RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-            max_connections=max_connections,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            ssl=ssl,
+        target = RedisTarget(
+            tuple((host, port) for host, port in nodes),
+            cluster=True,
+            tls=ssl,
             username=username,
             password=password,
-            # No retries: redis-py's Cluster retry closes every node's connections and
-            # sleeps; a failing node is the breaker's business, and a moved slot is
-            # followed without a retry.
-            retry=Retry(NoBackoff(), 0),
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
         )
         return cls(
-            client,
+            redis_client(target),
             namespace=namespace,
             serializer=serializer,
             default_ttl=default_ttl,

@@ -16,8 +16,11 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import urlsplit
 
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from redline.cache.redis_url import REDIS_SCHEMES, parse_redis_url, redis_client
 from redline.concurrency.ratelimit import RateLimiter
 from redline.concurrency.redis_ratelimit import RedisRateLimiter
 from redline.exceptions import CacheUnavailable, ConfigError, RateLimited
@@ -84,20 +87,14 @@ class ClientRateLimiter:
         return f"ClientRateLimiter({self.rate:g}/{self.per:g}s, {where})"
 
 
-def redis_client_for(cache_url: str) -> Any | None:
-    """A redis-py asyncio client for a ``redis://`` or ``redis+cluster://`` cache URL."""
-    parts = urlsplit(cache_url)
-    scheme = parts.scheme.removeprefix("tiered+")
-    if scheme in ("redis", "rediss"):
-        from redis.asyncio import Redis
+def redis_client_for(cache_url: str) -> Redis | RedisCluster | None:
+    """The shared Redis client for a Redis cache URL (any scheme of
+    :mod:`redline.cache.redis_url`, ``tiered+`` included), None for a non-Redis one.
 
-        return Redis.from_url(f"{scheme}://{parts.netloc}{parts.path}")
-    if scheme == "redis+cluster":
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-        nodes = []
-        for hostport in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = hostport.partition(":")
-            nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-        return RedisCluster(startup_nodes=nodes)
-    return None
+    Built by :func:`~redline.cache.redis_url.redis_client`, so it has the cache's timeouts,
+    TLS and credentials; a malformed Redis URL raises ``ConfigError``.
+    """
+    scheme = cache_url.partition("://")[0].lower().removeprefix("tiered+")
+    if scheme not in REDIS_SCHEMES:
+        return None
+    return redis_client(parse_redis_url(cache_url))
