@@ -134,3 +134,19 @@ async def test_a_second_supervisor_refuses_a_busy_run_dir(
     sup = await start_cluster(replicas=1, run_dir=run_dir)
     assert (run_dir / "supervisor.pid").read_text() == f"{os.getpid()}\n"
     assert sup.replicas[0].state is ReplicaState.UP
+
+
+async def test_a_scale_requested_during_a_rolling_restart_runs_after_it(
+    start_cluster: ClusterFactory,
+) -> None:
+    supervisor = await start_cluster(replicas=2, max_replicas=3)
+    supervisor.request_rolling_restart()
+    supervisor.request_scale(3)  # arrives while the restart runs: queued, not dropped
+    for _ in range(600):
+        states = [r.state.value for r in supervisor.replicas]
+        restarts = [r.restarts for r in supervisor.replicas]
+        if states == ["up", "up", "up"] and restarts[:2] == [1, 1]:
+            break
+        await asyncio.sleep(0.1)
+    assert [r.state.value for r in supervisor.replicas] == ["up", "up", "up"]
+    assert [r.restarts for r in supervisor.replicas][:2] == [1, 1]

@@ -219,11 +219,11 @@ class ClusterSupervisor:
                     loop.remove_signal_handler(sig)
 
     def request_rolling_restart(self) -> None:
-        """Start a rolling restart in the background (ignored while one is running)."""
+        """Start a rolling restart in the background (after any operation still running)."""
         self._background(self.rolling_restart())
 
     def request_scale(self, replicas: int) -> None:
-        """Start :meth:`scale` in the background (ignored while a restart or scale runs)."""
+        """Start :meth:`scale` in the background (after any operation still running)."""
         self._background(self.scale(replicas))
 
     def _scale_from_request(self) -> None:
@@ -236,12 +236,25 @@ class ClusterSupervisor:
         self.request_scale(replicas)
 
     def _background(self, work: Coroutine[None, None, None]) -> None:
-        """Run *work* as the one background task (closed unrun if one is still going)."""
-        if self._restart_task is not None and not self._restart_task.done():
-            logger.warning("a rolling restart or scale is running; request ignored")
+        """Run *work* in the background once the operation before it (if any) has ended:
+        requests queue in the order they came, none is dropped."""
+        previous = self._restart_task
+        self._restart_task = asyncio.get_running_loop().create_task(self._after(previous, work))
+
+    async def _after(
+        self, previous: asyncio.Task[None] | None, work: Coroutine[None, None, None]
+    ) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous})
+        except asyncio.CancelledError:  # shutdown: the whole queue goes
+            if previous is not None:
+                previous.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await previous
             work.close()
-            return
-        self._restart_task = asyncio.get_running_loop().create_task(self._logged(work))
+            raise
+        await self._logged(work)
 
     async def _logged(self, work: Coroutine[None, None, None]) -> None:
         """Await *work*, logging (not raising) a failure: nobody awaits a background task."""
