@@ -104,6 +104,10 @@ class _Lag:
         """The smallest bucket bound that 99% of the samples are within."""
         return min(le for le, n in self.cumulative.items() if n >= 0.99 * self.samples)
 
+    def bound_at_least(self, seconds: float) -> float:
+        """The smallest bucket bound >= *seconds*: a p99 read off buckets can be no finer."""
+        return min(le for le in self.cumulative if le >= seconds)
+
     def __str__(self) -> str:
         return (
             f"{self.samples:.0f} samples, {self.over(LAG_LIMIT):.1%} over "
@@ -191,7 +195,8 @@ async def test_maximal_requests_keep_the_loop_lag_low_for_small_requests(
     # p99 under 5 ms; on a shared two-core box an idle server's loop already misses that
     # (the small requests alone: 13-31% of the samples over 5 ms, p99 25-50 ms), so the
     # burst is compared with the small requests alone, with room for that box's noise.
-    assert burst.p99() <= max(LAG_LIMIT, 4 * baseline.p99()), f"burst: {burst}; alone: {baseline}"
+    allowed = burst.bound_at_least(max(LAG_LIMIT, 4 * baseline.p99()))
+    assert burst.p99() <= allowed, f"burst: {burst}; alone: {baseline}"
     assert burst.over(LAG_LIMIT) <= baseline.over(LAG_LIMIT) + 0.15, (
         f"burst: {burst}; alone: {baseline}"
     )
