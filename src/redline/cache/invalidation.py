@@ -43,7 +43,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from redline._events import EventLog
-from redline.exceptions import CacheUnavailable
+from redline.exceptions import CacheUnavailable, SerializationError
 
 __all__ = [
     "CHANNEL_ORIGIN",
@@ -76,7 +76,7 @@ class InvalidationMessage:
 
     @classmethod
     def decode(cls, data: bytes | str) -> InvalidationMessage:
-        """Parse the wire form; ``ValueError`` if it is not one."""
+        """Parse the wire form; ``SerializationError`` (a ValueError) if it is not one."""
         try:
             raw = orjson.loads(data)
             message = cls(
@@ -87,7 +87,7 @@ class InvalidationMessage:
                 flush=bool(raw.get("f", False)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"not an invalidation message: {data!r:.200}") from exc
+            raise SerializationError(f"not an invalidation message: {data!r:.200}") from exc
         return message
 
 
