@@ -6,14 +6,18 @@
     ├── ConfigError                  bad settings, URL or option combination (also a ValueError)
     ├── CacheError
     │   ├── CacheUnavailable         a cache tier cannot be reached (Redis down, breaker open)
-    │   ├── SerializationError       a value cannot be encoded for a remote tier
+    │   ├── SerializationError       a value cannot be encoded for, or decoded from, a remote
+    │   │                            tier or channel (also a ValueError)
+    │   ├── WrongValueType           the stored value has the wrong type for the operation,
+    │   │                            such as ``incr`` of a non-integer (also a TypeError)
     │   └── LockError
     │       └── LockTimeout          waited past the hard cap for a distributed lock
     ├── ConcurrencyError
     │   ├── Overloaded               a bounded queue is full; retry later
     │   ├── Closed                   the primitive is closed and takes no new work
     │   ├── WorkerCrashed            a worker thread/process died while running the work
-    │   ├── NotStarted               the primitive was used before start() (also a RuntimeError)
+    │   ├── NotStarted               the primitive was used before start() / outside its
+    │   │                            ``async with`` (also a RuntimeError)
     │   ├── BatchTimeout             a batched call passed its deadline (also a TimeoutError)
     │   ├── BatchFailed              the batch function ended with a BaseException, not an
     │   │                            Exception (its own CancelledError, SystemExit...)
@@ -22,7 +26,9 @@
     │   └── RateLimited              a rate limit refused the work (carries ``retry_after``)
     ├── ModelError
     │   ├── ModelNotFound            the requested model is not served here
-    │   └── ModelNotReady            the model is not loaded / warmed yet
+    │   ├── ModelNotReady            the model is not loaded / warmed yet
+    │   └── ModelOutputError         the model returned an array of the wrong shape (also a
+    │                                ValueError)
     ├── GatewayError                 an upstream embeddings API could not answer (carries the
     │   │                            HTTP ``status`` to give the client)
     │   ├── UpstreamUnavailable      every upstream serving the model is down or cooling down
@@ -33,11 +39,34 @@
     │   └── NginxError               nginx missing, config rejected, or failed to start
     └── BenchError                   the load generator cannot run (unreachable URL, bad flags)
 
-Third-party errors (redis-py, torch, httpx) are translated at the boundary with
-``raise ... from exc`` so callers only ever need to catch :class:`RedlineError`.
+Classes defined beside the code that raises them also sit under the root:
+``redline.gateway.client.CallFailed`` (a GatewayError), ``redline.serve.errors.APIError``
+(an HTTP error for route code) and ``redline.serve.cache_control.CacheControlError`` (a bad
+``Cache-Control`` header, also a ValueError; ``CacheControlRefused`` under it).
+
+What callers catch:
+
+- **Failures at run time** (a tier down, a timeout, a full queue, a closed or unopened object
+  used, a bad value read back, a model's wrong output) raise a :class:`RedlineError`.
+  Third-party errors (redis-py, httpx, asyncpg, onnxruntime) are translated at the boundary
+  with ``raise ... from exc``. Where a built-in base helps (``except TimeoutError``,
+  ``except ValueError``), the class subclasses it too.
+- **Misuse of the API** (a wrong argument type or value given to a constructor or a call:
+  ``ValueError("max_batch must be >= 1, got 0")``, ``TypeError("amount must be an int, got
+  '1'")``) raises the built-in ``ValueError`` / ``TypeError`` with an exact message; fix the
+  call rather than catch it. ``CacheStats.tier(name)`` raises ``KeyError`` for an unknown
+  tier, as a mapping would.
+- **Errors of your own code** (a loader, a batch function, a ``key=`` function) reach you
+  unchanged; a ``StopIteration`` from a batch function becomes ``RuntimeError``, as it does
+  when it leaves a generator.
+
+Every class pickles with its message and extra attributes (``retry_after``, ``status``...),
+so an error crosses a process pool intact.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 __all__ = [
     "BatchFailed",
@@ -56,6 +85,7 @@ __all__ = [
     "ModelError",
     "ModelNotFound",
     "ModelNotReady",
+    "ModelOutputError",
     "NginxError",
     "NotStarted",
     "Overloaded",
@@ -66,11 +96,25 @@ __all__ = [
     "UpstreamTimeout",
     "UpstreamUnavailable",
     "WorkerCrashed",
+    "WrongValueType",
 ]
+
+
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...]) -> BaseException:
+    """Unpickle without calling ``__init__`` (whose signature may differ from ``args``)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
 
 
 class RedlineError(Exception):
     """Root of every error redline raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default (``cls(*self.args)``) breaks on classes whose ``__init__`` takes other
+        # arguments than the message (``RateLimited(message, retry_after)``); rebuild from
+        # ``args`` and restore the instance attributes as the state instead.
+        return (_rebuild, (type(self), self.args), self.__dict__ or None)
 
 
 class ConfigError(RedlineError, ValueError):
@@ -85,8 +129,12 @@ class CacheUnavailable(CacheError):
     """A cache tier cannot be reached right now."""
 
 
-class SerializationError(CacheError):
-    """A value cannot be encoded for (or decoded from) a remote tier."""
+class SerializationError(CacheError, ValueError):
+    """A value cannot be encoded for (or decoded from) a remote tier or channel."""
+
+
+class WrongValueType(CacheError, TypeError):
+    """The stored value has the wrong type for the operation (``incr`` of a non-integer)."""
 
 
 class LockError(CacheError):
@@ -114,7 +162,7 @@ class WorkerCrashed(ConcurrencyError):
 
 
 class NotStarted(ConcurrencyError, RuntimeError):
-    """The primitive was used before ``start()`` (or outside ``async with``)."""
+    """The primitive was used before ``start()`` / ``open()`` (or outside ``async with``)."""
 
 
 class BatchTimeout(ConcurrencyError, TimeoutError):
@@ -152,6 +200,10 @@ class ModelNotFound(ModelError):
 
 class ModelNotReady(ModelError):
     """The model is not loaded and warmed yet."""
+
+
+class ModelOutputError(ModelError, ValueError):
+    """The model returned an array of the wrong shape for its inputs."""
 
 
 class GatewayError(RedlineError):

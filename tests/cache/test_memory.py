@@ -7,6 +7,7 @@ import pytest
 
 from redline.cache.base import MISSING, Cache
 from redline.cache.memory import MemoryCache
+from redline.exceptions import WrongValueType
 
 
 class FakeClock:
@@ -203,7 +204,7 @@ async def test_incr_starts_at_zero_and_rejects_non_ints(clock: FakeClock) -> Non
     assert await cache.incr("t", -3) == 7
     assert await cache.ttl("t") == pytest.approx(30)
     await cache.set("s", "text")
-    with pytest.raises(TypeError, match=r"^cannot incr 's': its value is a str, not an int$"):
+    with pytest.raises(WrongValueType, match=r"^cannot incr 's': its value is a str, not an int$"):
         await cache.incr("s")
 
 

@@ -16,7 +16,7 @@ from redline.concurrency import (
     run_in_process,
     run_in_thread,
 )
-from redline.exceptions import Closed, WorkerCrashed
+from redline.exceptions import Closed, NotStarted, WorkerCrashed
 from tests.concurrency import _workers
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -90,7 +90,7 @@ async def test_child_crash_raises_worker_crashed_and_pool_recovers() -> None:
 
 
 async def test_run_in_process_without_offloader_is_refused() -> None:
-    with pytest.raises(RuntimeError, match=r"^run_in_process needs a current Offloader"):
+    with pytest.raises(NotStarted, match=r"^run_in_process needs a current Offloader"):
         await run_in_process(_workers.pid)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from redline.exceptions import ConfigError
+from redline.exceptions import ConfigError, ModelOutputError
 from redline.serve.model import Model, load_model, run_batch
 from redline.serve.testing import HashingModel, create_hashing_model
 
@@ -95,6 +95,6 @@ def test_run_batch_checks_the_output_shape() -> None:
             return np.zeros((len(inputs), 3), dtype=np.float32)
 
     with pytest.raises(
-        ValueError, match=r"returned shape \(2, 3\) for 2 inputs, expected \(2, 4\)"
+        ModelOutputError, match=r"returned shape \(2, 3\) for 2 inputs, expected \(2, 4\)"
     ):
         run_batch(Liar(4), ["a", "b"])

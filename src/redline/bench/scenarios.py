@@ -31,6 +31,7 @@ from redline.bench.config import LoadConfig
 from redline.bench.loadgen import run_load
 from redline.bench.server_process import ServerProcess
 from redline.bench.workload import Workload
+from redline.exceptions import BenchError
 
 __all__ = [
     "SCENARIOS",
@@ -93,7 +94,7 @@ async def concurrency_scenario(
         results = await run()
         measured = timer() - start
         if results != list(range(tasks)):
-            raise RuntimeError(f"{name} returned results out of order")
+            raise BenchError(f"{name} returned results out of order")
         rows.append([name, ideal, measured, (measured - ideal) / ideal * 100.0])
     return {
         "schema": _SCHEMA,

@@ -41,7 +41,7 @@ from redis.exceptions import RedisError
 
 from redline._events import EventLog
 from redline.cache.redis_url import RedisTarget, node_client, parse_redis_url
-from redline.exceptions import CacheUnavailable, ConfigError
+from redline.exceptions import CacheUnavailable, ConfigError, SerializationError
 
 __all__ = [
     "CHANNEL_ORIGIN",
@@ -74,7 +74,7 @@ class InvalidationMessage:
 
     @classmethod
     def decode(cls, data: bytes | str) -> InvalidationMessage:
-        """Parse the wire form; ``ValueError`` if it is not one."""
+        """Parse the wire form; ``SerializationError`` (a ValueError) if it is not one."""
         try:
             raw = orjson.loads(data)
             message = cls(
@@ -85,7 +85,7 @@ class InvalidationMessage:
                 flush=bool(raw.get("f", False)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"not an invalidation message: {data!r:.200}") from exc
+            raise SerializationError(f"not an invalidation message: {data!r:.200}") from exc
         return message
 
 

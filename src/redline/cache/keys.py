@@ -24,12 +24,14 @@ from typing import Any
 
 import orjson
 
+from redline.exceptions import RedlineError
+
 __all__ = ["make_key"]
 
 _OPTIONS = orjson.OPT_SORT_KEYS
 
 
-class _UnsupportedArgument(TypeError):
+class _UnsupportedArgument(RedlineError, TypeError):
     """An argument type that has no canonical encoding."""
 
     def __init__(self, value: Any) -> None:

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, Self
 
 from redline.cache._private import Copier, estimate_size, glob_matcher, prepare_for_storage
 from redline.cache.base import MISSING, CacheStats, TierStats
+from redline.exceptions import WrongValueType
 
 __all__ = ["MemoryCache"]
 
@@ -191,7 +192,7 @@ class MemoryCache:
             self.set_nowait(key, amount)
             return amount
         if type(entry.value) is not int:
-            raise TypeError(
+            raise WrongValueType(
                 f"cannot incr {key!r}: its value is a {type(entry.value).__name__}, not an int"
             )
         value = entry.value + amount

@@ -31,7 +31,7 @@ from redline.cache._redis_errors import (
 from redline.cache._routes import Route, Routes
 from redline.cache.base import MISSING, CacheStats, TierStats
 from redline.cache.breaker import BreakerState, CircuitBreaker
-from redline.exceptions import CacheError, CacheUnavailable
+from redline.exceptions import CacheError, CacheUnavailable, WrongValueType
 
 if TYPE_CHECKING:
     from redline.cache.serialization import Serializer
@@ -600,7 +600,9 @@ class RedisCache:
             if isinstance(exc.__cause__, redis_errors.ResponseError) and not isinstance(
                 exc, CacheUnavailable
             ):
-                raise TypeError(f"cannot incr {key!r}: the stored value is not an integer") from exc
+                raise WrongValueType(
+                    f"cannot incr {key!r}: the stored value is not an integer"
+                ) from exc
             raise
         return result
 

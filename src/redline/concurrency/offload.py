@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
 from redline.concurrency._private import require_positive_int
-from redline.exceptions import Closed, WorkerCrashed
+from redline.exceptions import Closed, NotStarted, WorkerCrashed
 
 __all__ = ["Offloader", "OffloaderStats", "current_offloader", "run_in_process", "run_in_thread"]
 
@@ -188,7 +188,7 @@ async def run_in_process(func: Callable[..., T], *args: Any) -> T:
     """Run CPU-bound ``func(*args)`` in the current Offloader's process pool."""
     offloader = _current.get()
     if offloader is None:
-        raise RuntimeError(
+        raise NotStarted(
             "run_in_process needs a current Offloader: "
             "`async with Offloader(max_processes=...):` owns the process pool"
         )

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from redline.exceptions import GatewayError
+from redline.exceptions import GatewayError, NotStarted
 from redline.gateway.config import UpstreamConfig
 from redline.serve.token_input import decode_ids, is_ids
 
@@ -115,7 +115,7 @@ class UpstreamClient:
 
     def _require(self) -> httpx.AsyncClient:
         if self._client is None:
-            raise RuntimeError(f"UpstreamClient {self.config.name!r} is not open")
+            raise NotStarted(f"UpstreamClient {self.config.name!r} is not open")
         return self._client
 
     async def embed(

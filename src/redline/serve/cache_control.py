@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from redline.cache.base import Cache
+from redline.exceptions import RedlineError
 from redline.serve.errors import APIError
 
 __all__ = [
@@ -105,7 +106,7 @@ _POLICY: contextvars.ContextVar[CachePolicy] = contextvars.ContextVar(
 )
 
 
-class CacheControlError(ValueError):
+class CacheControlError(RedlineError, ValueError):
     """A ``Cache-Control`` header redline cannot honour (a bad ``max-age``)."""
 
     status = 400

@@ -24,6 +24,7 @@ from redline.exceptions import (
     ModelNotReady,
     Overloaded,
     RateLimited,
+    RedlineError,
     WorkerCrashed,
 )
 
@@ -46,7 +47,7 @@ _TYPES = {
 }
 
 
-class APIError(Exception):
+class APIError(RedlineError):
     """An HTTP error with an OpenAI-style JSON body; raise it from route code."""
 
     def __init__(

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from redline.exceptions import ConfigError
+from redline.exceptions import ConfigError, ModelOutputError
 
 __all__ = ["BUILTIN_MODELS", "Model", "count_tokens", "load_model", "run_batch"]
 
@@ -106,7 +106,7 @@ def run_batch(model: Model, inputs: list[str]) -> npt.NDArray[np.float32]:
     """Call ``model.batch`` and return a ``(len(inputs), dimension)`` float32 array (checked)."""
     array = np.asarray(model.batch(inputs), dtype=np.float32)
     if array.shape != (len(inputs), model.dimension):
-        raise ValueError(
+        raise ModelOutputError(
             f"model {model.name!r} returned shape {array.shape} for {len(inputs)} inputs, "
             f"expected ({len(inputs)}, {model.dimension})"
         )
