@@ -31,11 +31,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make tests._services importable
-    sys.path.insert(0, str(ROOT))
+from redline._services import RedisServer
 
-from tests._services import RedisServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "cache_bench.json"
 CONCURRENCY = 50

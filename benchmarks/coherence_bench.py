@@ -26,23 +26,18 @@ import logging
 import os
 import signal
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from redline._services import HOST, FaultProxy, RedisServer
+from redline.cache.base import MISSING
+from redline.cache.invalidation import RedisInvalidation
+from redline.cache.memory import MemoryCache
+from redline.cache.redis import RedisCache
+from redline.cache.tiered import TieredCache
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make tests._services importable
-    sys.path.insert(0, str(ROOT))
-
-from tests._faultproxy import FaultProxy  # noqa: E402
-from tests._services import HOST, RedisServer  # noqa: E402
-
-from redline.cache.base import MISSING  # noqa: E402
-from redline.cache.invalidation import RedisInvalidation  # noqa: E402
-from redline.cache.memory import MemoryCache  # noqa: E402
-from redline.cache.redis import RedisCache  # noqa: E402
-from redline.cache.tiered import TieredCache  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "coherence_bench.json"
 

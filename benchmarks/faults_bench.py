@@ -37,11 +37,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make tests._services importable
-    sys.path.insert(0, str(ROOT))
+import redline
 
-from tests._services import RedisClusterServers, RedisServer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+# This checkout's service harness, also when PYTHONPATH names an older redline without one.
+if str(ROOT / "src" / "redline") not in redline.__path__:
+    redline.__path__.append(str(ROOT / "src" / "redline"))
+
+from redline._services import RedisClusterServers, RedisServer  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "faults_bench.json"
 SERVED_WITHIN = 1.0  # seconds: a hit slower than this served nobody in time
@@ -160,24 +163,6 @@ async def frozen_redis(kind: str, rate: int, freeze: float, keys: int = 2_000) -
 # -- b. a Cluster master killed -------------------------------------------------------------
 
 
-async def replicas_synced(cluster: RedisClusterServers, timeout: float = 60.0) -> None:
-    """Wait until every replica has finished its sync and holds as many keys as its master
-    (a replica that never synced is not allowed to fail over)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sizes, masters, linked = {}, {}, True
-        for node in cluster.nodes:
-            role = node.cli("role").splitlines()
-            sizes[node.port] = int(node.cli("dbsize").strip())
-            if role[0] == "slave":
-                masters[node.port] = int(role[2])
-                linked &= "master_link_status:up" in node.cli("info", "replication")
-        if linked and all(sizes[replica] == sizes[master] for replica, master in masters.items()):
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError("the replicas did not sync")
-
-
 async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[str, Any]:
     from redline.cache.redis import RedisCache
     from redline.exceptions import CacheUnavailable
@@ -194,13 +179,8 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
         }
         victim_address = owners["k0"]
         victim = next(n for n in cluster.nodes if n.port == int(victim_address.rsplit(":")[1]))
-        replica = next(
-            n
-            for n in cluster.nodes
-            if n.cli("role").splitlines()[0] == "slave"
-            and int(n.cli("role").splitlines()[2]) == victim.port
-        )
-        await replicas_synced(cluster)
+        replica = cluster.replica_of(victim)
+        await asyncio.to_thread(cluster.wait_for_replicas, 60.0)
         victim_keys = {k for k, owner in owners.items() if owner == victim_address}
         records: list[tuple[float, str, str]] = []
 

@@ -30,14 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from redline._services.serve import HASHING, Serve
+from redline.bench.config import LoadConfig
+from redline.bench.loadgen import run_load
+from redline.bench.workload import Workload
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.gateway._procs import HASHING, Serve  # noqa: E402
-
-from redline.bench.config import LoadConfig  # noqa: E402
-from redline.bench.loadgen import run_load  # noqa: E402
-from redline.bench.workload import Workload  # noqa: E402
 
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "gateway_bench.json"
 QUIET = {"REDLINE_LOG_LEVEL": "warning", "PYTHONPATH": str(REPO / "src")}

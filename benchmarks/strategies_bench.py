@@ -33,12 +33,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make tests._services importable
-    sys.path.insert(0, str(ROOT))
 if str(ROOT / "src") not in sys.path:
-    sys.path.insert(1, str(ROOT / "src"))
+    sys.path.insert(0, str(ROOT / "src"))
 
-from tests._services import PostgresServer, RedisServer  # noqa: E402
+from redline._services import PostgresServer, RedisServer  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "strategies_bench.json"
 CALLERS = 1000

@@ -27,14 +27,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from redline._services import RedisServer, free_port, stop_process, wait_for_port
+from redline.bench.config import LoadConfig
+from redline.bench.loadgen import run_load
+from redline.bench.workload import Workload
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests._services import RedisServer, free_port, stop_process, wait_for_port  # noqa: E402
-
-from redline.bench.config import LoadConfig  # noqa: E402
-from redline.bench.loadgen import run_load  # noqa: E402
-from redline.bench.workload import Workload  # noqa: E402
 
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "usage_bench.json"
 MODES = ("memory", "redis")

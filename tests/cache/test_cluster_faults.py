@@ -52,41 +52,15 @@ async def loaded(
         f"k{i}": cache.client.get_node_from_key(cache.full_key(f"k{i}")).name  # type: ignore[union-attr]
         for i in range(KEYS)
     }
-    await replicated(private_cluster)
+    await asyncio.to_thread(private_cluster.wait_for_replicas, 30.0)
     yield cache, owners
     with contextlib.suppress(Exception):
         await cache.close()
 
 
-async def replicated(cluster: RedisClusterServers, timeout: float = 30.0) -> None:
-    """Wait until every replica has synced and holds as many keys as its master (a replica
-    that never synced may not fail over; one behind would lose keys)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sizes, masters, linked = {}, {}, True
-        for node in cluster.nodes:
-            role = node.cli("role").splitlines()
-            sizes[node.port] = int(node.cli("dbsize").strip())
-            if role[0] == "slave":
-                masters[node.port] = int(role[2])
-                linked &= "master_link_status:up" in node.cli("info", "replication")
-        if linked and all(sizes[replica] == sizes[master] for replica, master in masters.items()):
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("replicas did not catch up")
-
-
 def server_of(cluster: RedisClusterServers, address: str) -> RedisServer:
     port = int(address.rsplit(":", 1)[1])
     return next(node for node in cluster.nodes if node.port == port)
-
-
-def replica_of(cluster: RedisClusterServers, master: RedisServer) -> RedisServer:
-    for node in cluster.nodes:
-        role = node.cli("role").splitlines()
-        if role[0] == "slave" and int(role[2]) == master.port:
-            return node
-    raise LookupError(f"no replica of {master.port}")
 
 
 async def promoted_at(replica: RedisServer) -> float:
@@ -159,7 +133,7 @@ async def test_a_killed_master_costs_only_its_own_keys_until_failover(
     victim = server_of(private_cluster, victim_address)
     victim_keys = {k for k, owner in owners.items() if owner == victim_address}
     other_keys = set(owners) - victim_keys
-    replica = replica_of(private_cluster, victim)
+    replica = private_cluster.replica_of(victim)
     load, stop = Load(), asyncio.Event()
     caplog.set_level(logging.INFO, logger="redline")
     runner = asyncio.create_task(read_load(cache, load, stop))

@@ -170,7 +170,7 @@ def check_history(
         if read.value is not None:
             source = writes[read.value]
             if source.ok and source.end < latest.start:
-                found = (
+                violation = (
                     f"pid {read.pid} read {read.key}={read.value!r} at {read.start:.3f}, "
                     f"after its own {latest.op} {latest.key} ended at {latest.end:.3f}"
                 )
@@ -178,7 +178,7 @@ def check_history(
                     op.op == "invalidate_tags" and op.start < source.end and op.end > source.start
                     for op in changes[read.key]
                 )
-                (verdict.tag_record_races if lost_tag else stale).append(found)
+                (verdict.tag_record_races if lost_tag else stale).append(violation)
         elif latest.op == "set":
             begun = bisect.bisect_left(delete_starts[read.key], read.end)
             erased = begun > 0 and delete_reach[read.key][begun - 1] > latest.start
@@ -403,19 +403,6 @@ async def test_coherence_over_redis_with_freezes_kills_and_a_cut_link(
     assert verdict.checked_reads > 1000, report
 
 
-def cluster_settles(cluster: RedisClusterServers) -> None:
-    """The shared cluster is back to ok with 3 masters before the next test uses it."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        infos = [node.cli("cluster", "info") for node in cluster.nodes]
-        if all("cluster_state:ok" in info for info in infos) and all(
-            cluster.roles(node).count("master") == 3 for node in cluster.nodes
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError("the shared Redis Cluster did not settle after the freeze")
-
-
 async def test_coherence_over_redis_cluster_with_a_frozen_master_and_a_cut_link(
     redis_cluster: RedisClusterServers, proxies: list[FaultProxy], tmp_path: Path
 ) -> None:
@@ -448,7 +435,8 @@ async def test_coherence_over_redis_cluster_with_a_frozen_master_and_a_cut_link(
     try:
         verdict, reports = await run_checker(configs, tmp_path, SECONDS, schedule, faults)
     finally:
-        await asyncio.to_thread(cluster_settles, redis_cluster)
+        # the shared cluster is back to ok with 3 masters before the next test uses it
+        await asyncio.to_thread(redis_cluster.wait_until_ok)
     report = describe(verdict, reports, faults)
     print(f"seed {seed}: {report}")
     assert verdict.violations == 0, f"seed {seed}: {report}"
