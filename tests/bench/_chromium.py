@@ -238,7 +238,7 @@ class _Tab:
         await self.call("Runtime.evaluate", expression="0")  # drain events queued by now
         visit = Visit(
             dom=state["dom"],
-            figures=[tuple(item) for item in state["figures"]],  # type: ignore[misc]
+            figures=[tuple(item) for item in state["figures"]],
             charts=state["charts"],
             requests=[
                 e["params"]["request"]["url"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -145,7 +147,7 @@ async def test_none_is_cached_and_distinct_from_missing() -> None:
 
 async def test_mutating_what_was_set_or_got_does_not_corrupt_the_cache() -> None:
     cache = MemoryCache()
-    value = {"a": [1, 2], "b": {"c": 3}}
+    value: dict[str, Any] = {"a": [1, 2], "b": {"c": 3}}
     await cache.set("nested", value)
     value["a"].append(99)
     value["b"]["c"] = -1
@@ -264,7 +266,7 @@ async def test_delete_clear_stats_health_and_repr() -> None:
 
 async def test_a_dict_with_flat_lists_and_dicts_below_cannot_be_corrupted() -> None:
     cache = MemoryCache()
-    original = {"id": 1, "tags": ["a", "b"], "meta": {"k": 1}}
+    original: dict[str, Any] = {"id": 1, "tags": ["a", "b"], "meta": {"k": 1}}
     await cache.set("item", original)
     original["tags"].append("set-side")  # the caller's object is not the cached one
     got = await cache.get("item")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from redline.cache.base import MISSING
 from redline.cache.breaker import BreakerState, CircuitBreaker
@@ -201,6 +201,7 @@ async def test_delete_pattern_and_clear_reach_every_cluster_master(
 
 async def test_cluster_tags_and_multi_key_calls_span_slots(cluster_cache: RedisCache) -> None:
     keys = [f"item:{i}" for i in range(40)]
+    assert isinstance(cluster_cache.client, RedisCluster)
     slots = {cluster_cache.client.keyslot(cluster_cache.full_key(key)) for key in keys}
     assert len(slots) > 10
     for key in keys:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -185,7 +186,7 @@ async def test_cache_aside_with_bloom_negative_and_lock_answers_fast_while_redis
         return source_of_truth(key)
 
     for key in known[:10] + known[40:45]:  # some values and negative answers cached
-        await aside.get(key, lambda key=key: load(key))
+        await aside.get(key, functools.partial(load, key))
 
     rng = random.Random(3)
     caplog.set_level(logging.INFO, logger="redline")

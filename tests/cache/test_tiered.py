@@ -480,9 +480,7 @@ async def test_a_read_that_fetched_before_a_write_never_fills_l1_after_it(
     cache = TieredCache(l1, l2, l1_ttl=60)
     await l2.set("k", "old")
     l2.write_gate, l2.read_gate = asyncio.Event(), asyncio.Event()
-    writer = asyncio.create_task(
-        cache.set("k", "new") if write == "set" else cache.delete("k")  # type: ignore[arg-type]
-    )
+    writer = asyncio.create_task(cache.set("k", "new") if write == "set" else cache.delete("k"))
     await asyncio.sleep(0.01)  # the writer waits in L2
     reader = asyncio.create_task(cache.get("k") if read == "get" else cache.get_many(["k"]))
     await asyncio.sleep(0.01)  # the reader fetched "old" and waits

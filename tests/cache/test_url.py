@@ -13,13 +13,14 @@ from redline.cache.base import Cache
 from redline.cache.invalidation import RedisInvalidation
 from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
+from redline.cache.redis_url import SECRET_ENV
 from redline.cache.serialization import (
     JsonSerializer,
     MsgpackSerializer,
     SignedPickleSerializer,
 )
 from redline.cache.tiered import TieredCache
-from redline.cache.url import SECRET_ENV, cache_from_url
+from redline.cache.url import cache_from_url
 from redline.exceptions import ConfigError
 from tests._services import free_port
 
@@ -81,6 +82,7 @@ async def test_redis_url_builds_a_standalone_cache(build: Callable[..., Cache]) 
 
 async def test_redis_url_defaults(build: Callable[..., Cache]) -> None:
     cache = redis_tier(build("redis://localhost"))
+    assert isinstance(cache.client, Redis)
     kwargs = cache.client.get_connection_kwargs()
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("localhost", 6379, 0)
     assert kwargs["socket_timeout"] == 0.5
@@ -97,6 +99,7 @@ async def test_redis_url_credentials_reach_the_client(build: Callable[..., Cache
 
 async def test_rediss_url_uses_tls(build: Callable[..., Cache]) -> None:
     cache = redis_tier(build("rediss://127.0.0.1:6390"))
+    assert isinstance(cache.client, Redis)
     assert "SSL" in cache.client.connection_pool.connection_class.__name__
 
 

@@ -25,11 +25,12 @@ def test_gateway_equals_the_real_model_upstream() -> None:
         gateway(f"up={upstream.url}?tokenizer=minilm") as gw,
         httpx.Client(timeout=60) as client,
     ):
-        for body in (
+        bodies: tuple[dict[str, object], ...] = (
             {"input": TEXTS},
             {"input": TEXTS[1:], "dimensions": 64},
             {"input": TEXTS, "encoding_format": "float"},
-        ):
+        )
+        for body in bodies:
             body["model"] = "all-MiniLM-L6-v2"
             direct = client.post(f"{upstream.url}/v1/embeddings", json=body).json()
             via = client.post(f"{gw.url}/v1/embeddings", json=body)

@@ -171,7 +171,11 @@ async def keepalive_load(
         httpx.AsyncClient(trust_env=False, timeout=30.0, limits=limits) as sdk_http,
     ):
         sdk = openai.AsyncOpenAI(
-            base_url=base + "/v1", api_key="unused", max_retries=0, http_client=sdk_http
+            base_url=base + "/v1",
+            api_key="unused",
+            max_retries=0,
+            # the SDK takes an httpx client at run time; its annotation names only httpx2's
+            http_client=sdk_http,  # type: ignore[arg-type]
         )
 
         async def httpx_worker() -> None:

@@ -23,7 +23,7 @@ def build(index: int) -> Starlette:
     unready_dir = os.environ.get("STANDIN_UNREADY_DIR")
 
     def unready() -> bool:
-        return bool(unready_dir) and (Path(unready_dir) / f"unready-{index}").exists()
+        return unready_dir is not None and (Path(unready_dir) / f"unready-{index}").exists()
 
     async def ready(request: Request) -> Response:
         if unready():

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -159,9 +160,10 @@ def cluster_process(
     proc.wait(30)
 
 
-def _status(run_dir: Path) -> dict[str, object] | None:
+def _status(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((run_dir / "status.json").read_text())  # type: ignore[no-any-return]
+        status: dict[str, Any] = json.loads((run_dir / "status.json").read_text())
+        return status
     except (FileNotFoundError, ValueError):
         return None
 
@@ -182,7 +184,7 @@ def test_cluster_run_status_restart_and_clean_shutdown(
 
     def states() -> list[str]:
         status = _status(run_dir) or {"replicas": []}
-        return [r["state"] for r in status["replicas"]]  # type: ignore[index, attr-defined]
+        return [r["state"] for r in status["replicas"]]
 
     _wait(lambda: states() == ["up", "up"] or proc.poll() is not None)
     assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
@@ -203,8 +205,7 @@ def test_cluster_run_status_restart_and_clean_shutdown(
     assert restart.returncode == 0, restart.stderr
     _wait(
         lambda: (
-            [r["restarts"] for r in (_status(run_dir) or {"replicas": []})["replicas"]]  # type: ignore[index]
-            == [1, 1]
+            [r["restarts"] for r in (_status(run_dir) or {"replicas": []})["replicas"]] == [1, 1]
             and states() == ["up", "up"]
         )
     )

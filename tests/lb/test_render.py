@@ -123,25 +123,26 @@ def test_rendered_config_has_the_required_directives() -> None:
         (
             lambda: NginxOptions(
                 servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)),
-                strategy="ip_hash",
+                strategy=Strategy.IP_HASH,
             ),
             "strategy 'ip_hash' cannot have backup servers",
         ),
         (
             lambda: NginxOptions(
-                servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)), strategy="hash"
+                servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)),
+                strategy=Strategy.HASH,
             ),
             "strategy 'hash' cannot have backup servers",
         ),
         (
             lambda: NginxOptions(
                 servers=(*servers(1), UpstreamServer("127.0.0.1", 9, backup=True)),
-                strategy="random_two",
+                strategy=Strategy.RANDOM_TWO,
             ),
             "strategy 'random_two' cannot have backup servers",
         ),
         (
-            lambda: NginxOptions(servers=servers(1), strategy="fastest"),
+            lambda: NginxOptions(servers=servers(1), strategy="fastest"),  # type: ignore[arg-type]
             "unknown strategy 'fastest'; allowed: round_robin",
         ),
         (lambda: UpstreamServer("127.0.0.1", 0), "port must be in 1..65535, got 0"),
@@ -159,7 +160,7 @@ def test_rendered_config_has_the_required_directives() -> None:
             "listen must be 'host:port', got '8080'",
         ),
         (
-            lambda: NginxOptions(servers=servers(1), strategy="hash", hash_key="x; evil"),
+            lambda: NginxOptions(servers=servers(1), strategy=Strategy.HASH, hash_key="x; evil"),
             "hash_key must be one nginx variable",
         ),
         (

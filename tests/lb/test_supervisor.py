@@ -35,7 +35,11 @@ async def test_hash_consistent_sends_a_key_to_one_replica(start_cluster: Cluster
     url = base_url(sup) + "/v1/embeddings"
     chosen: dict[str, set[str]] = {}
     for key in (f"key-{k}" for k in range(12)):
-        result = await load(url, 6, concurrency=2, headers=lambda i, key=key: {"X-Cache-Key": key})
+
+        def headers(i: int, key: str = key) -> dict[str, str]:
+            return {"X-Cache-Key": key}
+
+        result = await load(url, 6, concurrency=2, headers=headers)
         assert result.failures == 0
         chosen[key] = set(result.upstreams)
     assert all(len(upstreams) == 1 for upstreams in chosen.values()), chosen

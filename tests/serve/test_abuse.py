@@ -93,7 +93,7 @@ async def test_a_wrong_key_burst_is_throttled_and_valid_keys_elsewhere_are_not(
         _client(app, "203.0.113.7") as attacker,
         _client(app, "198.51.100.1") as user,
     ):
-        statuses = Counter()
+        statuses: Counter[int] = Counter()
         for attempt in range(300):
             headers = {"Authorization": f"Bearer guess-{attempt}"}
             response = await attacker.post("/v1/embeddings", json=BODY, headers=headers)
@@ -180,7 +180,7 @@ async def test_workers_sharing_redis_share_one_failure_budget(
         _client(two, address) as via_two,
     ):
         assert "redis" in repr(one.state.auth_failures)
-        statuses = Counter()
+        statuses: Counter[int] = Counter()
         for attempt in range(40):
             client = via_one if attempt % 2 else via_two
             headers = {"Authorization": f"Bearer guess-{attempt}"}

@@ -61,6 +61,8 @@ async def test_usage_rows_are_written_to_postgres(tmp_path: Path, postgres: Post
     dsn = postgres.dsn.replace("postgresql://", "postgresql+asyncpg://")
     settings = make_settings(tmp_path, database_url=dsn)
     async with running_app(settings, HashingModel(8)) as (client, state):
+        assert state.database is not None
+        assert state.usage is not None
         assert "postgresql+asyncpg" in state.database.url
         before = await state.database.count_usage()
         ids = []

@@ -14,8 +14,8 @@ import pytest
 
 from redline.serve.graph_cache import GraphCache
 from redline.serve.minilm import MiniLMModel
-from redline.serve.onnx_export import graph_for
-from redline.serve.runtimes import Runtime, make_runners
+from redline.serve.onnx_export import GraphKind, graph_for
+from redline.serve.runtimes import make_runners
 
 pytestmark = pytest.mark.model
 
@@ -35,7 +35,7 @@ print(json.dumps({"heavy": heavy, "vectors": vectors.tolist(), "tokens": tokens}
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "onnx-int8"])
-def test_a_start_from_the_cache_imports_no_torch(minilm: MiniLMModel, runtime: Runtime) -> None:
+def test_a_start_from_the_cache_imports_no_torch(minilm: MiniLMModel, runtime: GraphKind) -> None:
     graph_for(minilm.files, runtime, minilm.cache)  # in the cache now, built if it was not
     (runner,) = make_runners(minilm.files, runtime, workers=1, threads=1, cache=minilm.cache)
     expected = runner.encode(SENTENCES, 16)

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Depends
@@ -25,7 +27,7 @@ class BrokenModel(HashingModel):
 
     broken = False
 
-    def batch(self, inputs: list[str]) -> list[list[float]]:
+    def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:
         if self.broken:
             raise RuntimeError("weights are corrupt")
         return super().batch(inputs)

@@ -91,7 +91,7 @@ def test_create_hashing_model_reads_the_environment(monkeypatch: pytest.MonkeyPa
 
 def test_run_batch_checks_the_output_shape() -> None:
     class Liar(HashingModel):
-        def batch(self, inputs: list[str]) -> np.ndarray:  # type: ignore[override]
+        def batch(self, inputs: list[str]) -> np.ndarray:
             return np.zeros((len(inputs), 3), dtype=np.float32)
 
     with pytest.raises(

@@ -19,12 +19,12 @@ async def _transport_pair() -> tuple[asyncio.Transport, socket.socket, list[byte
     sent: list[bytes] = []
     real_write = transport.write
 
-    def recording_write(data: bytes) -> None:
+    def recording_write(data: bytes | bytearray | memoryview) -> None:
         sent.append(bytes(data))
         real_write(data)
 
     transport.write = recording_write  # type: ignore[method-assign]
-    return transport, peer, sent  # type: ignore[return-value]
+    return transport, peer, sent
 
 
 async def test_writes_in_one_loop_turn_reach_the_socket_as_one_write() -> None:

@@ -14,7 +14,7 @@ from redline.exceptions import ModelError
 from redline.serve.minilm import MiniLMModel
 from redline.serve.model_files import ModelFiles
 from redline.serve.onnx_export import graph_for
-from redline.serve.runtimes import OnnxRunner, TorchRunner, make_runners
+from redline.serve.runtimes import OnnxRunner, Runtime, TorchRunner, make_runners
 from tests.serve._sentences import english_sentences
 
 pytestmark = pytest.mark.model
@@ -31,16 +31,19 @@ ODD = [
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    cosines: np.ndarray = np.sum(a * b, axis=1) / (
+        np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    )
+    return cosines
 
 
-def _onnx(minilm: MiniLMModel, runtime: str = "onnx", workers: int = 1) -> list[OnnxRunner]:
+def _onnx(minilm: MiniLMModel, runtime: Runtime = "onnx", workers: int = 1) -> list[OnnxRunner]:
     runners = make_runners(
         minilm.files,
         runtime,
         workers=workers,
         threads=1,
-        cache=minilm.cache,  # type: ignore[arg-type]
+        cache=minilm.cache,
     )
     assert all(isinstance(r, OnnxRunner) for r in runners)
     return runners  # type: ignore[return-value]
@@ -96,7 +99,7 @@ def test_a_model_the_export_does_not_cover_is_refused(minilm: MiniLMModel, tmp_p
     files = ModelFiles("unnormalised", "1", folder)
     for runtime in ("onnx", "onnx-int8"):
         with pytest.raises(ModelError, match="use the torch runtime"):
-            make_runners(files, runtime, workers=1, threads=1, cache=minilm.cache)  # type: ignore[arg-type]
+            make_runners(files, runtime, workers=1, threads=1, cache=minilm.cache)
     (runner,) = make_runners(files, "torch", workers=1, threads=1, cache=minilm.cache)
     assert runner.encode(["still served"], 1).shape == (1, 384)
 

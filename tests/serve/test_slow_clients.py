@@ -151,6 +151,6 @@ def test_the_protocol_factory_pickles_for_worker_processes() -> None:
     from redline.serve.protocol import coalescing_http_protocol
 
     factory = pickle.loads(pickle.dumps(coalescing_http_protocol(1.5, 2.5)))
-    assert factory.keywords == {"header_timeout": 1.5, "body_timeout": 2.5}  # type: ignore[attr-defined]
+    assert factory.keywords == {"header_timeout": 1.5, "body_timeout": 2.5}
     with pytest.raises(ValueError, match="must be > 0 seconds, got 0 and 2"):
         coalescing_http_protocol(0, 2)

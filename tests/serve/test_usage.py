@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ async def test_the_backlog_gauge_counts_rows_the_database_has_not_taken(
         insert = database.insert_usage
         stalled = asyncio.Event()
 
-        async def stalled_insert(records: list[dict[str, Any]]) -> None:
+        async def stalled_insert(records: Sequence[dict[str, Any]]) -> None:
             await stalled.wait()  # the database is slow: rows wait in the queue
             await insert(records)
 
