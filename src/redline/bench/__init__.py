@@ -8,12 +8,9 @@ self-contained page (:mod:`redline.bench.html`). ``redline bench compare`` shows
 by side (``--html`` too); ``redline bench scenario`` runs the concurrency, cache and batching
 experiments.
 
-How much load one generator process makes: against a trivial endpoint (an asyncio server
-answering a fixed 2-byte response) on the shared 2-core development box, one process
-produced 2,500-4,100 req/s at concurrency 32 (about 4,000 when the box was quiet, using
-~0.8 of a core), two processes 3,700-4,800 req/s (``benchmarks/bench_cli_throughput.py``).
-Against a model server the generator is far from the limit; for the cached path on a bigger
-box use ``--processes N`` (their HDR histograms merge exactly).
+One generator process is far from the limit against a model server; where it is not (a
+cached path on a bigger box) use ``--processes N``: their HDR histograms merge exactly.
+``benchmarks/bench_cli_throughput.py`` measures how much load one and two processes make.
 
 Example::
 

@@ -108,9 +108,11 @@ class MicroBatcher(Generic[T, R]):
     """Collect concurrent ``submit(item)`` calls into ``batch_fn(items)`` calls.
 
     ``batch_fn`` takes a list and returns one result per item; it may be async, or sync (then
-    it runs in the batcher's own model thread so the event loop never blocks, and a full batch
-    already waiting is handed to that thread before the running one ends, so the model never
-    idles between batches; an item of such a handed-over batch counts as started).
+    it runs in the batcher's own model thread so the event loop never blocks, and while a full
+    batch's worth of items waits, the next batch is handed to that thread before the running
+    one ends, so the model does not idle between batches; that batch is what is queued then,
+    smaller than ``max_batch_size`` when a ``group_fn`` or cost cap splits it, and an item of
+    it counts as started).
     ``cost_fn``/``max_batch_cost`` cap a batch's total cost (an item costlier than the cap
     runs alone); ``group_fn`` keeps items of different buckets (say, length buckets) out of
     the same batch. With ``dedup=True`` or a ``dedup_key``, identical items in flight at once

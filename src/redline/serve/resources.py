@@ -1,5 +1,9 @@
-"""Openers for the server's outside resources (cache, database, usage writer, rate limiter),
-each built from :class:`Settings` inside the lifespan; errors become :class:`ConfigError`.
+"""Openers for the server's outside resources (cache, database, usage writer, rate limiter,
+gateway), each built from :class:`Settings` inside the lifespan.
+
+They translate no errors: a setting that cannot work raises :class:`ConfigError` from the code
+that reads it (``cache_from_url``, ``Database.open``, ``Gateway.open``,
+``ClientRateLimiter.create``, and the usage queue's check here for a Redis cache).
 """
 
 from __future__ import annotations
