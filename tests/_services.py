@@ -1,24 +1,5 @@
-"""The real services the tests start (Redis, Redis Cluster, PostgreSQL, nginx's binary) live in
+"""The real services the tests start (Redis, Redis Cluster, PostgreSQL, the fault proxy) live in
 ``redline._services``, shared with the benchmarks; this module keeps the tests' import path."""
 
-from redline._services import (
-    HOST,
-    PostgresServer,
-    RedisClusterServers,
-    RedisServer,
-    free_port,
-    require_binary,
-    stop_process,
-    wait_for_port,
-)
-
-__all__ = [
-    "HOST",
-    "PostgresServer",
-    "RedisClusterServers",
-    "RedisServer",
-    "free_port",
-    "require_binary",
-    "stop_process",
-    "wait_for_port",
-]
+from redline._services import *  # noqa: F403
+from redline._services import __all__ as __all__
