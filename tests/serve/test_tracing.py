@@ -198,7 +198,7 @@ def test_tracing_off_loads_no_tracing_sdk(tmp_path: Path) -> None:
         name
         for name in imported
         if name.startswith(("opentelemetry.sdk.trace", "opentelemetry.exporter"))
-        or name == "redline.serve._tracing_sdk"
+        or name in ("redline.serve._tracing_sdk", "redline.serve._tracing_batches")
     )
     assert loaded == []
 

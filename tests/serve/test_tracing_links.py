@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from redline import _trace_hooks
 from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
 from redline.cache.tiered import TieredCache
@@ -58,6 +59,17 @@ def _named(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:
 
 def _in_trace(spans: list[ReceivedSpan], name: str, trace_id: str) -> list[ReceivedSpan]:
     return [span for span in _named(spans, name) if span.trace_id == trace_id]
+
+
+def test_the_cache_hook_is_set_only_while_tracing_is_on() -> None:
+    assert _trace_hooks._cache_read is None  # off: a cache read pays one global test
+    _trace_hooks.cache_read(1, 2)  # and reporting is a no-op
+    tracing.install(SdkTracing(TracerProvider()))
+    try:
+        assert _trace_hooks._cache_read is not None
+    finally:
+        tracing.uninstall()
+    assert _trace_hooks._cache_read is None
 
 
 async def test_cache_lookup_span_says_which_tier_answered(

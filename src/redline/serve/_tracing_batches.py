@@ -175,7 +175,7 @@ class BatchTracer:
         """Open the batch span of *jobs*, linked to every sampled request they serve (None:
         none is sampled), and mark them started (under the lock)."""
         served: dict[int, _Queued] = {}
-        joined: set[int] = set()
+        owners: set[int] = set()
         for job in jobs:
             current = job.trace
             if isinstance(current, _InBatch):
@@ -183,10 +183,11 @@ class BatchTracer:
             own = _own(current)
             if isinstance(own, _Queued):
                 served[id(own)] = own
+                owners.add(id(own))
             if isinstance(current, _Joined):
                 for joiner in current.joiners:
                     served[id(joiner)] = joiner
-                    joined.add(id(joiner))
+        joined = served.keys() - owners  # requests with no input of their own in the batch
         batch: _Batch | None = None
         if served:
             links = [
