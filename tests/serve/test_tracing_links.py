@@ -21,8 +21,11 @@ from redline import _trace_hooks
 from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
 from redline.cache.tiered import TieredCache
+from redline.exceptions import BatchTimeout
 from redline.serve import tracing
 from redline.serve._tracing_sdk import SdkTracing
+from redline.serve.engine import InferenceEngine
+from redline.serve.testing import HashingModel
 from tests.serve._otlp import ReceivedSpan, Receiver, otlp_receiver
 from tests.serve._process import serve_process
 
@@ -186,6 +189,46 @@ def test_a_batch_links_requests_that_joined_its_computation(
     for trace_id, _ in same.links:
         [queued] = _in_trace(spans, "queue.wait", trace_id)
         assert (same.trace_id, same.span_id) in queued.links
+
+
+async def test_a_joiner_stays_linked_when_the_request_it_joined_gives_up(
+    in_memory: InMemorySpanExporter,
+) -> None:
+    engine = InferenceEngine(HashingModel(8, delay=0.4), max_batch_size=4, max_wait=0.0)
+    await engine.start()
+
+    async def request(name: str, text: str, timeout: float | None = None) -> None:
+        with tracing.span(name):
+            await engine.embed([text], timeout=timeout)
+
+    try:
+        blocker = asyncio.create_task(request("blocker", "blocker"))
+        await asyncio.sleep(0.05)  # the blocker's batch runs; "same" will wait behind it
+        first = asyncio.create_task(request("first", "same", timeout=0.15))
+        await asyncio.sleep(0.05)
+        joiner = asyncio.create_task(request("joiner", "same"))  # joins the queued "same"
+        with pytest.raises(BatchTimeout):
+            await first  # gives up before "same" starts: its input still runs, for the joiner
+        await asyncio.gather(blocker, joiner)
+    finally:
+        await engine.close()
+    spans = in_memory.get_finished_spans()
+    requests = {span.name: span.context for span in spans if span.parent is None}
+    [same] = [
+        s
+        for s in spans
+        if s.name == "batch"
+        and s.attributes["redline.batch.size"] == 1
+        and s.links
+        and s.links[0].context.trace_id != requests["blocker"].trace_id
+    ]
+    assert [link.context.span_id for link in same.links] == [requests["joiner"].span_id]
+    assert [dict(link.attributes or {}) for link in same.links] == [{"redline.joined": True}]
+    assert same.attributes["redline.batch.requests"] == 1
+    waits = [span for span in spans if span.name == "queue.wait"]
+    assert len(waits) == 3  # every request's wait ended, the one that gave up too
+    [joined_wait] = [w for w in waits if w.context.trace_id == requests["joiner"].trace_id]
+    assert [link.context.span_id for link in joined_wait.links] == [same.context.span_id]
 
 
 _EXEMPLAR = re.compile(

@@ -571,7 +571,7 @@ class MicroBatcher(Generic[T, R]):
         self._queue_wait_total += sum(waits)
         self._run_total += run_seconds
         if self._on_batch is not None:
-            items = tuple(entry.item for entry in batch)
+            items = tuple([entry.item for entry in batch])
             cost = sum(e.cost for e in batch)
             record = BatchRecord(len(batch), cost, waits, run_seconds, error, items)
             try:

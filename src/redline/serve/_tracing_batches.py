@@ -53,6 +53,11 @@ class _Queued:
         if queue is not None:
             queue.end()
 
+    @property
+    def waiting(self) -> bool:
+        """False once the request gave up (timed out, cancelled): a batch does not serve it."""
+        return bool(self.left)
+
     def leave(self) -> None:
         """The request is done: end the span if some job never started."""
         while self.left:
@@ -181,12 +186,13 @@ class BatchTracer:
             if isinstance(current, _InBatch):
                 continue  # run again (a retry): its requests are linked already
             own = _own(current)
-            if isinstance(own, _Queued):
+            if isinstance(own, _Queued) and own.waiting:
                 served[id(own)] = own
                 owners.add(id(own))
             if isinstance(current, _Joined):
                 for joiner in current.joiners:
-                    served[id(joiner)] = joiner
+                    if joiner.waiting:
+                        served[id(joiner)] = joiner
         joined = served.keys() - owners  # requests with no input of their own in the batch
         batch: _Batch | None = None
         if served:

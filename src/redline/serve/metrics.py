@@ -201,14 +201,16 @@ class ServerMetrics:
     def observe_batch(self, record: _Batch) -> None:
         """``on_batch`` hook of the micro-batcher (the model call's and the queue waits'
         exemplars are the batch's span and each input's request, when traced)."""
-        batch, exemplars = tracing.batch_exemplars(record.items)
+        batch, exemplars = tracing.batch_exemplars(record.items)  # (None, []) when off
         waits = record.queue_waits
-        if len(exemplars) != len(waits):
-            exemplars = [None] * len(waits)
         self.batch_size.observe(record.size)
         self.inference.observe(record.run_seconds, batch)
-        for wait, exemplar in zip(waits, exemplars, strict=True):
-            self.queue_wait.observe(wait, exemplar)
+        if len(exemplars) == len(waits):
+            for wait, exemplar in zip(waits, exemplars, strict=True):
+                self.queue_wait.observe(wait, exemplar)
+        else:
+            for wait in waits:
+                self.queue_wait.observe(wait)
         if record.error is not None:
             self.batch_errors.inc()
 

@@ -261,11 +261,9 @@ def duplicates() -> Callable[[Any, Any], None] | None:
 
 def batch_exemplars(items: Sequence[_Traced]) -> tuple[Exemplar | None, list[Exemplar | None]]:
     """Exemplars for one batch's histograms: the ``batch`` span that ran *items* and each
-    item's ``queue.wait`` span (None where untraced; all None when tracing is off)."""
+    item's ``queue.wait`` span (None where untraced); ``(None, [])`` when tracing is off."""
     backend = _backend
-    if backend is None:
-        return None, [None] * len(items)
-    return backend.batch_exemplars(items)
+    return (None, []) if backend is None else backend.batch_exemplars(items)
 
 
 def exemplar() -> dict[str, str] | None:
