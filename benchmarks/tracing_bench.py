@@ -8,7 +8,8 @@ request), in alternating rounds within one run:
   ``main``), from a ``git archive`` copy;
 * ``off``: this tree, no ``OTEL_*`` variables (tracing off);
 * ``on``: this tree exporting every span (``OTEL_TRACES_SAMPLER=always_on``) over OTLP/HTTP to
-  a local receiver process that decodes and counts them.
+  a local receiver process that decodes and counts them (``--trace-before``: ``before`` too,
+  to see what a change to the tracing itself costs when on).
 
 Per model (``--models minilm,hashing``: the real model, and the instant HashingModel, where
 the server's own overhead is all there is), prints requests/s per round and the medians of the
@@ -171,7 +172,7 @@ def bench_model(
         "OTEL_TRACES_SAMPLER": "always_on",
         "OTEL_SERVICE_NAME": "redline-bench",
     }
-    envs = {"before": {}, "off": {}, "on": traced}
+    envs = {"before": traced if args.trace_before else {}, "off": {}, "on": traced}
     servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     rounds: list[dict[str, float]] = []
     cpu_ms: list[dict[str, float]] = []  # server CPU (all threads) per request: less noisy
@@ -216,7 +217,8 @@ def bench_model(
                 proc.wait(30)
     on_off = [r["on"] / r["off"] for r in rounds]
     off_before = [r["off"] / r["before"] for r in rounds]
-    traced_requests = sum(r["on"] for r in rounds) * args.seconds
+    traced_variants = ["on", "before"] if args.trace_before else ["on"]
+    traced_requests = sum(r[v] for r in rounds for v in traced_variants) * args.seconds
     return {
         "model": name,
         "rounds": rounds,
@@ -237,6 +239,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--old-ref", default=None, help="default: git merge-base HEAD main")
     parser.add_argument("--quick", action="store_true", help="3 rounds of 3 s")
+    parser.add_argument(
+        "--trace-before",
+        action="store_true",
+        help="trace the old ref too (always_on): what a change to tracing costs when on",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.rounds = 3.0, 3
@@ -285,6 +292,7 @@ def main() -> None:
         "seconds": args.seconds,
         "rounds": args.rounds,
         "concurrency": args.concurrency,
+        "before_traced": args.trace_before,
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg(),
         "python": platform.python_version(),

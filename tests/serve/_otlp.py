@@ -32,6 +32,7 @@ class ReceivedSpan:
     links: tuple[tuple[str, str], ...]  # (trace_id, span_id)
     service: str
     status_code: int
+    link_attributes: tuple[dict[str, Any], ...] = ()  # one per link, in order
 
 
 @dataclass
@@ -83,6 +84,9 @@ def _decode(body: bytes) -> list[ReceivedSpan]:
                         links=tuple((ln.trace_id.hex(), ln.span_id.hex()) for ln in span.links),
                         service=str(resource.get("service.name")),
                         status_code=span.status.code,
+                        link_attributes=tuple(
+                            {a.key: _value(a.value) for a in ln.attributes} for ln in span.links
+                        ),
                     )
                 )
     return spans

@@ -198,7 +198,7 @@ def test_tracing_off_loads_no_tracing_sdk(tmp_path: Path) -> None:
         name
         for name in imported
         if name.startswith(("opentelemetry.sdk.trace", "opentelemetry.exporter"))
-        or name == "redline.serve._tracing_sdk"
+        or name in ("redline.serve._tracing_sdk", "redline.serve._tracing_batches")
     )
     assert loaded == []
 
@@ -231,6 +231,8 @@ def test_hooks_are_no_ops_while_tracing_is_off() -> None:
     assert headers == {}
     assert tracing.enqueue(3) is None
     assert tracing.exemplar() is None
+    assert tracing.duplicates() is None  # the batcher gets no on_duplicate hook
+    assert tracing.batch_exemplars([]) == (None, [])
 
     def batch(items: list[int]) -> list[int]:
         return items

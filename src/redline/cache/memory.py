@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
+from redline import _trace_hooks
 from redline.cache._private import Copier, estimate_size, glob_matcher, prepare_for_storage
 from redline.cache.base import MISSING, CacheStats, TierStats
 from redline.exceptions import WrongValueType
@@ -135,6 +136,7 @@ class MemoryCache:
             value = self.get_nowait(key)
             if value is not MISSING:
                 found[key] = value
+        _trace_hooks.cache_read(len(found), 0)
         return found
 
     async def exists(self, key: str) -> bool:

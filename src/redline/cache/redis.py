@@ -21,6 +21,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from redline import _trace_hooks
 from redline.cache._coalesce import GetCoalescer, RawReply
 from redline.cache._redis_errors import (
     ANSWERED_ERRORS,
@@ -570,6 +571,7 @@ class RedisCache:
             else:
                 self._hits += 1
                 found[key] = value
+        _trace_hooks.cache_read(0, len(found))
         return found
 
     async def delete(self, key: str) -> bool:

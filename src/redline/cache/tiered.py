@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from redline import _trace_hooks
 from redline._events import EventLog
 from redline.cache._coherence import FillGuard
 from redline.cache._publisher import InvalidationPublisher
@@ -217,6 +218,7 @@ class TieredCache:
         found = await self.l1.get_many(wanted)
         rest = [key for key in wanted if key not in found]
         if not rest:
+            _trace_hooks.cache_read(len(found), 0)
             return found
         await self.start()
         since = self._guard.now()
@@ -224,12 +226,14 @@ class TieredCache:
             below = await self.l2.get_many(rest)
         except CacheUnavailable as exc:
             self._l2_failed("get_many", exc)
+            _trace_hooks.cache_read(len(found), 0)
             return found
         ttl = self._l1_ttl_for(self.l1_ttl)
         if below and self.l1_ttl is not None and ttl is not None and ttl > 0:
             fresh = {k: v for k, v in below.items() if self._guard.may_fill(k, since)}
             if fresh:
                 await self.l1.set_many(fresh, ttl)
+        _trace_hooks.cache_read(len(found), len(below))
         found.update(below)
         return found
 

@@ -62,6 +62,7 @@ class BatchRecord:
     queue_waits: tuple[float, ...]
     run_seconds: float
     error: str | None = None
+    items: tuple[Any, ...] = ()  # the batch's items, in order (what was queued, not joiners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +117,11 @@ class MicroBatcher(Generic[T, R]):
     ``cost_fn``/``max_batch_cost`` cap a batch's total cost (an item costlier than the cap
     runs alone); ``group_fn`` keeps items of different buckets (say, length buckets) out of
     the same batch. With ``dedup=True`` or a ``dedup_key``, identical items in flight at once
-    are computed once. ``batch_timeout`` bounds one ``batch_fn`` call: past it, the call's
-    callers get :class:`~redline.exceptions.BatchTimeout` and the worker moves on (an async call
-    is cancelled; a sync one cannot be: the model thread finishes it first, and batches behind
+    are computed once, and ``on_duplicate(item_in_flight, duplicate)`` is called (on the event
+    loop) for each duplicate that joins, whether the first one's batch has started or not.
+    ``batch_timeout`` bounds one ``batch_fn`` call: past it, the call's callers get
+    :class:`~redline.exceptions.BatchTimeout` and the worker moves on (an async call is
+    cancelled; a sync one cannot be: the model thread finishes it first, and batches behind
     it count that wait against their own ``batch_timeout``).
 
     What callers see: the batch function's own ``Exception`` as raised (or, with
@@ -162,6 +165,7 @@ class MicroBatcher(Generic[T, R]):
         timer: Callable[[], float] = time.monotonic,
         name: str = "batcher",
         on_batch: Callable[[BatchRecord], None] | None = None,
+        on_duplicate: Callable[[T, T], None] | None = None,
     ) -> None:
         if not callable(batch_fn):
             raise TypeError(f"batch_fn must be callable, got {type(batch_fn).__name__}")
@@ -188,6 +192,7 @@ class MicroBatcher(Generic[T, R]):
         self._timer = timer
         self.name = name
         self._on_batch = on_batch
+        self._on_duplicate = on_duplicate
 
         self._queue = BatchQueue(self._max_batch_size, max_batch_cost)
         self._arrived = asyncio.Event()
@@ -306,6 +311,8 @@ class MicroBatcher(Generic[T, R]):
         if key is not None:
             existing = self._queue.live_duplicate(key)
             if existing is not None:
+                if self._on_duplicate is not None:
+                    self._on_duplicate(existing.item, item)
                 existing.waiters.append(waiter)
                 self._dedup_hits += 1
                 return existing
@@ -566,7 +573,9 @@ class MicroBatcher(Generic[T, R]):
         self._queue_wait_total += sum(waits)
         self._run_total += run_seconds
         if self._on_batch is not None:
-            record = BatchRecord(len(batch), sum(e.cost for e in batch), waits, run_seconds, error)
+            items = tuple([entry.item for entry in batch])
+            cost = sum(e.cost for e in batch)
+            record = BatchRecord(len(batch), cost, waits, run_seconds, error, items)
             try:
                 self._on_batch(record)
             except Exception:

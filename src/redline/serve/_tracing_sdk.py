@@ -2,13 +2,14 @@
 
 A private tracer provider (the global one is left to the application), configured by the
 standard ``OTEL_*`` variables; the server span of every HTTP request with the HTTP semantic
-convention attributes; one ``batch`` span per model batch, linked to the request spans it
-served.
+convention attributes; the tiers a ``cache.lookup`` read reached (``_trace_hooks``); the batch
+side (queue waits, one ``batch`` span per model batch linked to every request it served) is in
+``_tracing_batches``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
@@ -17,11 +18,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redline.exceptions import ConfigError, RedlineError
+from redline.serve._tracing_batches import BatchTracer, Exemplar
 from redline.serve.tracing import Span
 
 __all__ = ["SdkTracing"]
@@ -36,39 +38,13 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _ROOT = Context()
 
 
-class _Queued:
-    """The trace of one request's jobs: its span context and its ``queue.wait`` span, which
-    ends when the last job starts (or leaves the queue)."""
-
-    __slots__ = ("left", "request")
-
-    def __init__(self, request: trace.SpanContext, queue: trace.Span, inputs: int) -> None:
-        self.request = request
-        # One token per job, the span last: list.pop is atomic, so of the model thread and the
-        # event loop popping at once exactly one gets the span, after every other job started.
-        self.left: list[trace.Span | None] = [queue, *([None] * (inputs - 1))]
-
-    def started(self) -> None:
-        """One job's batch started."""
-        try:
-            queue = self.left.pop()
-        except IndexError:
-            return
-        if queue is not None:
-            queue.end()
-
-    def leave(self) -> None:
-        """The request is done: end the span if some job never started."""
-        while self.left:
-            self.started()
-
-
 class SdkTracing:
     """Spans through an OpenTelemetry ``TracerProvider`` with a batching exporter."""
 
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
         self.tracer = provider.get_tracer("redline.serve")
+        self.batches = BatchTracer(self.tracer)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SdkTracing:
@@ -91,40 +67,39 @@ class SdkTracing:
         _PROPAGATOR.inject(headers)
 
     def enqueue(self, inputs: int) -> object:
-        request = trace.get_current_span().get_span_context()
-        if not request.trace_flags.sampled or inputs < 1:
-            return None
-        queue = self.tracer.start_span("queue.wait", attributes={"redline.inputs": inputs})
-        return _Queued(request, queue, inputs)
+        return self.batches.enqueue(inputs)
 
     def leave_queue(self, jobs: Iterable[Any]) -> None:
-        for job in jobs:
-            queued = job.trace
-            if isinstance(queued, _Queued):
-                queued.leave()
-                return  # every job of a request carries the same one
+        self.batches.leave_queue(jobs)
+
+    def join(self, running: Any, duplicate: Any) -> None:
+        self.batches.join(running, duplicate)
 
     def traced_batches(self, fn: Callable[[list[T]], R]) -> Callable[[list[T]], R]:
-        tracer = self.tracer
+        return self.batches.traced_batches(fn)
 
-        def run(jobs: list[T]) -> R:
-            served: dict[int, _Queued] = {}
-            for job in jobs:
-                queued = getattr(job, "trace", None)
-                if isinstance(queued, _Queued):
-                    queued.started()
-                    served[id(queued)] = queued
-            if not served:
-                return fn(jobs)
-            links = [Link(queued.request) for queued in served.values()]
-            attributes = {"redline.batch.size": len(jobs), "redline.batch.requests": len(links)}
-            # Its own trace (the root context): one batch serves requests of many traces.
-            with tracer.start_as_current_span(
-                "batch", context=_ROOT, links=links, attributes=attributes
-            ):
-                return fn(jobs)
+    def batch_exemplars(
+        self, items: Sequence[Any]
+    ) -> tuple[Exemplar | None, list[Exemplar | None]]:
+        return self.batches.batch_exemplars(items)
 
-        return run
+    def cache_read(self, l1_hits: int, l2_hits: int) -> None:
+        span = trace.get_current_span()
+        if getattr(span, "name", None) != "cache.lookup" or not span.is_recording():
+            return  # a read outside a lookup span (the gateway's, a user's): not ours to tell
+        keys = getattr(span, "attributes", {}).get("redline.cache.keys")
+        found = l1_hits + l2_hits
+        attributes: dict[str, Any] = {
+            "redline.cache.tier": "l2" if l2_hits else "l1" if l1_hits else "miss",
+            "redline.cache.l1_hits": l1_hits,
+            "redline.cache.l2_hits": l2_hits,
+        }
+        if isinstance(keys, int):
+            attributes["redline.cache.misses"] = max(keys - found, 0)
+            attributes["redline.cache.result"] = (
+                "miss" if not found else "hit" if found >= keys else "partial"
+            )
+        span.set_attributes(attributes)
 
     def exemplar(self) -> dict[str, str] | None:
         current = trace.get_current_span().get_span_context()

@@ -119,9 +119,10 @@ async def embed_texts(
             keys = _keys(model_prefix, texts)
     if cache is not None and policy.reads:
         started = time.perf_counter()
-        with tracing.span("cache.lookup", {"redline.cache.keys": len(keys)}) as span:
+        wanted = set(keys)
+        with tracing.span("cache.lookup", {"redline.cache.keys": len(wanted)}) as span:
             try:
-                found = await cache.get_many(set(keys))
+                found = await cache.get_many(wanted)
                 if policy.max_age is not None and found:
                     ages = await entry_ages(cache, found, state.settings.cache_ttl)
                     for key in stale_keys(found, ages, policy.max_age):
@@ -131,6 +132,7 @@ async def embed_texts(
                 logger.warning("cache read failed, computing everything: %s", exc)
                 found = {}
             span.set_attribute("redline.cache.hits", len(found))
+            state.metrics.observe_cache_lookup(time.perf_counter() - started)
         cache_seconds += time.perf_counter() - started
     missing: dict[str, list[int]] = {}
     cached = 0

@@ -84,6 +84,7 @@ class InferenceEngine:
             dedup_key=_text_of,
             name=f"model:{model.name}",
             on_batch=on_batch,
+            on_duplicate=tracing.duplicates(),  # None (no cost) when tracing is off
         )
 
     def _run(self, jobs: list[_Job]) -> list[npt.NDArray[np.float32]]:

@@ -72,6 +72,8 @@ class _Batch(Protocol):
     def queue_waits(self) -> Sequence[float]: ...
     @property
     def error(self) -> object: ...
+    @property
+    def items(self) -> Sequence[Any]: ...
 
 
 class ServerMetrics:
@@ -133,6 +135,12 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.cache_lookup = Histogram(
+            "redline_cache_lookup_duration_seconds",
+            "Duration of one request's cache lookup (every tier it reached).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.model_load = Gauge(
             "redline_model_load_seconds",
             "Seconds it took to load and warm the model.",
@@ -191,13 +199,25 @@ class ServerMetrics:
                     self._cache_seen[key] = value
 
     def observe_batch(self, record: _Batch) -> None:
-        """``on_batch`` hook of the micro-batcher."""
+        """``on_batch`` hook of the micro-batcher (the model call's and the queue waits'
+        exemplars are the batch's span and each input's request, when traced)."""
+        batch, exemplars = tracing.batch_exemplars(record.items)  # (None, []) when off
+        waits = record.queue_waits
         self.batch_size.observe(record.size)
-        self.inference.observe(record.run_seconds)
-        for wait in record.queue_waits:
-            self.queue_wait.observe(wait)
+        self.inference.observe(record.run_seconds, batch)
+        if len(exemplars) == len(waits):
+            for wait, exemplar in zip(waits, exemplars, strict=True):
+                self.queue_wait.observe(wait, exemplar)
+        else:
+            for wait in waits:
+                self.queue_wait.observe(wait)
         if record.error is not None:
             self.batch_errors.inc()
+
+    def observe_cache_lookup(self, seconds: float) -> None:
+        """One cache lookup of a request (call it inside the ``cache.lookup`` span: that span
+        is the exemplar when traced)."""
+        self.cache_lookup.observe(seconds, tracing.exemplar())
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics (with the histograms' trace

@@ -9,7 +9,23 @@ out as OTLP over HTTP/protobuf. ``OTEL_SDK_DISABLED=true`` keeps it off. Needs t
 extra (``pip install 'redline[otel]'``). An incoming W3C ``traceparent`` is honoured.
 
 The app's lifespan calls :func:`install_from_env` and :func:`uninstall`; code on the request
-path only uses the hooks below.
+path only uses the hooks below. The cache reports the tiers a read reached through
+``redline._trace_hooks`` (it may not import the server), set here while tracing is on.
+
+Spans and their attributes (beside the HTTP semantic conventions of the server span):
+
+* ``cache.lookup``: ``redline.cache.keys`` (distinct keys looked up), ``redline.cache.hits``
+  (entries used), ``redline.cache.misses``, ``redline.cache.result`` (``hit``, ``miss`` or
+  ``partial``), ``redline.cache.tier`` (``l1``: every key found came from the in-process tier;
+  ``l2``: some came from the shared tier, Redis; ``miss``: none was found), and
+  ``redline.cache.l1_hits`` / ``redline.cache.l2_hits`` (keys found in each tier; a one-tier
+  ``memory://`` cache counts as L1, a one-tier Redis as L2);
+* ``queue.wait`` (``redline.inputs``): until the request's last input starts, with a link to
+  each batch that ran its inputs;
+* ``batch`` (``redline.batch.size``, ``redline.batch.requests``): a trace of its own, with one
+  link to every request it served; a request whose input joined an identical one already in
+  flight (computed once) is linked too, with ``redline.joined`` set on its link;
+* ``model.forward`` (``redline.model``) under its batch; ``auth``; ``usage.write``.
 
 Example::
 
@@ -29,18 +45,22 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
+from redline import _trace_hooks
 from redline.exceptions import RedlineError
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
 
 __all__ = [
+    "Exemplar",
     "Span",
+    "batch_exemplars",
     "client_span",
+    "duplicates",
     "enabled_by_env",
     "enqueue",
     "exemplar",
@@ -56,6 +76,8 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+Exemplar = dict[str, str]
+"""``{"trace_id": ..., "span_id": ...}``: a span, as a Prometheus exemplar's labels."""
 R = TypeVar("R")
 T = TypeVar("T")
 
@@ -86,6 +108,11 @@ class Backend(Protocol):
     def enqueue(self, inputs: int) -> object: ...
     def leave_queue(self, jobs: Iterable[_Traced]) -> None: ...
     def traced_batches(self, fn: Callable[[list[T]], R]) -> Callable[[list[T]], R]: ...
+    def join(self, running: Any, duplicate: Any) -> None: ...
+    def batch_exemplars(
+        self, items: Sequence[Any]
+    ) -> tuple[Exemplar | None, list[Exemplar | None]]: ...
+    def cache_read(self, l1_hits: int, l2_hits: int) -> None: ...
     def exemplar(self) -> dict[str, str] | None: ...
     def wrap_server(self, app: ASGIApp) -> ASGIApp: ...
     def shutdown(self) -> None: ...
@@ -141,7 +168,7 @@ def install_from_env(environ: Mapping[str, str] | None = None) -> bool:
             f"tracing is on (OTEL_* variables) but OpenTelemetry is missing ({exc}): "
             "pip install 'redline[otel]'"
         ) from exc
-    _backend = SdkTracing.from_env(env)
+    install(SdkTracing.from_env(env))
     return True
 
 
@@ -149,12 +176,14 @@ def install(backend: Backend | None) -> None:
     """Use *backend* for every hook (None: off); tests install one with an in-memory exporter."""
     global _backend
     _backend = backend
+    _trace_hooks.set_cache_read(None if backend is None else backend.cache_read)
 
 
 def uninstall() -> None:
     """Flush the spans not yet exported and turn tracing off."""
     global _backend
     backend, _backend = _backend, None
+    _trace_hooks.set_cache_read(None)
     if backend is not None:
         backend.shutdown()
 
@@ -220,6 +249,21 @@ def traced_batches(fn: Callable[[list[T]], R]) -> Callable[[list[T]], R]:
     spans of its jobs (``job.trace`` from :func:`enqueue`); *fn* itself when tracing is off."""
     backend = _backend
     return fn if backend is None else backend.traced_batches(fn)
+
+
+def duplicates() -> Callable[[Any, Any], None] | None:
+    """The batcher's ``on_duplicate`` hook while tracing is on (None when off): the request of
+    a job that joined an identical one in flight gets a link from the batch that computes it
+    (``redline.joined`` on the link), whether that batch had started or not."""
+    backend = _backend
+    return None if backend is None else backend.join
+
+
+def batch_exemplars(items: Sequence[_Traced]) -> tuple[Exemplar | None, list[Exemplar | None]]:
+    """Exemplars for one batch's histograms: the ``batch`` span that ran *items* and each
+    item's ``queue.wait`` span (None where untraced); ``(None, [])`` when tracing is off."""
+    backend = _backend
+    return (None, []) if backend is None else backend.batch_exemplars(items)
 
 
 def exemplar() -> dict[str, str] | None:
