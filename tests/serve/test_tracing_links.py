@@ -218,13 +218,13 @@ async def test_a_joiner_stays_linked_when_the_request_it_joined_gives_up(
         s
         for s in spans
         if s.name == "batch"
-        and s.attributes["redline.batch.size"] == 1
+        and (s.attributes or {}).get("redline.batch.size") == 1
         and s.links
         and s.links[0].context.trace_id != requests["blocker"].trace_id
     ]
     assert [link.context.span_id for link in same.links] == [requests["joiner"].span_id]
     assert [dict(link.attributes or {}) for link in same.links] == [{"redline.joined": True}]
-    assert same.attributes["redline.batch.requests"] == 1
+    assert (same.attributes or {}).get("redline.batch.requests") == 1
     waits = [span for span in spans if span.name == "queue.wait"]
     assert len(waits) == 3  # every request's wait ended, the one that gave up too
     [joined_wait] = [w for w in waits if w.context.trace_id == requests["joiner"].trace_id]
