@@ -10,6 +10,7 @@ fails only the keys it owns — and redis-py errors are translated into
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -38,16 +39,27 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisCache", "translate_redis_error"]  # the latter re-exported for callers
 
-# Record KEYS[1] += ARGV[1] and keep the set until its longest-lived member expires: a new
-# set takes the entry's TTL (ARGV[2] ms), a set with one lives on to the later of the two,
-# and an entry that never expires (ARGV[2] = -1) makes the set persistent.
+# Tag records are sorted sets: member = a tagged Redis key, score = when it was tagged, a
+# stamp that grows on each node (the server clock in microseconds, or one more than the
+# highest stamp of the set when that is later), so tagging again after an invalidation read
+# the set always scores above what that invalidation read.
+#
+# Record ARGV[2] in KEYS[1] with a new stamp, and keep the set until its longest-lived member
+# expires: a new set takes the entry's TTL (ARGV[1] ms), a set with one lives on to the later
+# of the two, and an entry that never expires (ARGV[1] = -1) makes the set persistent.
 _TAG = """
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('SADD', KEYS[1], ARGV[1])
-local ttl = tonumber(ARGV[2])
+local now = redis.call('TIME')
+local stamp = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= stamp then
+    stamp = tonumber(top[2]) + 1
+end
+local existed = #top > 0
+redis.call('ZADD', KEYS[1], string.format('%.0f', stamp), ARGV[2])
+local ttl = tonumber(ARGV[1])
 if ttl < 0 then
     redis.call('PERSIST', KEYS[1])
-elseif existed == 0 then
+elseif not existed then
     redis.call('PEXPIRE', KEYS[1], ttl)
 else
     local left = redis.call('PTTL', KEYS[1])
@@ -56,6 +68,26 @@ else
     end
 end
 return 1
+"""
+
+# Forget the members of KEYS[1] stamped at or before ARGV[1] (the highest stamp an
+# invalidation read), except ARGV[2..] (members whose value it could not delete). Members
+# tagged again since keep their record: their stamp is higher.
+_FORGET = """
+if #ARGV == 1 then
+    return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+end
+local keep = {}
+for i = 2, #ARGV do
+    keep[ARGV[i]] = true
+end
+local removed = 0
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
+    if not keep[member] then
+        removed = removed + redis.call('ZREM', KEYS[1], member)
+    end
+end
+return removed
 """
 
 logger = logging.getLogger(__name__)
@@ -107,8 +139,11 @@ class RedisCache:
     :meth:`from_cluster_nodes` builds it): redis-py's Cluster retries close every node's
     connections.
 
-    Tags live in one Redis set per tag (``"{namespace}#tag:{tag}"``, outside the key space
-    that patterns match); ``invalidate_tags`` deletes the members and the set. A tag set
+    Tags live in one Redis sorted set per tag (``"{namespace}#tagged:{tag}"``, outside the
+    key space that patterns match), each key scored with when it was tagged; a tagged
+    ``set`` writes the value first and records the tags after it. ``invalidate_tags`` reads
+    the record, deletes its keys, then drops only what it read (see there for what that
+    guarantees against concurrent writes and invalidations). A tag set
     lives as long as its longest-lived member: each tagged ``set`` extends its expiry to the
     new entry's TTL (never shortens it), and an entry without a TTL makes it persistent.
     """
@@ -155,7 +190,7 @@ class RedisCache:
         )
         self.is_cluster = isinstance(client, RedisCluster)
         self._prefix = namespace + ":"
-        self._tag_prefix = namespace + "#tag:"
+        self._tag_prefix = namespace + "#tagged:"
         self._owns_client = owns_client
         self._routes = Routes(
             client, self.breaker, max_in_flight=max_in_flight, name=name, logger=logger
@@ -265,7 +300,7 @@ class RedisCache:
         return self._prefix + key
 
     def tag_key(self, tag: str) -> str:
-        """The Redis set that records the keys carrying *tag*."""
+        """The Redis sorted set that records the keys carrying *tag*."""
         return self._tag_prefix + tag
 
     def _ttl_ms(self, ttl: float | None) -> int | None:
@@ -510,20 +545,47 @@ class RedisCache:
         data = self._encode(value)
         px = self._ttl_ms(ttl)
         full = self._prefix + key
-        tag_keys = [self.tag_key(tag) for tag in tags]
+        tag_keys = list(dict.fromkeys(self.tag_key(tag) for tag in tags))
         if not tag_keys:
             await self._keyed("SET", full, lambda target: target.set(full, data, px=px))
         else:
-            routed = [full, *tag_keys]
-
-            def queue(pipe: Any, index: int) -> None:
-                if index == 0:
-                    pipe.set(full, data, px=px)
-                else:
-                    pipe.eval(_TAG, 1, routed[index], full, -1 if px is None else px)
-
-            self._first_error(await self._fan_out("SET", routed, queue))
+            await self._set_tagged(full, data, px, tag_keys)
         self._sets += 1
+
+    async def _set_tagged(
+        self, full: str, data: bytes, px: int | None, tag_keys: list[str]
+    ) -> None:
+        """SET *full*, then add it to each tag set, in that order: a tag set that
+        :meth:`invalidate_tags` pops either lists the key already (and its value, written
+        before, is unlinked after the pop) or the key lands in the set that replaces it.
+        Tag sets on the key's node go in its pipeline after the SET (a node runs a pipeline
+        in order); the others follow once it answered. A tag that cannot be recorded
+        unlinks the value, so that it never outlives an invalidation of that tag."""
+        ttl = -1 if px is None else px
+        home = self._routes.single or await self._route(full)
+        near: list[str] = []
+        far: list[str] = []
+        for tag_key in tag_keys:
+            same = self._routes.single is not None or await self._route(tag_key) is home
+            (near if same else far).append(tag_key)
+        first = [full, *near]
+
+        def queue(pipe: Any, index: int) -> None:
+            if index == 0:
+                pipe.set(full, data, px=px)
+            else:
+                pipe.eval(_TAG, 1, first[index], ttl, full)
+
+        results = await self._fan_out("SET", first, queue)
+        if far:  # even after a failed SET: it may have been applied (a reply lost)
+            results += await self._fan_out(
+                "SET", far, lambda pipe, index: pipe.eval(_TAG, 1, far[index], ttl, full)
+            )
+        untagged = any(isinstance(result, CacheError) for result in results[1:])
+        if untagged and not isinstance(results[0], CacheError):
+            with contextlib.suppress(CacheError):
+                await self._keyed("UNLINK", full, lambda target: target.unlink(full))
+        self._first_error(results)
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
         """Store every item of *mapping* in one pipelined round trip (per node in Cluster)."""
@@ -647,20 +709,39 @@ class RedisCache:
         return removed
 
     async def _unlink(self, what: str, keys: Sequence[Any]) -> int:
+        removed, _, error = await self._unlink_keys(what, keys)
+        if error is not None:
+            raise error
+        return removed
+
+    async def _unlink_keys(
+        self, what: str, keys: Sequence[Any]
+    ) -> tuple[int, list[Any], CacheError | None]:
+        """UNLINK *keys* (one command on standalone Redis, one per key pipelined per node on
+        a Cluster): the count removed, the keys whose node failed, and its error."""
         if not keys:
-            return 0
+            return 0, [], None
         batch = list(keys)
         if not self.is_cluster:
             route = cast(Route, self._routes.single)
-            removed: int = await self._run(
-                route, what, lambda: self.client.unlink(*batch), bulk=len(batch) > _BULK
-            )
-            return removed
+            try:
+                removed: int = await self._run(
+                    route, what, lambda: self.client.unlink(*batch), bulk=len(batch) > _BULK
+                )
+            except CacheError as exc:
+                return 0, batch, exc
+            return removed, [], None
         results = await self._fan_out(
             what, batch, lambda pipe, i: pipe.execute_command("UNLINK", batch[i])
         )
-        self._first_error(results)
-        return sum(results)
+        errors = [result for result in results if isinstance(result, CacheError)]
+        failed = [
+            key
+            for key, result in zip(batch, results, strict=True)
+            if isinstance(result, CacheError)
+        ]
+        removed = sum(result for result in results if not isinstance(result, CacheError))
+        return removed, failed, errors[0] if errors else None
 
     async def delete_pattern(self, pattern: str) -> int:
         """Delete the keys matching the glob *pattern* (inside the namespace); the count."""
@@ -669,17 +750,43 @@ class RedisCache:
         return removed
 
     async def invalidate_tags(self, *tags: str) -> int:
-        """Delete every key set with any of *tags*, and the tag records; the count of keys."""
+        """Delete every key set with any of *tags*; the count of keys.
+
+        Each tag record is read in one command, the keys it lists are deleted, and then
+        only the records read are dropped: a key tagged again meanwhile keeps its record
+        (its stamp is newer). So when this returns, no key whose tagged ``set`` returned
+        before this call began is left — even while other invalidations of the same tag run
+        — and a key tagged after the record was read is still found by the next call. Keys
+        whose node failed keep their record (then the error is raised).
+        """
         if not tags:
             return 0
-        tag_keys = [self.tag_key(tag) for tag in tags]
-
-        groups = await self._fan_out("SMEMBERS", tag_keys, lambda p, i: p.smembers(tag_keys[i]))
-        self._first_error(groups)
-        keys = sorted({key for group in groups for key in group})
-        removed = await self._unlink("UNLINK", keys)
-        await self._unlink("UNLINK", tag_keys)
+        tag_keys = list(dict.fromkeys(self.tag_key(tag) for tag in tags))
+        read = await self._fan_out(
+            "invalidate_tags",
+            tag_keys,
+            lambda pipe, i: pipe.zrange(tag_keys[i], 0, -1, withscores=True),
+        )
+        members = sorted(
+            {member for reply in read if not isinstance(reply, CacheError) for member, _ in reply}
+        )
+        removed, failed, error = await self._unlink_keys("invalidate_tags", members)
+        kept = set(failed)
+        forget: list[tuple[str, list[Any]]] = []
+        for tag_key, reply in zip(tag_keys, read, strict=True):
+            if not isinstance(reply, CacheError) and reply:
+                highest = max(score for _, score in reply)
+                forget.append((tag_key, [highest, *(m for m, _ in reply if m in kept)]))
+        if forget:
+            await self._fan_out(
+                "invalidate_tags",
+                [tag_key for tag_key, _ in forget],
+                lambda pipe, i: pipe.eval(_FORGET, 1, forget[i][0], *forget[i][1]),
+            )  # a failure here leaves records of deleted keys: harmless, dropped next time
         self._deletes += removed
+        self._first_error(read)
+        if error is not None:
+            raise error
         return removed
 
     async def clear(self) -> None:
