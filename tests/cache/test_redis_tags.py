@@ -17,7 +17,9 @@ completed value" is well defined; values are unique.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import pytest
 
 from redline.cache.base import MISSING
 from redline.cache.redis import RedisCache
+from redline.exceptions import CacheError, CacheUnavailable
 from tests._services import RedisClusterServers
 
 WRITERS = 6
@@ -189,3 +192,55 @@ def test_the_tag_checker_flags_survivors_and_unexplained_misses() -> None:
     found = check(writes, invalidations, reads)
     assert len(found) == 4, found
     assert check(writes, invalidations, [reads[0], reads[2], reads[5]]) == []
+
+
+async def test_a_tag_that_cannot_be_recorded_leaves_no_value(tag_cache: RedisCache) -> None:
+    # A value whose tag is not recorded would outlive every invalidation of that tag.
+    await tag_cache.client.set(tag_cache.tag_key("broken"), b"not a tag record")
+    with pytest.raises(CacheError, match="WRONGTYPE"):
+        await tag_cache.set("k", 1, tags=["fine", "broken"])
+    assert not await tag_cache.exists("k")
+    await tag_cache.client.delete(tag_cache.tag_key("broken"))
+
+
+async def test_keys_whose_node_fails_keep_their_tag_record(
+    redis_cluster: RedisClusterServers, namespace: str
+) -> None:
+    cache = RedisCache.from_cluster_nodes(redis_cluster.startup_nodes, namespace=namespace)
+    client = cache.client
+    keys = [f"k{i}" for i in range(30)]
+    try:
+        for key in keys:
+            await cache.set(key, key, tags=["t"])
+        owner = {key: client.get_node_from_key(cache.full_key(key)).name for key in keys}  # type: ignore[union-attr]
+        record_node = client.get_node_from_key(cache.tag_key("t")).name  # type: ignore[union-attr]
+        victim = next(name for name in sorted(set(owner.values())) if name != record_node)
+        server = next(n for n in redis_cluster.nodes if victim.endswith(f":{n.port}"))
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)  # below the cluster's node timeout: no failover
+        try:
+            with pytest.raises(CacheUnavailable):
+                await cache.invalidate_tags("t")
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        stranded = {cache.full_key(key).encode() for key in keys if owner[key] == victim}
+        assert stranded
+        assert stranded <= set(await client.zrange(cache.tag_key("t"), 0, -1))
+        for key in keys:
+            if owner[key] != victim:
+                assert await client.exists(cache.full_key(key)) == 0
+        deadline = time.monotonic() + 10
+        while True:  # until the frozen master's breaker lets calls through again
+            try:
+                removed = await cache.invalidate_tags("t")
+                break
+            except CacheUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        assert removed <= len(stranded)  # the frozen node may have run the first UNLINKs late
+        assert [key for key in keys if await cache.exists(key)] == []
+        assert await client.exists(cache.tag_key("t")) == 0
+    finally:
+        await cache.clear()
+        await cache.close()

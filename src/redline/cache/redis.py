@@ -581,10 +581,12 @@ class RedisCache:
             results += await self._fan_out(
                 "SET", far, lambda pipe, index: pipe.eval(_TAG, 1, far[index], ttl, full)
             )
-        untagged = any(isinstance(result, CacheError) for result in results[1:])
-        if untagged and not isinstance(results[0], CacheError):
+        if any(isinstance(result, CacheError) for result in results[1:]):
+            # whether the SET was applied is unknown (a pipeline fails as a whole)
             with contextlib.suppress(CacheError):
-                await self._keyed("UNLINK", full, lambda target: target.unlink(full))
+                await self._keyed(
+                    "UNLINK", full, lambda target: target.execute_command("UNLINK", full)
+                )
         self._first_error(results)
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
