@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from redis.asyncio.cluster import ClusterNode
-
 from redline.cache._redis_commands import RedisCommands
 from redline.cache._routes import Route
 from redline.exceptions import CacheError
@@ -33,13 +31,9 @@ async def ping_nodes(commands: RedisCommands, probe_key: str) -> tuple[str, list
     except CacheError as exc:
         errors.append(str(exc))
         primaries = []
-    for node, route in primaries:
-
-        async def ping(node: ClusterNode = node) -> Any:
-            return await client.ping(target_nodes=node)
-
+    for _, route in primaries:
         try:
-            await commands.run(route, "PING", ping)
+            await commands.on_node(route, "PING", "PING")
         except CacheError as exc:
             errors.append(f"{route.node}: {exc}")
             nodes[route.node] = {"status": "down", "breaker": route.breaker.state.value}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 
 from redline.cache._redis_commands import RedisCommands
 from redline.cache._routes import Route
@@ -25,16 +25,12 @@ async def scan_unlink(commands: RedisCommands, match: str, what: str) -> int:
     if isinstance(client, RedisCluster):
         if not commands.routes.ready:
             await commands.route(match)
-        for node, route in commands.routes.primaries():
+        for _, route in commands.routes.primaries():
             cursor = 0
             while True:
-
-                async def scan_node(cursor: int = cursor, node: ClusterNode = node) -> Any:
-                    return await client.scan(cursor, match=match, count=500, target_nodes=node)
-
-                # cluster SCAN answers ({node name: cursor}, keys)
-                cursors, found = await commands.run(route, what, scan_node, bulk=True)
-                cursor = cursors[node.name]
+                cursor, found = await commands.on_node(
+                    route, what, "SCAN", cursor, "MATCH", match, "COUNT", 500, bulk=True
+                )
                 removed += await commands.unlink(what, found)
                 if cursor == 0:
                     break

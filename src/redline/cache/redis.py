@@ -338,6 +338,7 @@ class RedisCache:
         data = self._encode(value)
         px = self._ttl_ms(ttl)
         full = self._prefix + key
+        tags = tuple(tags)  # any iterable, read once
         if not tags:
             await self._commands.keyed("SET", full, lambda target: target.set(full, data, px=px))
         else:
