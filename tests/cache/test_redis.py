@@ -449,7 +449,7 @@ async def test_a_rejected_command_does_not_trip_the_breaker(redis_cache: RedisCa
     await redis_cache.client.set(redis_cache.tag_key("t"), "not a set")
     for _ in range(10):
         with pytest.raises(
-            CacheError, match=r"redis rejected SMEMBERS: ResponseError: .*WRONGTYPE"
+            CacheError, match=r"redis rejected invalidate_tags: ResponseError: .*WRONGTYPE"
         ):
             await redis_cache.invalidate_tags("t")
     assert redis_cache.breaker.state is BreakerState.CLOSED

@@ -5,30 +5,34 @@ Single-key reads issued in the same event-loop tick are coalesced into one ``MGE
 :class:`~redline.cache.breaker.CircuitBreaker` — one per Cluster master, so a dead master
 fails only the keys it owns — and redis-py errors are translated into
 :class:`~redline.exceptions.CacheUnavailable` / :class:`~redline.exceptions.CacheError`.
+
+The parts live beside this module: how a command is routed and run
+(:mod:`~redline.cache._redis_commands`), the tag index (:mod:`~redline.cache._redis_tags`),
+pattern deletes by SCAN (:mod:`~redline.cache._redis_scan`), client construction
+(:mod:`~redline.cache._redis_clients`) and the health probe
+(:mod:`~redline.cache._redis_health`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 
 from redline import _trace_hooks
 from redline.cache._coalesce import GetCoalescer, RawReply
-from redline.cache._redis_errors import (
-    ANSWERED_ERRORS,
-    TRANSLATED_ERRORS,
-    UNAVAILABLE_ERRORS,
-    translate_redis_error,
-)
+from redline.cache._redis_commands import BULK, RedisCommands, raise_first_error
+from redline.cache._redis_errors import TRANSLATED_ERRORS, translate_redis_error
+from redline.cache._redis_health import ping_nodes
+from redline.cache._redis_scan import escape_glob, scan_unlink
+from redline.cache._redis_tags import TagIndex
 from redline.cache._routes import Route, Routes
 from redline.cache.base import MISSING, CacheStats, TierStats
 from redline.cache.breaker import BreakerState, CircuitBreaker
@@ -39,35 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisCache", "translate_redis_error"]  # the latter re-exported for callers
 
-# Record KEYS[1] += ARGV[1] and keep the set until its longest-lived member expires: a new
-# set takes the entry's TTL (ARGV[2] ms), a set with one lives on to the later of the two,
-# and an entry that never expires (ARGV[2] = -1) makes the set persistent.
-_TAG = """
-local existed = redis.call('EXISTS', KEYS[1])
-redis.call('SADD', KEYS[1], ARGV[1])
-local ttl = tonumber(ARGV[2])
-if ttl < 0 then
-    redis.call('PERSIST', KEYS[1])
-elseif existed == 0 then
-    redis.call('PEXPIRE', KEYS[1], ttl)
-else
-    local left = redis.call('PTTL', KEYS[1])
-    if left >= 0 and left < ttl then
-        redis.call('PEXPIRE', KEYS[1], ttl)
-    end
-end
-return 1
-"""
-
 logger = logging.getLogger(__name__)
-# Commands in one pipeline beyond which it may rightly take long (not a stall).
-_BULK = 256
-T = TypeVar("T")
 RedisClient = Redis | RedisCluster
-
-
-def _escape_glob(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _encode_int(value: Any) -> bytes | None:
@@ -108,8 +85,11 @@ class RedisCache:
     :meth:`from_cluster_nodes` builds it): redis-py's Cluster retries close every node's
     connections.
 
-    Tags live in one Redis set per tag (``"{namespace}#tag:{tag}"``, outside the key space
-    that patterns match); ``invalidate_tags`` deletes the members and the set. A tag set
+    Tags live in one Redis sorted set per tag (``"{namespace}#tagged:{tag}"``, outside the
+    key space that patterns match), each key scored with when it was tagged; a tagged
+    ``set`` writes the value first and records the tags after it. ``invalidate_tags`` reads
+    the record, deletes its keys, then drops only what it read (see there for what that
+    guarantees against concurrent writes and invalidations). A tag set
     lives as long as its longest-lived member: each tagged ``set`` extends its expiry to the
     new entry's TTL (never shortens it), and an entry without a TTL makes it persistent.
     """
@@ -156,13 +136,14 @@ class RedisCache:
         )
         self.is_cluster = isinstance(client, RedisCluster)
         self._prefix = namespace + ":"
-        self._tag_prefix = namespace + "#tag:"
         self._owns_client = owns_client
         self._routes = Routes(
             client, self.breaker, max_in_flight=max_in_flight, name=name, logger=logger
         )
+        self._commands = RedisCommands(client, self._routes)
+        self._tags = TagIndex(self._commands, namespace)
         self._coalescer = GetCoalescer(self._fetch_batch)
-        self._hits = self._misses = self._sets = self._deletes = self._errors = 0
+        self._hits = self._misses = self._sets = self._deletes = 0
 
     @classmethod
     def from_url(
@@ -183,32 +164,22 @@ class RedisCache:
         ``rediss://``, ``redis+cluster://h1:p1,h2:p2``...; see :mod:`redline.cache.redis_url`);
         no I/O yet. Keyword timeouts and ``max_connections`` replace the URL's (default
         0.5 s, 0.5 s, 64); cache options belong to ``cache_from_url``, not this URL."""
-        from dataclasses import replace
+        from redline.cache._redis_clients import client_for_url
 
-        from redline.cache.redis_url import parse_redis_url, redis_client
-        from redline.exceptions import ConfigError
-
-        target = parse_redis_url(url)
-        if target.options or target.tiered:
-            extra = sorted(target.options) or ["tiered"]
-            raise ConfigError(
-                f"RedisCache.from_url takes only connection options, got {extra[0]!r}; "
-                f"use cache_from_url for cache options"
-            )
-        given: dict[str, Any] = {
-            "max_connections": max_connections,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_connect_timeout,
-        }
-        target = replace(target, **{k: v for k, v in given.items() if v is not None})
+        client, max_in_flight = client_for_url(
+            url,
+            max_connections=max_connections,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+        )
         return cls(
-            redis_client(target),
+            client,
             namespace=namespace,
             serializer=serializer,
             default_ttl=default_ttl,
             ttl_jitter=ttl_jitter,
             breaker=breaker,
-            max_in_flight=target.max_connections,
+            max_in_flight=max_in_flight,
             name=name,
             owns_client=True,
         )
@@ -233,22 +204,19 @@ class RedisCache:
     ) -> RedisCache:
         """A cache on a Redis Cluster reached through any of *nodes* ``[(host, port), ...]``
         (a retry-free ``RedisCluster`` from :func:`~redline.cache.redis_url.redis_client`)."""
-        if not nodes:
-            raise ValueError("nodes must name at least one (host, port)")
-        from redline.cache.redis_url import RedisTarget, redis_client
+        from redline.cache._redis_clients import client_for_nodes
 
-        target = RedisTarget(
-            tuple((host, port) for host, port in nodes),
-            cluster=True,
-            tls=ssl,
-            username=username,
-            password=password,
+        client = client_for_nodes(
+            nodes,
+            max_connections=max_connections,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_connect_timeout,
-            max_connections=max_connections,
+            ssl=ssl,
+            username=username,
+            password=password,
         )
         return cls(
-            redis_client(target),
+            client,
             namespace=namespace,
             serializer=serializer,
             default_ttl=default_ttl,
@@ -266,8 +234,8 @@ class RedisCache:
         return self._prefix + key
 
     def tag_key(self, tag: str) -> str:
-        """The Redis set that records the keys carrying *tag*."""
-        return self._tag_prefix + tag
+        """The Redis sorted set that records the keys carrying *tag*."""
+        return self._tags.tag_key(tag)
 
     def _ttl_ms(self, ttl: float | None) -> int | None:
         if ttl is None:
@@ -292,151 +260,11 @@ class RedisCache:
         try:
             return self.serializer.loads(raw)
         except Exception as exc:  # garbage or forged data is a miss, never raised or run
-            self._errors += 1
+            self._commands.errors += 1
             logger.warning(
                 "cache %s: undecodable value at %r read as a miss: %s", self.name, key, exc
             )
             return MISSING
-
-    async def _route(self, full_key: str) -> Route:
-        """The route of the node that owns *full_key* (learning the Cluster's slots first)."""
-        try:
-            if not self._routes.ready:
-                await self._routes.initialize()
-            return self._routes.for_key(full_key)
-        except TRANSLATED_ERRORS as exc:
-            self._errors += 1
-            raise translate_redis_error(exc, "routing") from exc
-
-    def _allow(self, route: Route) -> None:
-        try:
-            route.breaker.allow()
-        except CacheUnavailable:
-            self._routes.suspect()  # its node may have been replaced
-            raise
-
-    async def _run(
-        self,
-        route: Route,
-        what: str,
-        op: Callable[[], Awaitable[T]],
-        *,
-        check: bool = True,
-        bulk: bool = False,
-    ) -> T:
-        """``await op()`` through *route*'s breaker and in-flight limit, errors translated.
-
-        A *bulk* call (a scan, a pipeline of many commands) may rightly take long: it still
-        gives up when the breaker opens, but its wait is never taken for a stall.
-        """
-        breaker = route.breaker
-        if check:
-            self._allow(route)
-        elif breaker.state is BreakerState.OPEN:  # opened since the call asked
-            raise CacheUnavailable(f"circuit breaker {breaker.name!r} is open")
-        guard = breaker.guard(awaits_answer=not bulk)
-        try:
-            async with guard:
-                if not self._routes.ready:
-                    await self._routes.initialize()
-                if route.limit is None:
-                    result = await op()
-                else:
-                    async with route.limit:
-                        result = await op()
-        except CacheUnavailable:
-            if not guard.aborted:
-                raise
-            self._errors += 1  # the breaker opened while this call waited
-            raise
-        except TRANSLATED_ERRORS as exc:
-            self._fail(route, exc)
-            raise translate_redis_error(exc, what) from exc
-        breaker.record_success()
-        return result
-
-    def _fail(self, route: Route, exc: BaseException) -> None:
-        self._errors += 1
-        if isinstance(exc, ANSWERED_ERRORS):
-            # The node answered (CLUSTERDOWN while a failover runs, TRYAGAIN): it is up,
-            # the slot table may be stale.
-            route.breaker.record_success()
-            self._routes.suspect()
-        elif isinstance(exc, UNAVAILABLE_ERRORS):
-            route.breaker.record_failure(exc)
-            self._routes.suspect()
-        else:
-            route.breaker.record_success()  # it answered
-
-    async def _keyed(self, what: str, full_key: str, command: Callable[[Any], Any]) -> Any:
-        """One command on *full_key*'s node: ``command(client)`` on standalone Redis, one
-        queued in a pipeline on a Cluster (a pipeline never closes the other nodes'
-        connections when this one fails)."""
-        route = self._routes.single or await self._route(full_key)
-        if not self.is_cluster:
-            return await self._run(route, what, lambda: command(self.client))
-
-        async def one() -> Any:
-            pipe = self.client.pipeline(transaction=False)
-            command(pipe)
-            (result,) = await pipe.execute()
-            return result
-
-        return await self._run(route, what, one)
-
-    async def _fan_out(
-        self,
-        what: str,
-        full_keys: Sequence[str],
-        queue: Callable[[Any, int], Any],
-        *,
-        check: bool = True,
-    ) -> list[Any]:
-        """Command *i* (``queue(pipe, i)``, routed by ``full_keys[i]``) in one pipeline per
-        node, the nodes concurrently; per command its reply, or the :class:`CacheError` its
-        node failed with."""
-        results: list[Any] = [None] * len(full_keys)
-        if not full_keys:
-            return results
-        if self._routes.single is not None:
-            groups = {self._routes.single: list(range(len(full_keys)))}
-        else:
-            await self._route(full_keys[0])
-            try:
-                groups = self._routes.group(full_keys)
-            except TRANSLATED_ERRORS as exc:
-                self._errors += 1
-                raise translate_redis_error(exc, "routing") from exc
-
-        async def run(route: Route, positions: list[int]) -> None:
-            async def execute() -> list[Any]:
-                pipe = self.client.pipeline(transaction=False)
-                for index in positions:
-                    queue(pipe, index)
-                replies: list[Any] = await pipe.execute()
-                return replies
-
-            try:
-                bulk = len(positions) > _BULK
-                replies = await self._run(route, what, execute, check=check, bulk=bulk)
-            except CacheError as exc:
-                for index in positions:
-                    results[index] = exc
-            else:
-                for index, reply in zip(positions, replies, strict=True):
-                    results[index] = reply
-
-        if len(groups) == 1:
-            await run(*next(iter(groups.items())))
-        else:
-            await asyncio.gather(*(run(route, positions) for route, positions in groups.items()))
-        return results
-
-    @staticmethod
-    def _first_error(results: Iterable[Any]) -> None:
-        for result in results:
-            if isinstance(result, CacheError):
-                raise result
 
     async def _fetch_batch(
         self, keys: list[str], ttl_keys: list[str]
@@ -450,7 +278,7 @@ class RedisCache:
                 else:
                     pipe.pttl(routed[index])
 
-            replies = await self._fan_out("GET", routed, queue, check=False)
+            replies = await self._commands.fan_out("GET", routed, queue, check=False)
             pttls = dict(zip(ttl_keys, replies[len(keys) :], strict=True))
             out: dict[str, RawReply | BaseException] = {}
             for key, value in zip(keys, replies, strict=False):
@@ -474,7 +302,7 @@ class RedisCache:
             return values
 
         route = cast(Route, self._routes.single)
-        values = await self._run(route, "GET", fetch, check=False)
+        values = await self._commands.run(route, "GET", fetch, check=False)
         pttls = dict(zip(ttl_keys, values[len(keys) :], strict=True))
         return {key: (value, pttls.get(key)) for key, value in zip(keys, values, strict=False)}
 
@@ -483,7 +311,7 @@ class RedisCache:
     async def get(self, key: str, default: Any = MISSING) -> Any:
         """The value at *key*, or *default*; concurrent calls share one round trip."""
         full = self._prefix + key
-        self._allow(self._routes.single or await self._route(full))
+        self._commands.allow(self._routes.single or await self._commands.route(full))
         raw, _ = await self._coalescer.submit(full)
         value = self._decode(key, raw)
         if value is MISSING:
@@ -495,7 +323,7 @@ class RedisCache:
     async def get_with_ttl(self, key: str, default: Any = MISSING) -> tuple[Any, float | None]:
         """``(value, remaining ttl in seconds or None)``, or ``(default, None)`` on a miss."""
         full = self._prefix + key
-        self._allow(self._routes.single or await self._route(full))
+        self._commands.allow(self._routes.single or await self._commands.route(full))
         raw, pttl = await self._coalescer.submit(full, with_ttl=True)
         value = self._decode(key, raw)
         if value is MISSING or pttl == -2:  # -2: expired between GET and PTTL
@@ -511,19 +339,11 @@ class RedisCache:
         data = self._encode(value)
         px = self._ttl_ms(ttl)
         full = self._prefix + key
-        tag_keys = [self.tag_key(tag) for tag in tags]
-        if not tag_keys:
-            await self._keyed("SET", full, lambda target: target.set(full, data, px=px))
+        tags = tuple(tags)  # any iterable, read once
+        if not tags:
+            await self._commands.keyed("SET", full, lambda target: target.set(full, data, px=px))
         else:
-            routed = [full, *tag_keys]
-
-            def queue(pipe: Any, index: int) -> None:
-                if index == 0:
-                    pipe.set(full, data, px=px)
-                else:
-                    pipe.eval(_TAG, 1, routed[index], full, -1 if px is None else px)
-
-            self._first_error(await self._fan_out("SET", routed, queue))
+            await self._tags.set_tagged(full, data, px, tags)
         self._sets += 1
 
     async def set_many(self, mapping: Mapping[str, Any], ttl: float | None = None) -> None:
@@ -537,9 +357,9 @@ class RedisCache:
             full, data = items[index]
             pipe.set(full, data, px=expiries[index])
 
-        results = await self._fan_out("SET", [full for full, _ in items], queue)
+        results = await self._commands.fan_out("SET", [full for full, _ in items], queue)
         self._sets += sum(not isinstance(result, CacheError) for result in results)
-        self._first_error(results)
+        raise_first_error(results)
 
     async def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """The found keys of *keys* with their values (absent keys are left out).
@@ -552,14 +372,14 @@ class RedisCache:
             return {}
         fulls = [self._prefix + key for key in wanted]
         if self.is_cluster:
-            raws = await self._fan_out("MGET", fulls, lambda pipe, i: pipe.get(fulls[i]))
+            raws = await self._commands.fan_out("MGET", fulls, lambda pipe, i: pipe.get(fulls[i]))
             if all(isinstance(raw, CacheError) for raw in raws):
-                self._first_error(raws)
+                raise_first_error(raws)
         else:
             route = cast(Route, self._routes.single)
             client = self.client
-            raws = await self._run(
-                route, "MGET", lambda: client.mget(fulls), bulk=len(fulls) > _BULK
+            raws = await self._commands.run(
+                route, "MGET", lambda: client.mget(fulls), bulk=len(fulls) > BULK
             )
         found: dict[str, Any] = {}
         for key, raw in zip(wanted, raws, strict=True):
@@ -577,7 +397,7 @@ class RedisCache:
     async def delete(self, key: str) -> bool:
         """Remove *key*; ``True`` if it was there."""
         full = self._prefix + key
-        removed: int = await self._keyed(
+        removed: int = await self._commands.keyed(
             "UNLINK", full, lambda target: target.execute_command("UNLINK", full)
         )
         self._deletes += removed
@@ -586,7 +406,7 @@ class RedisCache:
     async def exists(self, key: str) -> bool:
         """Whether *key* is stored (and not expired)."""
         full = self._prefix + key
-        found: int = await self._keyed("EXISTS", full, lambda target: target.exists(full))
+        found: int = await self._commands.keyed("EXISTS", full, lambda target: target.exists(full))
         return found > 0
 
     async def incr(self, key: str, amount: int = 1) -> int:
@@ -595,7 +415,7 @@ class RedisCache:
             raise TypeError(f"amount must be an int, got {amount!r}")
         full = self._prefix + key
         try:
-            result: int = await self._keyed(
+            result: int = await self._commands.keyed(
                 "INCRBY", full, lambda target: target.incrby(full, amount)
             )
         except CacheError as exc:
@@ -611,82 +431,31 @@ class RedisCache:
     async def ttl(self, key: str) -> float | None:
         """Seconds until *key* expires; ``None`` if it has no expiry or is absent."""
         full = self._prefix + key
-        pttl: int = await self._keyed("PTTL", full, lambda target: target.pttl(full))
+        pttl: int = await self._commands.keyed("PTTL", full, lambda target: target.pttl(full))
         return pttl / 1000 if pttl >= 0 else None
-
-    async def _scan_unlink(self, match: str, what: str) -> int:
-        """SCAN MATCH on every master (never KEYS) and UNLINK what it finds; the count."""
-        client = self.client
-        removed = 0
-        if isinstance(client, RedisCluster):
-            if not self._routes.ready:
-                await self._route(self._prefix)
-            for node, route in self._routes.primaries():
-                cursor = 0
-                while True:
-
-                    async def scan_node(cursor: int = cursor, node: ClusterNode = node) -> Any:
-                        return await client.scan(cursor, match=match, count=500, target_nodes=node)
-
-                    # cluster SCAN answers ({node name: cursor}, keys)
-                    cursors, found = await self._run(route, what, scan_node, bulk=True)
-                    cursor = cursors[node.name]
-                    removed += await self._unlink(what, found)
-                    if cursor == 0:
-                        break
-        else:
-            cursor = 0
-            while True:
-
-                async def scan(cursor: int = cursor) -> Any:
-                    return await client.scan(cursor, match=match, count=500)
-
-                single = cast(Route, self._routes.single)
-                cursor, found = await self._run(single, what, scan, bulk=True)
-                removed += await self._unlink(what, found)
-                if cursor == 0:
-                    break
-        return removed
-
-    async def _unlink(self, what: str, keys: Sequence[Any]) -> int:
-        if not keys:
-            return 0
-        batch = list(keys)
-        if not self.is_cluster:
-            route = cast(Route, self._routes.single)
-            removed: int = await self._run(
-                route, what, lambda: self.client.unlink(*batch), bulk=len(batch) > _BULK
-            )
-            return removed
-        results = await self._fan_out(
-            what, batch, lambda pipe, i: pipe.execute_command("UNLINK", batch[i])
-        )
-        self._first_error(results)
-        return sum(results)
 
     async def delete_pattern(self, pattern: str) -> int:
         """Delete the keys matching the glob *pattern* (inside the namespace); the count."""
-        removed = await self._scan_unlink(_escape_glob(self._prefix) + pattern, "delete_pattern")
+        match = escape_glob(self._prefix) + pattern
+        removed = await scan_unlink(self._commands, match, "delete_pattern")
         self._deletes += removed
         return removed
 
     async def invalidate_tags(self, *tags: str) -> int:
-        """Delete every key set with any of *tags*, and the tag records; the count of keys."""
-        if not tags:
-            return 0
-        tag_keys = [self.tag_key(tag) for tag in tags]
+        """Delete every key set with any of *tags*; the count of keys.
 
-        groups = await self._fan_out("SMEMBERS", tag_keys, lambda p, i: p.smembers(tag_keys[i]))
-        self._first_error(groups)
-        keys = sorted({key for group in groups for key in group})
-        removed = await self._unlink("UNLINK", keys)
-        await self._unlink("UNLINK", tag_keys)
+        When this returns, no key is left whose tagged ``set`` returned before this call
+        began (even while other invalidations of the same tags run), and a key tagged
+        meanwhile keeps its record, so the next call finds it. Keys whose node failed keep
+        their record too (then the error is raised).
+        """
+        removed = await self._tags.invalidate(tags)
         self._deletes += removed
         return removed
 
     async def clear(self) -> None:
         """Delete every key of this namespace (and its tag records), on every master."""
-        await self._scan_unlink(_escape_glob(self.namespace) + "[:#]*", "clear")
+        await scan_unlink(self._commands, escape_glob(self.namespace) + "[:#]*", "clear")
 
     async def health(self) -> dict[str, Any]:
         """``{"status": "ok" | "degraded" | "down", "breaker": state, "latency_ms": ...}``;
@@ -698,37 +467,9 @@ class RedisCache:
             "backend": "redis-cluster" if self.is_cluster else "redis",
             "namespace": self.namespace,
         }
-        errors: list[str] = []
-        if self.is_cluster:
-            nodes: dict[str, Any] = {}
-            try:
-                await self._route(self._prefix)
-                primaries = self._routes.primaries()
-            except CacheError as exc:
-                errors.append(str(exc))
-                primaries = []
-            for node, route in primaries:
-
-                async def ping(node: ClusterNode = node) -> Any:
-                    return await self.client.ping(target_nodes=node)
-
-                try:
-                    await self._run(route, "PING", ping)
-                except CacheError as exc:
-                    errors.append(f"{route.node}: {exc}")
-                    nodes[route.node] = {"status": "down", "breaker": route.breaker.state.value}
-                else:
-                    nodes[route.node] = {"status": "ok", "breaker": route.breaker.state.value}
+        status, errors, nodes = await ping_nodes(self._commands, self._prefix)
+        if nodes is not None:
             report["nodes"] = nodes
-            healthy = sum(node["status"] == "ok" for node in nodes.values())
-            status = "ok" if not errors else "degraded" if healthy else "down"
-        else:
-            route = cast(Route, self._routes.single)
-            try:
-                await self._run(route, "PING", lambda: self.client.ping())
-            except CacheError as exc:
-                errors.append(str(exc))
-            status = "down" if errors else "ok"
         latency = round((time.perf_counter() - started) * 1000, 3)
         report.update(
             status=status,
@@ -775,7 +516,7 @@ class RedisCache:
                     misses=self._misses,
                     sets=self._sets,
                     deletes=self._deletes,
-                    errors=self._errors,
+                    errors=self._commands.errors,
                     events=self._routes.event_counts(),
                 ),
             )
@@ -808,6 +549,6 @@ class RedisCache:
         kind = "cluster" if self.is_cluster else "standalone"
         return (
             f"RedisCache(name={self.name!r}, {kind}, namespace={self.namespace!r}, "
-            f"hits={self._hits}, misses={self._misses}, errors={self._errors}, "
+            f"hits={self._hits}, misses={self._misses}, errors={self._commands.errors}, "
             f"breaker={self._breaker_summary()})"
         )
