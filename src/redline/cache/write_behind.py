@@ -30,6 +30,7 @@ from typing import Any, Self, TypeAlias
 
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
+from redline._events import EventLog
 from redline.cache._queues import Delivery, MemoryQueue, RedisStreamQueue, WriteQueue, WriteRecord
 from redline.cache.base import Cache
 from redline.exceptions import Closed
@@ -122,6 +123,7 @@ class WriteBehind:
         self._task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[None] | None = None  # the flusher's read in flight
         self._closed = False
+        self.events = EventLog(logger, "write-behind")
         self._written = self._flushed = self._batches = 0
         self._coalesced = self._retries = self._failures = 0
 
@@ -204,6 +206,17 @@ class WriteBehind:
             )
             try:
                 await self._reading
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The queue's store did not answer (a Redis stream on a frozen or dead Redis):
+                # counted, logged once per run, and read again after a pause, so the flusher
+                # outlives the outage instead of dying with an unretrieved exception.
+                self.events.state("failing", "its queue does not answer")
+                self.events.failure("queue read", exc)
+                await asyncio.sleep(self.retry.initial)
+            else:
+                self.events.state("ok", level=logging.INFO)
             finally:
                 self._reading = None
 

@@ -14,8 +14,29 @@ with backoff:
   in-process queue once per event-loop turn, so it costs an append and never waits. What
   this queue holds is lost if the process dies. It carries every record when there is no
   durable queue, and a record the durable queue refused (Redis down, stream full): those are
-  counted in ``fallbacks``, and the durable queue is skipped for ``retry_durable_after``
-  seconds after a refusal so that an outage does not slow every request down.
+  counted in ``fallbacks``.
+
+**When the durable queue's Redis stops answering** (frozen, overloaded past reason), a
+request must choose between waiting for it and answering with its record held in memory.
+The choice follows the Redis node's circuit breaker (*durable_breaker*, the cache's, shared
+with every other call to that node), never a fixed per-write deadline:
+
+* breaker **closed**: ``record`` waits for the stream, however slow, as long as the node
+  answers *something*: a slow-but-answering Redis keeps every record durable. The wait ends
+  only when the breaker opens: the node answered nothing for its ``stall_timeout`` (0.25 s
+  by default) while calls waited, or calls failed ``failure_threshold`` times in a row.
+* breaker **open or half-open** (the node is known stalled or down): ``record`` does not
+  wait; the row goes to the in-process queue (counted in ``fallbacks``), and when a probe is
+  due one record is sent to the stream in the background, so the durable path comes back
+  with the node even when no other call reaches it.
+
+So during a Redis freeze, the requests whose record was waiting when it began wait until
+the breaker opens (about ``stall_timeout``), and every request answered after that until
+the breaker closes again has its usage row in memory only: a crash of this process in that
+window loses those rows (they are written normally otherwise). Without a breaker the old
+rule holds: after a refusal the durable queue is skipped for ``retry_durable_after`` seconds.
+Failures are counted through an :class:`~redline._events.EventLog` (a line per change of
+where records go, the first failure of a run), not logged per record.
 
 Delivery is at least once and the insert skips request ids (the server's own, unique)
 already stored, so a replayed batch does no harm. When the in-process queue stays full, rows
@@ -40,8 +61,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redline._events import EventLog
+from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.cache.write_behind import WriteBehind, WriteQueue, WriteRecord
-from redline.exceptions import CacheError, Closed, Overloaded
+from redline.exceptions import CacheError, CacheUnavailable, Closed, Overloaded
 from redline.serve import tracing
 
 __all__ = ["UsageRecorder", "UsageStats"]
@@ -77,6 +100,8 @@ class UsageRecorder:
     """Queues usage records and writes them to the database in batches, behind the API.
 
     *durable_queue*, when given, carries every record it accepts (see the module docstring);
+    *durable_breaker* returns the circuit breaker of the Redis node that holds it (asked per
+    record: a Cluster's node may change), which decides when a record stops waiting for it.
     *max_backlog* bounds the in-process queue. *backlog_gauge* is kept equal to ``backlog``.
     """
 
@@ -88,6 +113,7 @@ class UsageRecorder:
         max_interval: float = 0.5,
         max_backlog: int = 10_000,
         durable_queue: WriteQueue | None = None,
+        durable_breaker: Callable[[], CircuitBreaker] | None = None,
         retry_durable_after: float = 1.0,
         backlog_gauge: _Gauge | None = None,
         timer: Callable[[], float] = time.time,
@@ -116,6 +142,9 @@ class UsageRecorder:
                 put_timeout=0.05,
                 on_flushed=self._durable_flushed,
             )
+        self._breaker = durable_breaker
+        self._probe: asyncio.Task[None] | None = None  # a record sent while the breaker is open
+        self.events = EventLog(logger, "usage durable queue")
         self._retry_durable_after = retry_durable_after
         self._durable_paused_until = float("-inf")
         self._pending: list[dict[str, Any]] = []
@@ -157,25 +186,97 @@ class UsageRecorder:
     async def record(self, **fields: Any) -> None:
         """Queue one usage record (``created_at`` is added); never raises.
 
-        With a durable queue it returns once the record is in it (or, if the queue refused
-        it, in the in-process queue); without one it does not wait at all.
+        With a durable queue it returns once the record is in it, or once it is known that
+        the queue's Redis does not answer (then the record waits in process; see the module
+        docstring); without one it does not wait at all.
         """
         row = {**fields, "created_at": self._timer()}
         self._recorded += 1
-        if self._durable is not None and self._clock() >= self._durable_paused_until:
+        durable = self._durable
+        if durable is not None:
             key = f"usage:{row.get('request_id') or uuid.uuid4().hex}"
-            try:
-                await self._durable.write(key, row)
-            except (CacheError, Overloaded, OSError, TimeoutError) as exc:
-                self._durable_paused_until = self._clock() + self._retry_durable_after
-                logger.warning("usage record kept in process: the durable queue failed: %s", exc)
-            except Closed:
-                pass  # shutting down: the in-process queue is flushed by close()
-            else:
-                self._update_gauge()
-                return
-        if self._durable is not None:
+            breaker = self._breaker() if self._breaker is not None else None
+            if breaker is not None and breaker.state is not BreakerState.CLOSED:
+                if self._probe is None and self._probe_due(breaker):
+                    task = asyncio.get_running_loop().create_task(
+                        self._send_probe(durable, breaker, key, row)
+                    )
+                    self._probe = task
+                    return
+            elif self._clock() >= self._durable_paused_until:
+                try:
+                    await self._write_durable(durable, breaker, key, row)
+                except Closed:
+                    pass  # shutting down: the in-process queue is flushed by close()
+                except (CacheError, Overloaded, OSError, TimeoutError) as exc:
+                    self._durable_refused(breaker, exc)
+                else:
+                    self.events.state("durable", "records reach the stream", level=logging.INFO)
+                    self._update_gauge()
+                    return
             self._fallbacks += 1
+        self._keep_in_process(row)
+
+    async def _write_durable(
+        self,
+        durable: WriteBehind,
+        breaker: CircuitBreaker | None,
+        key: str,
+        row: dict[str, Any],
+        *,
+        allowed: bool = False,
+    ) -> None:
+        """Put *row* in the durable queue, giving up when *breaker* opens meanwhile
+        (``allowed``: the breaker already let this call through as its probe)."""
+        if breaker is None:
+            await durable.write(key, row)
+            return
+        if not allowed:
+            breaker.allow()
+        guard = breaker.guard()
+        try:
+            async with guard:
+                await durable.write(key, row)
+        except CacheUnavailable as exc:
+            if not guard.aborted:  # the node failed this call (not: the breaker opened)
+                breaker.record_failure(exc)
+            raise
+        breaker.record_success()
+
+    def _durable_refused(self, breaker: CircuitBreaker | None, exc: BaseException) -> None:
+        if breaker is None or not isinstance(exc, CacheUnavailable):
+            # No breaker to tell when to try again, or Redis answered "full": pause.
+            self._durable_paused_until = self._clock() + self._retry_durable_after
+        self.events.state("in process", "the durable queue does not take records")
+        self.events.failure("durable write", exc)
+
+    @staticmethod
+    def _probe_due(breaker: CircuitBreaker) -> bool:
+        try:
+            breaker.allow()  # lets one call through once the breaker's reset_timeout passed
+        except CacheUnavailable:
+            return False
+        return True
+
+    async def _send_probe(
+        self, durable: WriteBehind, breaker: CircuitBreaker, key: str, row: dict[str, Any]
+    ) -> None:
+        """The breaker's probe: *row* to the durable queue in the background (the request
+        that made it did not wait); in process if it fails."""
+        try:
+            await self._write_durable(durable, breaker, key, row, allowed=True)
+        except Exception as exc:
+            if not isinstance(exc, Closed):
+                self.events.failure("durable write", exc)
+            self._fallbacks += 1
+            self._keep_in_process(row)
+        else:
+            self.events.state("durable", "records reach the stream", level=logging.INFO)
+            self._update_gauge()
+        finally:
+            self._probe = None
+
+    def _keep_in_process(self, row: dict[str, Any]) -> None:
         self._pending.append(row)
         if self._handing is None:
             self._handing = asyncio.get_running_loop().create_task(self._hand_over())
@@ -189,7 +290,7 @@ class UsageRecorder:
                     await self._writer.write(f"usage:{uuid.uuid4().hex}", rows)
                 except (Overloaded, Closed) as exc:
                     self._dropped += len(rows)
-                    logger.warning("%d usage records dropped: %s", len(rows), exc)
+                    self.events.failure("in-process queue", f"{len(rows)} rows dropped: {exc}")
                     continue
                 self._in_queue += len(rows)
                 self._update_gauge()
@@ -209,6 +310,8 @@ class UsageRecorder:
 
     async def flush(self) -> None:
         """Write everything recorded so far (raises if the database keeps failing)."""
+        if self._probe is not None:
+            await asyncio.shield(self._probe)
         if self._handing is not None:
             await asyncio.shield(self._handing)
         if self._pending:
@@ -237,6 +340,8 @@ class UsageRecorder:
 
         Rows still in a durable queue when its flush fails stay there for the next server.
         """
+        if self._probe is not None:
+            await asyncio.shield(self._probe)
         if self._handing is not None:
             await asyncio.shield(self._handing)
         if self._pending:
