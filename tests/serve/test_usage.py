@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.cache.write_behind import MemoryQueue
+from redline.exceptions import CacheUnavailable
 from redline.serve.database import Database, usage_table
 from redline.serve.testing import HashingModel
 from redline.serve.usage import UsageRecorder
@@ -178,7 +179,8 @@ async def test_usage_waits_in_process_while_the_redis_stream_is_down(
 
 
 class _SlowQueue(MemoryQueue):
-    """A durable queue stand-in whose puts take *delay* seconds (``None``: never answer)."""
+    """A durable queue stand-in whose puts take *delay* seconds (``None``: frozen, so they
+    fail after a 0.3 s socket timeout)."""
 
     def __init__(self, delay: float | None) -> None:
         super().__init__()
@@ -187,7 +189,8 @@ class _SlowQueue(MemoryQueue):
 
     async def put(self, key: str, value: Any, *, timeout: float) -> None:
         if self.delay is None:
-            await asyncio.Event().wait()
+            await asyncio.sleep(0.3)
+            raise CacheUnavailable("Timeout reading from the stream's Redis")
         await asyncio.sleep(self.delay)
         await super().put(key, value, timeout=timeout)
         self.puts += 1
@@ -225,9 +228,18 @@ async def test_records_stop_waiting_once_the_breaker_knows_redis_is_stalled(
     )
     await recorder.start()
     loop = asyncio.get_running_loop()
+
+    async def cache_read() -> None:  # a call of the cache to the same frozen node
+        breaker.allow()
+        async with breaker.guard():
+            await asyncio.Event().wait()
+
+    read = asyncio.create_task(cache_read())
     try:
         started = loop.time()
-        await asyncio.wait_for(recorder.record(**_fields(0)), 5)  # waits for the stall only
+        await asyncio.wait_for(recorder.record(**_fields(0)), 5)  # its own timeout only
+        with pytest.raises(CacheUnavailable):
+            await read  # the breaker opened on the stall
         assert breaker.state is BreakerState.OPEN
         for index in range(1, 20):  # known stalled: no waiting at all
             await asyncio.wait_for(recorder.record(**_fields(index)), 0.05)
@@ -265,6 +277,29 @@ async def test_while_the_breaker_is_open_a_due_probe_sends_one_record_in_the_bac
         assert recorder.stats().fallbacks == 1
         await recorder.flush()
         assert await database.count_usage() == 3
+    finally:
+        await recorder.close()
+        await database.close()
+
+
+async def test_a_breaker_opened_while_the_stream_answers_costs_no_durability(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    queue = _SlowQueue(0.0)
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
+    recorder = UsageRecorder(
+        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
+    )
+    await recorder.start()
+    try:
+        await recorder.record(**_fields(0))
+        breaker.record_failure(TimeoutError("a cache call looked stalled on a busy box"))
+        assert breaker.state is BreakerState.OPEN
+        await recorder.record(**_fields(1))  # the stream answered just now: not stalled
+        assert queue.puts == 2
+        assert recorder.stats().fallbacks == 0
+        assert breaker.state is BreakerState.CLOSED  # the answer closed it
     finally:
         await recorder.close()
         await database.close()

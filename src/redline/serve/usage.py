@@ -18,25 +18,29 @@ with backoff:
 
 **When the durable queue's Redis stops answering** (frozen, overloaded past reason), a
 request must choose between waiting for it and answering with its record held in memory.
-The choice follows the Redis node's circuit breaker (*durable_breaker*, the cache's, shared
-with every other call to that node), never a fixed per-write deadline:
+The choice follows what is known of the Redis node, never a new per-write deadline:
 
-* breaker **closed**: ``record`` waits for the stream, however slow, as long as the node
-  answers *something*: a slow-but-answering Redis keeps every record durable. The wait ends
-  only when the breaker opens: the node answered nothing for its ``stall_timeout`` (0.25 s
-  by default) while calls waited, or calls failed ``failure_threshold`` times in a row.
-* breaker **open or half-open** (the node is known stalled or down): ``record`` does not
-  wait; the row goes to the in-process queue (counted in ``fallbacks``), and when a probe is
-  due one record is sent to the stream in the background, so the durable path comes back
-  with the node even when no other call reaches it.
+* a write that started **waits for its answer**, however slow, or for the client's own
+  failure (its ``socket_timeout``, 0.5 s by default, as before): it is never abandoned
+  because something else looked slow. A slow-but-answering Redis keeps every record durable.
+* a record **skips the stream** only while the node is *known stalled*: its circuit breaker
+  (*durable_breaker*, the cache's, shared with every call to that node) is open or
+  half-open — the cache's calls found it silent for ``stall_timeout`` (0.25 s by default)
+  or failing — **and** the stream itself has not taken a record for ``durable_silence``
+  seconds (0.5 s). A breaker that opened while records still go through (a loaded box
+  where the cache's calls looked stalled) costs no durability; a record that goes through
+  closes it. The skipped row goes to the in-process queue (counted in ``fallbacks``); when
+  the breaker's probe is due one record is sent to the stream in the background, so the
+  durable path comes back with the node even if nothing else reaches it.
 
-So during a Redis freeze, the requests whose record was waiting when it began wait until
-the breaker opens (about ``stall_timeout``), and every request answered after that until
-the breaker closes again has its usage row in memory only: a crash of this process in that
-window loses those rows (they are written normally otherwise). Without a breaker the old
-rule holds: after a refusal the durable queue is skipped for ``retry_durable_after`` seconds.
-Failures are counted through an :class:`~redline._events.EventLog` (a line per change of
-where records go, the first failure of a run), not logged per record.
+So during a Redis freeze, the requests whose records were in flight when it began wait for
+the socket timeout (about 0.5 s); the requests answered after that, until Redis answers
+again, have their usage rows in memory only: a crash of this process in that window, before
+the in-process queue reached the database (``max_interval``), loses those rows. Without a
+breaker the old rule holds: after a refusal the durable queue is skipped for
+``retry_durable_after`` seconds. Failures are counted through an
+:class:`~redline._events.EventLog` (a line per change of where records go, the first failure
+of a run), not logged per record.
 
 Delivery is at least once and the insert skips request ids (the server's own, unique)
 already stored, so a replayed batch does no harm. When the in-process queue stays full, rows
@@ -64,7 +68,7 @@ from typing import Any, Protocol
 from redline._events import EventLog
 from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.cache.write_behind import WriteBehind, WriteQueue, WriteRecord
-from redline.exceptions import CacheError, CacheUnavailable, Closed, Overloaded
+from redline.exceptions import CacheUnavailable, Closed, Overloaded
 from redline.serve import tracing
 
 __all__ = ["UsageRecorder", "UsageStats"]
@@ -101,7 +105,8 @@ class UsageRecorder:
 
     *durable_queue*, when given, carries every record it accepts (see the module docstring);
     *durable_breaker* returns the circuit breaker of the Redis node that holds it (asked per
-    record: a Cluster's node may change), which decides when a record stops waiting for it.
+    record: a Cluster's node may change); with *durable_silence* it decides when a record
+    stops waiting for the stream.
     *max_backlog* bounds the in-process queue. *backlog_gauge* is kept equal to ``backlog``.
     """
 
@@ -114,6 +119,7 @@ class UsageRecorder:
         max_backlog: int = 10_000,
         durable_queue: WriteQueue | None = None,
         durable_breaker: Callable[[], CircuitBreaker] | None = None,
+        durable_silence: float = 0.5,
         retry_durable_after: float = 1.0,
         backlog_gauge: _Gauge | None = None,
         timer: Callable[[], float] = time.time,
@@ -143,6 +149,8 @@ class UsageRecorder:
                 on_flushed=self._durable_flushed,
             )
         self._breaker = durable_breaker
+        self._durable_silence = durable_silence
+        self._answered_at = -float("inf")  # clock() when the stream last took a record
         self._probe: asyncio.Task[None] | None = None  # a record sent while the breaker is open
         self.events = EventLog(logger, "usage durable queue")
         self._retry_durable_after = retry_durable_after
@@ -186,9 +194,9 @@ class UsageRecorder:
     async def record(self, **fields: Any) -> None:
         """Queue one usage record (``created_at`` is added); never raises.
 
-        With a durable queue it returns once the record is in it, or once it is known that
-        the queue's Redis does not answer (then the record waits in process; see the module
-        docstring); without one it does not wait at all.
+        With a durable queue it returns once the record is in it, or once the write failed,
+        or at once while the queue's Redis is known stalled (then the record waits in
+        process; see the module docstring); without one it does not wait at all.
         """
         row = {**fields, "created_at": self._timer()}
         self._recorded += 1
@@ -196,7 +204,7 @@ class UsageRecorder:
         if durable is not None:
             key = f"usage:{row.get('request_id') or uuid.uuid4().hex}"
             breaker = self._breaker() if self._breaker is not None else None
-            if breaker is not None and breaker.state is not BreakerState.CLOSED:
+            if breaker is not None and self._known_stalled(breaker):
                 if self._probe is None and self._probe_due(breaker):
                     task = asyncio.get_running_loop().create_task(
                         self._send_probe(durable, breaker, key, row)
@@ -208,40 +216,38 @@ class UsageRecorder:
                     await self._write_durable(durable, breaker, key, row)
                 except Closed:
                     pass  # shutting down: the in-process queue is flushed by close()
-                except (CacheError, Overloaded, OSError, TimeoutError) as exc:
+                except Exception as exc:  # never raises: whatever the client failed with
                     self._durable_refused(breaker, exc)
                 else:
-                    self.events.state("durable", "records reach the stream", level=logging.INFO)
                     self._update_gauge()
                     return
             self._fallbacks += 1
         self._keep_in_process(row)
 
+    def _known_stalled(self, breaker: CircuitBreaker) -> bool:
+        """The stream's node is known stalled: its breaker is not closed, and the stream
+        itself has not taken a record for ``durable_silence`` seconds (a breaker opened
+        while records still go through does not count)."""
+        return (
+            breaker.state is not BreakerState.CLOSED
+            and self._clock() - self._answered_at >= self._durable_silence
+        )
+
     async def _write_durable(
-        self,
-        durable: WriteBehind,
-        breaker: CircuitBreaker | None,
-        key: str,
-        row: dict[str, Any],
-        *,
-        allowed: bool = False,
+        self, durable: WriteBehind, breaker: CircuitBreaker | None, key: str, row: dict[str, Any]
     ) -> None:
-        """Put *row* in the durable queue, giving up when *breaker* opens meanwhile
-        (``allowed``: the breaker already let this call through as its probe)."""
-        if breaker is None:
-            await durable.write(key, row)
-            return
-        if not allowed:
-            breaker.allow()
-        guard = breaker.guard()
+        """Put *row* in the durable queue: it ends with Redis's answer or the client's own
+        failure (its socket timeout), never sooner; the outcome is reported to *breaker*."""
         try:
-            async with guard:
-                await durable.write(key, row)
+            await durable.write(key, row)
         except CacheUnavailable as exc:
-            if not guard.aborted:  # the node failed this call (not: the breaker opened)
+            if breaker is not None:
                 breaker.record_failure(exc)
             raise
-        breaker.record_success()
+        self._answered_at = self._clock()
+        if breaker is not None:
+            breaker.record_success()  # the node answers: closes a breaker opened meanwhile
+        self.events.state("durable", "records reach the stream", level=logging.INFO)
 
     def _durable_refused(self, breaker: CircuitBreaker | None, exc: BaseException) -> None:
         if breaker is None or not isinstance(exc, CacheUnavailable):
@@ -264,14 +270,13 @@ class UsageRecorder:
         """The breaker's probe: *row* to the durable queue in the background (the request
         that made it did not wait); in process if it fails."""
         try:
-            await self._write_durable(durable, breaker, key, row, allowed=True)
+            await self._write_durable(durable, breaker, key, row)
         except Exception as exc:
             if not isinstance(exc, Closed):
                 self.events.failure("durable write", exc)
             self._fallbacks += 1
             self._keep_in_process(row)
         else:
-            self.events.state("durable", "records reach the stream", level=logging.INFO)
             self._update_gauge()
         finally:
             self._probe = None
