@@ -19,8 +19,12 @@ b. **One Cluster master SIGKILLed** under an open-loop read load, with the clust
 c. **Redis frozen (SIGSTOP) 4 s under a real ``redline serve``** (HashingModel, 5 ms per
    batch, ``--cache-url redis://...?tiered=1``, durable usage on the same Redis): keep-alive
    clients (one connection each, back to back) send one repeated and one new input per
-   request; p50 / p99 of the requests before the freeze and during it, their ratio, and the
-   requests that failed. ``--rows server`` runs only this row.
+   request; p50 / p99 of the requests before the freeze and during it (at the client, and in
+   the server's handler from its ``Server-Timing`` total, which a starved client process
+   does not blur), their ratios, and the requests that failed. "Before" counts the requests
+   sent and answered in the 2 s before the freeze; the few in flight when it began wait for
+   the first stall detection and are reported apart (``caught_by_freeze``,
+   ``caught_max_ms``). ``--rows server`` runs only this row.
 
 Each run is stored in the JSON under ``--label``; the table shows every label stored so far
 side by side, so running it once per version compares them (``PYTHONPATH=<old>/src``).
@@ -33,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -305,7 +310,8 @@ async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
 
     server = RedisServer().start()
     proc, url, log = await asyncio.to_thread(start_server, server)
-    records: list[tuple[float, float, bool]] = []  # (start, seconds, ok)
+    # (start, seconds at the client, seconds in the server's handler (Server-Timing), ok)
+    records: list[tuple[float, float, float, bool]] = []
     try:
         async with httpx.AsyncClient(base_url=url) as probe:
             while (await probe.get("/ready")).status_code != 200:
@@ -321,12 +327,14 @@ async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
                     inputs = [f"repeated {rng.randrange(40)}", f"new {index} {sent}"]
                     sent += 1
                     started = time.monotonic()
+                    handler = float("nan")
                     try:
                         response = await c.post("/v1/embeddings", json={"input": inputs})
                         ok = response.status_code == 200
+                        handler = _handler_seconds(response.headers.get("server-timing", ""))
                     except httpx.HTTPError:
                         ok = False
-                    records.append((started, time.monotonic() - started, ok))
+                    records.append((started, time.monotonic() - started, handler, ok))
 
         load = [asyncio.create_task(client(i)) for i in range(clients)]
         await asyncio.sleep(3.0)
@@ -346,26 +354,48 @@ async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
         log.close()
         server.stop()
 
-    def window(start: float, end: float) -> dict[str, Any]:
-        inside = [(s, ok) for t, s, ok in records if start <= t < end]
-        seconds = [s for s, _ in inside]
+    def window(start: float, end: float, done_by: float = math.inf) -> dict[str, Any]:
+        inside = [(s, h, ok) for t, s, h, ok in records if start <= t < end and t + s < done_by]
+        seconds = [s for s, _, _ in inside]
+        handler = [h for _, h, ok in inside if ok]
         return {
             "requests": len(inside),
             "p50_ms": round(percentile(seconds, 0.50) * 1000, 2),
             "p99_ms": round(percentile(seconds, 0.99) * 1000, 2),
             "max_ms": round(max(seconds, default=0.0) * 1000, 1),
-            "failed": sum(not ok for _, ok in inside),
+            "handler_p99_ms": round(percentile(handler, 0.99) * 1000, 2),
+            "failed": sum(not ok for _, _, ok in inside),
         }
 
-    before = window(frozen_at - 2.0, frozen_at)
+    # "before": the requests sent and answered in the 2 s before the freeze; the ones in
+    # flight when it began are reported apart ("caught"), as are neither before nor during.
+    before = window(frozen_at - 2.0, frozen_at, done_by=frozen_at)
     during = window(frozen_at, thawed_at)
+    caught = [s for t, s, _, _ in records if t < frozen_at <= t + s]
+
+    def ratio(key: str) -> float | None:
+        return round(during[key] / before[key], 2) if before[key] else None
+
     return {
         "clients": clients,
         "freeze_s": freeze,
         "before": before,
         "during": during,
-        "p99_ratio": round(during["p99_ms"] / before["p99_ms"], 2) if before["p99_ms"] else None,
+        "p99_ratio": ratio("p99_ms"),
+        "handler_p99_ratio": ratio("handler_p99_ms"),
+        "caught_by_freeze": len(caught),
+        "caught_max_ms": round(max(caught, default=0.0) * 1000, 1),
+        "load_average": os.getloadavg()[0],
     }
+
+
+def _handler_seconds(server_timing: str) -> float:
+    """The ``total`` of a ``Server-Timing`` header, in seconds (NaN when absent)."""
+    for part in server_timing.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name == "total" and duration:
+            return float(duration) / 1000
+    return float("nan")
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -413,7 +443,8 @@ def print_table(results: dict[str, Any]) -> None:
     served = Table(title="c. Redis frozen (SIGSTOP) under `redline serve`: request latency")
     for column in ("version", "clients", "p99 before", "p99 during", "ratio", "max during"):
         served.add_column(column, justify="right")
-    served.add_column("failed", justify="right")
+    for column in ("handler p99 before", "during", "ratio", "failed", "load"):
+        served.add_column(column, justify="right")
     for label, run in results["runs"].items():
         for row in run.get("server", []):
             before, during = row["before"], row["during"]
@@ -424,7 +455,11 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{during['p99_ms']:.1f} ms",
                 f"{row['p99_ratio']}x",
                 f"{during['max_ms']:.0f} ms",
+                f"{before.get('handler_p99_ms', float('nan')):.1f} ms",
+                f"{during.get('handler_p99_ms', float('nan')):.1f} ms",
+                f"{row.get('handler_p99_ratio')}x",
                 str(before["failed"] + during["failed"]),
+                f"{row.get('load_average', float('nan')):.1f}",
             )
     console = Console(width=130)
     console.print(frozen)

@@ -136,23 +136,24 @@ async def test_requests_do_not_fail_or_flood_the_log_while_redis_is_frozen(
         port = int(url.rsplit(":", 1)[1])
     # serve_process stopped the server (SIGTERM): it flushed its usage rows on the way out.
     failed = [outcome for _, _, outcome in records if outcome != "ok"]
-    assert failed == [], f"{len(failed)} of {len(records)} requests failed: {failed[:5]}"
     during = [r for r in records if frozen_at <= r[0] < thawed_at]
-    assert during, "no request was sent while Redis was frozen"
-    assert any(t >= thawed_at for t, _, _ in records), "no request after the freeze"
-
-    # The freeze reached the server: its breaker opened, and the request path counted it.
-    assert _metric(metrics, "redis", "state:open") >= 1, metrics
+    with sqlite3.connect(tmp_path / "data" / "redline.db") as database:
+        (rows,) = database.execute("SELECT count(*) FROM redline_usage").fetchone()
+    log = (tmp_path / f"serve-{port}.log").read_text(errors="replace")
+    flooded = {cause: n for cause, n in log_causes(log).items() if n > MAX_LINES_PER_CAUSE}
     counted = _metric(metrics, "request_path", "failure:read over budget") + _metric(
         metrics, "request_path", "failure:read"
     )
-    assert counted >= 1, "the request path counted no late or failed cache read"
-
-    with sqlite3.connect(tmp_path / "data" / "redline.db") as database:
-        (rows,) = database.execute("SELECT count(*) FROM redline_usage").fetchone()
-    assert rows == len(records), "an acknowledged request has no usage row"
-
-    log = (tmp_path / f"serve-{port}.log").read_text(errors="replace")
-    causes = log_causes(log)
-    flooded = {cause: n for cause, n in causes.items() if n > MAX_LINES_PER_CAUSE}
-    assert not flooded, f"log lines per cause over {MAX_LINES_PER_CAUSE}: {flooded}"
+    problems = {
+        "requests failed": (len(failed), failed[:5]) if failed else None,
+        "no request sent during the freeze": not during or None,
+        "no request after it": not any(t >= thawed_at for t, _, _ in records) or None,
+        # the freeze reached the server: its breaker opened, the request path counted it
+        "breaker never opened": _metric(metrics, "redis", "state:open") < 1 or None,
+        "no late or failed cache read counted": counted < 1 or None,
+        "usage rows != acknowledged requests": (rows, len(records))
+        if rows != len(records)
+        else None,
+        f"log lines per cause over {MAX_LINES_PER_CAUSE}": flooded or None,
+    }
+    assert not {what: found for what, found in problems.items() if found}

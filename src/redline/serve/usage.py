@@ -27,11 +27,12 @@ The choice follows what is known of the Redis node, never a new per-write deadli
   (*durable_breaker*, the cache's, shared with every call to that node) is open or
   half-open — the cache's calls found it silent for ``stall_timeout`` (0.25 s by default)
   or failing — **and** the stream itself has not taken a record for ``durable_silence``
-  seconds (0.5 s). A breaker that opened while records still go through (a loaded box
-  where the cache's calls looked stalled) costs no durability; a record that goes through
-  closes it. The skipped row goes to the in-process queue (counted in ``fallbacks``); when
-  the breaker's probe is due one record is sent to the stream in the background, so the
-  durable path comes back with the node even if nothing else reaches it.
+  seconds (0.5 s) or a write to it failed since it last took one. A breaker that opened
+  while records still go through (a loaded box where the cache's calls looked stalled)
+  costs no durability; a record that goes through closes it. The skipped row goes to the
+  in-process queue (counted in ``fallbacks``); when the breaker's probe is due one record
+  is sent to the stream in the background, so the durable path comes back with the node
+  even if nothing else reaches it.
 
 So during a Redis freeze, the requests whose records were in flight when it began wait for
 the socket timeout (about 0.5 s); the requests answered after that, until Redis answers
@@ -151,6 +152,7 @@ class UsageRecorder:
         self._breaker = durable_breaker
         self._durable_silence = durable_silence
         self._answered_at = -float("inf")  # clock() when the stream last took a record
+        self._failed_since_answer = False  # a write failed (Redis unreachable) since then
         self._probe: asyncio.Task[None] | None = None  # a record sent while the breaker is open
         self.events = EventLog(logger, "usage durable queue")
         self._retry_durable_after = retry_durable_after
@@ -226,11 +228,10 @@ class UsageRecorder:
 
     def _known_stalled(self, breaker: CircuitBreaker) -> bool:
         """The stream's node is known stalled: its breaker is not closed, and the stream
-        itself has not taken a record for ``durable_silence`` seconds (a breaker opened
-        while records still go through does not count)."""
-        return (
-            breaker.state is not BreakerState.CLOSED
-            and self._clock() - self._answered_at >= self._durable_silence
+        itself has not taken a record for ``durable_silence`` seconds or failed one since it
+        last took one (a breaker opened while records still go through does not count)."""
+        return breaker.state is not BreakerState.CLOSED and (
+            self._failed_since_answer or self._clock() - self._answered_at >= self._durable_silence
         )
 
     async def _write_durable(
@@ -241,10 +242,12 @@ class UsageRecorder:
         try:
             await durable.write(key, row)
         except CacheUnavailable as exc:
+            self._failed_since_answer = True
             if breaker is not None:
                 breaker.record_failure(exc)
             raise
         self._answered_at = self._clock()
+        self._failed_since_answer = False
         if breaker is not None:
             breaker.record_success()  # the node answers: closes a breaker opened meanwhile
         self.events.state("durable", "records reach the stream", level=logging.INFO)
