@@ -237,7 +237,7 @@ async def test_records_stop_waiting_once_the_breaker_knows_redis_is_stalled(
     read = asyncio.create_task(cache_read())
     try:
         started = loop.time()
-        await asyncio.wait_for(recorder.record(**_fields(0)), 5)  # its own timeout only
+        await asyncio.wait_for(recorder.record(**_fields(0)), 5)  # until the breaker opens
         with pytest.raises(CacheUnavailable):
             await read  # the breaker opened on the stall
         assert breaker.state is BreakerState.OPEN
@@ -300,6 +300,30 @@ async def test_a_breaker_opened_while_the_stream_answers_costs_no_durability(
         assert queue.puts == 2
         assert recorder.stats().fallbacks == 0
         assert breaker.state is BreakerState.CLOSED  # the answer closed it
+    finally:
+        await recorder.close()
+        await database.close()
+
+
+async def test_a_write_in_flight_keeps_waiting_when_the_breaker_opens_while_the_stream_answers(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    queue = _SlowQueue(0.0)
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
+    recorder = UsageRecorder(
+        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
+    )
+    await recorder.start()
+    try:
+        await recorder.record(**_fields(0))  # the stream answers
+        queue.delay = 0.2
+        slow = asyncio.create_task(recorder.record(**_fields(1)))
+        await asyncio.sleep(0.05)
+        breaker.record_failure(TimeoutError("a cache call looked stalled"))  # opens
+        await asyncio.wait_for(slow, 5)
+        assert queue.puts == 2  # waited for its answer instead of giving up
+        assert recorder.stats().fallbacks == 0
     finally:
         await recorder.close()
         await database.close()

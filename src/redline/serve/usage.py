@@ -20,24 +20,28 @@ with backoff:
 request must choose between waiting for it and answering with its record held in memory.
 The choice follows what is known of the Redis node, never a new per-write deadline:
 
-* a write that started **waits for its answer**, however slow, or for the client's own
-  failure (its ``socket_timeout``, 0.5 s by default, as before): it is never abandoned
-  because something else looked slow. A slow-but-answering Redis keeps every record durable.
-* a record **skips the stream** only while the node is *known stalled*: its circuit breaker
-  (*durable_breaker*, the cache's, shared with every call to that node) is open or
-  half-open — the cache's calls found it silent for ``stall_timeout`` (0.25 s by default)
-  or failing — **and** the stream itself has not taken a record for ``durable_silence``
-  seconds (0.5 s) or a write to it failed since it last took one. A breaker that opened
-  while records still go through (a loaded box where the cache's calls looked stalled)
-  costs no durability; a record that goes through closes it. The skipped row goes to the
-  in-process queue (counted in ``fallbacks``); when the breaker's probe is due one record
-  is sent to the stream in the background, so the durable path comes back with the node
-  even if nothing else reaches it.
+* the node is *known stalled* when its circuit breaker (*durable_breaker*, the cache's,
+  shared with every call to that node) is open or half-open — the cache's calls found it
+  silent for ``stall_timeout`` (0.25 s by default) or failing — **and** the stream itself
+  has not taken a record for ``durable_silence`` seconds (0.25 s) or a write to it failed
+  since it last took one. A breaker that opened while records still go through (a loaded
+  box where the cache's calls looked stalled) is not enough; a record that goes through
+  closes it.
+* a write in flight **waits for its answer**, however slow: it ends only with the answer,
+  the client's own failure (its ``socket_timeout``, 0.5 s by default, as before), or the
+  node becoming known stalled. A slow-but-answering Redis keeps every record durable, with
+  no per-write deadline of its own.
+* a record made while the node is known stalled **skips the stream** at once: the row goes
+  to the in-process queue (counted in ``fallbacks``); when the breaker's probe is due one
+  record is sent to the stream in the background, so the durable path comes back with the
+  node even if nothing else reaches it.
 
-So during a Redis freeze, the requests whose records were in flight when it began wait for
-the socket timeout (about 0.5 s); the requests answered after that, until Redis answers
-again, have their usage rows in memory only: a crash of this process in that window, before
-the in-process queue reached the database (``max_interval``), loses those rows. Without a
+A write given up on may still land in the stream later; its row is then both there and in
+process, and is inserted once. So during a Redis freeze the requests whose records were in
+flight when it began wait until the breaker opens (about ``stall_timeout``); the requests
+answered after that, until Redis answers again, have their usage rows in memory only: a
+crash of this process in that window, before the in-process queue reached the database
+(``max_interval``), loses those rows. Without a
 breaker the old rule holds: after a refusal the durable queue is skipped for
 ``retry_durable_after`` seconds. Failures are counted through an
 :class:`~redline._events.EventLog` (a line per change of where records go, the first failure
@@ -120,7 +124,7 @@ class UsageRecorder:
         max_backlog: int = 10_000,
         durable_queue: WriteQueue | None = None,
         durable_breaker: Callable[[], CircuitBreaker] | None = None,
-        durable_silence: float = 0.5,
+        durable_silence: float = 0.25,
         retry_durable_after: float = 1.0,
         backlog_gauge: _Gauge | None = None,
         timer: Callable[[], float] = time.time,
@@ -237,20 +241,50 @@ class UsageRecorder:
     async def _write_durable(
         self, durable: WriteBehind, breaker: CircuitBreaker | None, key: str, row: dict[str, Any]
     ) -> None:
-        """Put *row* in the durable queue: it ends with Redis's answer or the client's own
-        failure (its socket timeout), never sooner; the outcome is reported to *breaker*."""
+        """Put *row* in the durable queue. The write ends with Redis's answer or the client's
+        own failure (its socket timeout), or when *breaker* opens while the stream is known
+        stalled (then the write may still land later: the row, also kept in process, is
+        inserted once). The outcome is reported to *breaker*."""
         try:
-            await durable.write(key, row)
+            if breaker is None:
+                await durable.write(key, row)
+                written = True
+            else:
+                written = await self._write_watched(durable, breaker, key, row)
         except CacheUnavailable as exc:
             self._failed_since_answer = True
             if breaker is not None:
                 breaker.record_failure(exc)
             raise
+        if not written:  # the breaker knows already
+            self._failed_since_answer = True
+            name = breaker.name if breaker is not None else "?"
+            raise CacheUnavailable(f"the usage stream's Redis is known stalled ({name!r} open)")
         self._answered_at = self._clock()
         self._failed_since_answer = False
         if breaker is not None:
             breaker.record_success()  # the node answers: closes a breaker opened meanwhile
         self.events.state("durable", "records reach the stream", level=logging.INFO)
+
+    async def _write_watched(
+        self, durable: WriteBehind, breaker: CircuitBreaker, key: str, row: dict[str, Any]
+    ) -> bool:
+        """``durable.write``; ``False`` if given up because *breaker* opened while the
+        stream was known stalled (it keeps waiting if the stream still answers)."""
+        write = asyncio.ensure_future(durable.write(key, row))
+        write.add_done_callback(_retrieve)
+        guard = breaker.guard(awaits_answer=False)  # a slow write alone is not a stall
+        try:
+            async with guard:
+                await asyncio.shield(write)
+            return True
+        except CacheUnavailable:
+            if not guard.aborted:
+                raise
+        if self._known_stalled(breaker):
+            return False
+        await write  # the breaker opened, but records still go through: keep waiting
+        return True
 
     def _durable_refused(self, breaker: CircuitBreaker | None, exc: BaseException) -> None:
         if breaker is None or not isinstance(exc, CacheUnavailable):
@@ -368,3 +402,9 @@ class UsageRecorder:
             f"UsageRecorder({kind}, backlog={s.backlog}, written={s.written}, "
             f"dropped={s.dropped}, fallbacks={s.fallbacks})"
         )
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a durable write's outcome as seen (a write given up on may fail later)."""
+    if not task.cancelled():
+        task.exception()
