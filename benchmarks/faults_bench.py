@@ -1,6 +1,7 @@
 """Fault benchmark: the Redis tier while Redis is frozen, and while a Cluster master dies.
 
-    python benchmarks/faults_bench.py [--label new] [--quick] [--json PATH]
+    python benchmarks/faults_bench.py [--label new] [--quick] [--rows all|cache|server]
+                                      [--json PATH]
 
 It starts its own redis-server (and a 6-node Redis Cluster) on free loopback ports, then:
 
@@ -15,6 +16,15 @@ b. **One Cluster master SIGKILLed** under an open-loop read load, with the clust
    default ``yes``: the share of reads of the other masters' keys that hit within 1 s,
    before the kill and from the kill to 3 s after the replica's promotion, and how long after
    the promotion the dead master's keys hit again.
+c. **Redis frozen (SIGSTOP) 4 s under a real ``redline serve``** (HashingModel, 5 ms per
+   batch, ``--cache-url redis://...?tiered=1``, durable usage on the same Redis): keep-alive
+   clients (one connection each, back to back) send one repeated and one new input per
+   request; p50 / p99 of the requests before the freeze and during it (at the client, and in
+   the server's handler from its ``Server-Timing`` total, which a starved client process
+   does not blur), their ratios, and the requests that failed. "Before" counts the requests
+   sent and answered in the 2 s before the freeze; the few in flight when it began wait for
+   the first stall detection and are reported apart (``caught_by_freeze``,
+   ``caught_max_ms``). ``--rows server`` runs only this row.
 
 Each run is stored in the JSON under ``--label``; the table shows every label stored so far
 side by side, so running it once per version compares them (``PYTHONPATH=<old>/src``).
@@ -27,15 +37,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import redline
 
@@ -243,6 +255,129 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
     }
 
 
+# -- c. a frozen Redis under a server -------------------------------------------------------
+
+
+def start_server(redis: RedisServer) -> tuple[subprocess.Popen[bytes], str, IO[bytes]]:
+    """``redline serve`` (HashingModel, 5 ms a batch) on *redis* with ``tiered=1``, running
+    the ``redline`` this script imports; its process, URL and log file."""
+    from tests._services import free_port, wait_for_port
+
+    import redline
+
+    port = free_port()
+    workdir = Path(redis.workdir) / "serve"
+    workdir.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(redline.__file__).resolve().parents[1]),
+        "REDLINE_DATA_DIR": str(workdir / "data"),
+        "REDLINE_HASHING_DELAY_MS": "5",
+        "REDLINE_LOG_LEVEL": "warning",
+    }
+    command = [sys.executable, "-m", "redline", "serve", "--port", str(port)]
+    command += ["--model", "redline.serve.testing:create_hashing_model"]
+    command += ["--cache-url", f"{redis.url}?tiered=1"]
+    log = (workdir / "serve.log").open("wb")
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=log)
+    wait_for_port(port, timeout=60, proc=proc)
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
+    import httpx
+    from tests._services import stop_process
+
+    server = RedisServer().start()
+    proc, url, log = await asyncio.to_thread(start_server, server)
+    # (start, seconds at the client, seconds in the server's handler (Server-Timing), ok)
+    records: list[tuple[float, float, float, bool]] = []
+    try:
+        async with httpx.AsyncClient(base_url=url) as probe:
+            while (await probe.get("/ready")).status_code != 200:
+                await asyncio.sleep(0.05)
+        stop = asyncio.Event()
+
+        async def client(index: int) -> None:
+            rng = random.Random(index)
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            async with httpx.AsyncClient(base_url=url, timeout=HUNG_AFTER, limits=limits) as c:
+                sent = 0
+                while not stop.is_set():
+                    inputs = [f"repeated {rng.randrange(40)}", f"new {index} {sent}"]
+                    sent += 1
+                    started = time.monotonic()
+                    handler = float("nan")
+                    try:
+                        response = await c.post("/v1/embeddings", json={"input": inputs})
+                        ok = response.status_code == 200
+                        handler = _handler_seconds(response.headers.get("server-timing", ""))
+                    except httpx.HTTPError:
+                        ok = False
+                    records.append((started, time.monotonic() - started, handler, ok))
+
+        load = [asyncio.create_task(client(i)) for i in range(clients)]
+        await asyncio.sleep(3.0)
+        assert server.proc is not None
+        frozen_at = time.monotonic()
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.sleep(freeze)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        thawed_at = time.monotonic()
+        await asyncio.sleep(2.0)
+        stop.set()
+        await asyncio.gather(*load)
+    finally:
+        stop_process(proc)
+        log.close()
+        server.stop()
+
+    def window(start: float, end: float, done_by: float = math.inf) -> dict[str, Any]:
+        inside = [(s, h, ok) for t, s, h, ok in records if start <= t < end and t + s < done_by]
+        seconds = [s for s, _, _ in inside]
+        handler = [h for _, h, ok in inside if ok]
+        return {
+            "requests": len(inside),
+            "p50_ms": round(percentile(seconds, 0.50) * 1000, 2),
+            "p99_ms": round(percentile(seconds, 0.99) * 1000, 2),
+            "max_ms": round(max(seconds, default=0.0) * 1000, 1),
+            "handler_p99_ms": round(percentile(handler, 0.99) * 1000, 2),
+            "failed": sum(not ok for _, _, ok in inside),
+        }
+
+    # "before": the requests sent and answered in the 2 s before the freeze; the ones in
+    # flight when it began are reported apart ("caught"), as are neither before nor during.
+    before = window(frozen_at - 2.0, frozen_at, done_by=frozen_at)
+    during = window(frozen_at, thawed_at)
+    caught = [s for t, s, _, _ in records if t < frozen_at <= t + s]
+
+    def ratio(key: str) -> float | None:
+        return round(during[key] / before[key], 2) if before[key] else None
+
+    return {
+        "clients": clients,
+        "freeze_s": freeze,
+        "before": before,
+        "during": during,
+        "p99_ratio": ratio("p99_ms"),
+        "handler_p99_ratio": ratio("handler_p99_ms"),
+        "caught_by_freeze": len(caught),
+        "caught_max_ms": round(max(caught, default=0.0) * 1000, 1),
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def _handler_seconds(server_timing: str) -> float:
+    """The ``total`` of a ``Server-Timing`` header, in seconds (NaN when absent)."""
+    for part in server_timing.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name == "total" and duration:
+            return float(duration) / 1000
+    return float("nan")
+
+
 # -- report ---------------------------------------------------------------------------------
 
 
@@ -261,7 +396,7 @@ def print_table(results: dict[str, Any]) -> None:
     killed.add_column("dead keys back after", justify="right")
     killed.add_column("raised", justify="right")
     for label, run in results["runs"].items():
-        for row in run["frozen"]:
+        for row in run.get("frozen", []):
             before, during = row["before"], row["during"]
             frozen.add_row(
                 label,
@@ -274,7 +409,7 @@ def print_table(results: dict[str, Any]) -> None:
                 str(during["unavailable"]),
                 str(during["raised"]),
             )
-        for row in run["killed"]:
+        for row in run.get("killed", []):
             back = row["dead_keys_back_after_promotion_s"]
             killed.add_row(
                 label,
@@ -285,16 +420,47 @@ def print_table(results: dict[str, Any]) -> None:
                 "never" if back is None else f"{back:.2f} s",
                 str(row["raised"]),
             )
+    served = Table(title="c. Redis frozen (SIGSTOP) under `redline serve`: request latency")
+    for column in ("version", "clients", "p99 before", "p99 during", "ratio", "max during"):
+        served.add_column(column, justify="right")
+    for column in ("handler p99 before", "during", "ratio", "failed", "load"):
+        served.add_column(column, justify="right")
+    for label, run in results["runs"].items():
+        for row in run.get("server", []):
+            before, during = row["before"], row["during"]
+            served.add_row(
+                label,
+                str(row["clients"]),
+                f"{before['p99_ms']:.1f} ms",
+                f"{during['p99_ms']:.1f} ms",
+                f"{row['p99_ratio']}x",
+                f"{during['max_ms']:.0f} ms",
+                f"{before.get('handler_p99_ms', float('nan')):.1f} ms",
+                f"{during.get('handler_p99_ms', float('nan')):.1f} ms",
+                f"{row.get('handler_p99_ratio')}x",
+                str(before["failed"] + during["failed"]),
+                f"{row.get('load_average', float('nan')):.1f}",
+            )
     console = Console(width=130)
     console.print(frozen)
     console.print(killed)
+    console.print(served)
     console.print(
         f"hit = read answered with its value within {SERVED_WITHIN:.0f} s; 'during' runs from "
         "the kill to 3 s after the replica's promotion"
     )
 
 
-async def run(quick: bool) -> dict[str, Any]:
+async def run(quick: bool, rows: str) -> dict[str, Any]:
+    outcome: dict[str, Any] = {}
+    if rows in ("all", "server"):
+        server = []
+        for _ in range(1 if quick else 3):
+            server.append(await frozen_server(8, 4.0))
+            print(f"c. frozen Redis under a server: {server[-1]}", file=sys.stderr, flush=True)
+        outcome["server"] = server
+    if rows == "server":
+        return outcome
     rate = 200 if quick else 400
     frozen = []
     for kind in ("tiered", "redis"):
@@ -304,7 +470,7 @@ async def run(quick: bool) -> dict[str, Any]:
     for coverage in ("no",) if quick else ("no", "yes"):
         killed.append(await killed_master(coverage, 250))
         print(f"b. killed master, coverage {coverage}: {killed[-1]}", file=sys.stderr, flush=True)
-    return {"frozen": frozen, "killed": killed}
+    return {**outcome, "frozen": frozen, "killed": killed}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="current", help="name of this run in the table")
     parser.add_argument("--quick", action="store_true", help="lower rate, one Cluster config")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
+    parser.add_argument(
+        "--rows", choices=("all", "cache", "server"), default="all", help="which rows to run"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     import redline
@@ -319,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"runs": {}}
     if args.json.exists():
         results = json.loads(args.json.read_text())
-    outcome = asyncio.run(run(args.quick))
+    outcome = asyncio.run(run(args.quick, args.rows))
     outcome["source"] = str(Path(redline.__file__).parent)
     outcome["python"] = platform.python_version()
     results["runs"][args.label] = outcome

@@ -215,7 +215,7 @@ async def _every_user_works(url: str, admin: Redis, tag: str) -> None:
         assert await admin.exists(f"{tag}:{tag}:k") == 1
         await _wait_connected(cache.invalidation)
 
-        queue = _usage_stream(settings, cache)
+        queue, _ = _usage_stream(settings, cache)
         await queue.put(f"{tag}:usage", {"n": 1}, timeout=5.0)
         assert await admin.xlen(settings.resolved_usage_stream) >= 1
 

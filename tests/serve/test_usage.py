@@ -11,6 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from redline.cache.breaker import BreakerState, CircuitBreaker
+from redline.cache.write_behind import MemoryQueue
+from redline.exceptions import CacheUnavailable
 from redline.serve.database import Database, usage_table
 from redline.serve.testing import HashingModel
 from redline.serve.usage import UsageRecorder
@@ -174,3 +177,154 @@ async def test_usage_waits_in_process_while_the_redis_stream_is_down(
         await state.usage.flush()
         assert await state.database.count_usage() == 7
     assert state.usage.stats().fallbacks in (5, 6)  # "back" may come within the pause
+
+
+class _SlowQueue(MemoryQueue):
+    """A durable queue stand-in whose puts take *delay* seconds (``None``: frozen, so they
+    fail after a 0.3 s socket timeout)."""
+
+    def __init__(self, delay: float | None) -> None:
+        super().__init__()
+        self.delay = delay
+        self.puts = 0
+
+    async def put(self, key: str, value: Any, *, timeout: float) -> None:
+        if self.delay is None:
+            await asyncio.sleep(0.3)
+            raise CacheUnavailable("Timeout reading from the stream's Redis")
+        await asyncio.sleep(self.delay)
+        await super().put(key, value, timeout=timeout)
+        self.puts += 1
+
+
+async def test_a_slow_but_answering_durable_queue_keeps_every_record_durable(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    queue = _SlowQueue(0.4)  # slower than any per-write deadline a request could afford
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=1.0, stall_timeout=1.0)
+    recorder = UsageRecorder(
+        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
+    )
+    await recorder.start()
+    try:
+        await asyncio.gather(*(recorder.record(**_fields(index)) for index in range(5)))
+        assert queue.puts == 5
+        assert recorder.stats().fallbacks == 0
+        await recorder.flush()
+        assert await database.count_usage() == 5
+    finally:
+        await recorder.close()
+        await database.close()
+
+
+async def test_records_stop_waiting_once_the_breaker_knows_redis_is_stalled(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    queue = _SlowQueue(None)  # frozen
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=30.0, stall_timeout=0.1)
+    recorder = UsageRecorder(
+        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
+    )
+    await recorder.start()
+    loop = asyncio.get_running_loop()
+
+    async def cache_read() -> None:  # a call of the cache to the same frozen node
+        breaker.allow()
+        async with breaker.guard():
+            await asyncio.Event().wait()
+
+    read = asyncio.create_task(cache_read())
+    try:
+        started = loop.time()
+        await asyncio.wait_for(recorder.record(**_fields(0)), 5)  # until the breaker opens
+        with pytest.raises(CacheUnavailable):
+            await read  # the breaker opened on the stall
+        assert breaker.state is BreakerState.OPEN
+        for index in range(1, 20):  # known stalled: no waiting at all
+            await asyncio.wait_for(recorder.record(**_fields(index)), 0.05)
+        assert loop.time() - started < 5
+        assert recorder.stats().fallbacks == 20
+        assert recorder.events.counts()["failure:durable write"] == 1
+        await recorder.flush()
+        assert await database.count_usage() == 20  # in process: written all the same
+    finally:
+        await recorder.close()
+        await database.close()
+
+
+async def test_while_the_breaker_is_open_a_due_probe_sends_one_record_in_the_background(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    queue = _SlowQueue(0.2)
+    clock = [0.0]
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=1.0, timer=lambda: clock[0])
+    breaker.record_failure(OSError("down"))
+    recorder = UsageRecorder(
+        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
+    )
+    await recorder.start()
+    try:
+        await asyncio.wait_for(recorder.record(**_fields(0)), 0.05)  # open: in process
+        clock[0] = 2.0  # the probe is due
+        await asyncio.wait_for(recorder.record(**_fields(1)), 0.05)  # sent, not awaited
+        await recorder.flush()  # waits for the probe
+        assert queue.puts == 1
+        assert breaker.state is BreakerState.CLOSED
+        await asyncio.wait_for(recorder.record(**_fields(2)), 1.0)  # durable again
+        assert queue.puts == 2
+        assert recorder.stats().fallbacks == 1
+        await recorder.flush()
+        assert await database.count_usage() == 3
+    finally:
+        await recorder.close()
+        await database.close()
+
+
+async def test_a_breaker_opened_while_the_stream_answers_costs_no_durability(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    queue = _SlowQueue(0.0)
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
+    recorder = UsageRecorder(
+        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
+    )
+    await recorder.start()
+    try:
+        await recorder.record(**_fields(0))
+        breaker.record_failure(TimeoutError("a cache call looked stalled on a busy box"))
+        assert breaker.state is BreakerState.OPEN
+        await recorder.record(**_fields(1))  # the stream answered just now: not stalled
+        assert queue.puts == 2
+        assert recorder.stats().fallbacks == 0
+        assert breaker.state is BreakerState.CLOSED  # the answer closed it
+    finally:
+        await recorder.close()
+        await database.close()
+
+
+async def test_a_write_in_flight_keeps_waiting_when_the_breaker_opens_while_the_stream_answers(
+    tmp_path: Path,
+) -> None:
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    queue = _SlowQueue(0.0)
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
+    recorder = UsageRecorder(
+        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
+    )
+    await recorder.start()
+    try:
+        await recorder.record(**_fields(0))  # the stream answers
+        queue.delay = 0.2
+        slow = asyncio.ensure_future(recorder.record(**_fields(1)))
+        await asyncio.sleep(0.05)
+        breaker.record_failure(TimeoutError("a cache call looked stalled"))  # opens
+        await asyncio.wait_for(slow, 5)
+        assert queue.puts == 2  # waited for its answer instead of giving up
+        assert recorder.stats().fallbacks == 0
+    finally:
+        await recorder.close()
+        await database.close()

@@ -57,6 +57,7 @@ The TieredCache owns its tiers and channel: ``close()`` sends the pending invali
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import uuid
@@ -220,22 +221,36 @@ class TieredCache:
         if not rest:
             _trace_hooks.cache_read(len(found), 0)
             return found
+        l1_hits = len(found)
+        below: dict[str, Any] = {}
+        with contextlib.suppress(CacheUnavailable):  # counted below: serve what L1 had
+            below = await self.get_many_below_l1(rest)
+        found.update(below)
+        _trace_hooks.cache_read(l1_hits, len(below))
+        return found
+
+    async def get_many_below_l1(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The rest of :meth:`get_many` after L1 missed *keys*: L2, filling L1 under the
+        fill rules (module docstring), so a read its caller stopped waiting for may finish
+        in the background and still never store a value older than a completed write.
+        Raises :class:`CacheUnavailable` (counted in ``errors``) rather than reading as a
+        miss, so the caller can tell an outage from absent keys."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
         await self.start()
         since = self._guard.now()
         try:
-            below = await self.l2.get_many(rest)
+            below = await self.l2.get_many(wanted)
         except CacheUnavailable as exc:
             self._l2_failed("get_many", exc)
-            _trace_hooks.cache_read(len(found), 0)
-            return found
+            raise
         ttl = self._l1_ttl_for(self.l1_ttl)
         if below and self.l1_ttl is not None and ttl is not None and ttl > 0:
             fresh = {k: v for k, v in below.items() if self._guard.may_fill(k, since)}
             if fresh:
                 await self.l1.set_many(fresh, ttl)
-        _trace_hooks.cache_read(len(found), len(below))
-        found.update(below)
-        return found
+        return below
 
     async def exists(self, key: str) -> bool:
         if await self.l1.exists(key):

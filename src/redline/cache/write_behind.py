@@ -7,7 +7,10 @@ or whatever arrived within ``max_interval`` seconds of the first — keeps only 
 value of each key, and hands them to ``await sink(batch)``. A failing sink is retried with
 exponential backoff (tenacity); records are acknowledged only after the sink succeeded.
 If the retries run out the batch is kept and retried on the next cycle (counted in
-``failures``), never dropped.
+``failures``), never dropped. A queue that cannot be read (a Redis stream on a frozen Redis)
+or a batch that cannot be delivered never stops the flusher: it tries again after a pause,
+and ``events`` (an :class:`~redline._events.EventLog`) logs one line per change between
+``ok`` and ``failing`` and the first failure of each kind, counting the rest.
 
 With :class:`MemoryQueue` (the default) pending writes are lost if the process dies; a
 full queue makes ``write`` wait up to ``put_timeout`` and then raise ``Overloaded``.
@@ -30,6 +33,7 @@ from typing import Any, Self, TypeAlias
 
 from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential
 
+from redline._events import EventLog
 from redline.cache._queues import Delivery, MemoryQueue, RedisStreamQueue, WriteQueue, WriteRecord
 from redline.cache.base import Cache
 from redline.exceptions import Closed
@@ -122,6 +126,7 @@ class WriteBehind:
         self._task: asyncio.Task[None] | None = None
         self._reading: asyncio.Future[None] | None = None  # the flusher's read in flight
         self._closed = False
+        self.events = EventLog(logger, "write-behind")
         self._written = self._flushed = self._batches = 0
         self._coalesced = self._retries = self._failures = 0
 
@@ -190,10 +195,12 @@ class WriteBehind:
                     async with self._lock:
                         if self._held:
                             await self._deliver_held()
+                    self.events.state("ok", level=logging.INFO)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
-                    logger.exception("write-behind flush failed; the batch is kept for a retry")
+                except Exception as exc:  # the batch is kept for a retry
+                    self.events.state("failing", "a batch could not be delivered")
+                    self.events.failure("flush", exc)
                     await asyncio.sleep(self.retry.maximum)
                 first_at = 0.0
                 continue
@@ -204,6 +211,18 @@ class WriteBehind:
             )
             try:
                 await self._reading
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The queue's store did not answer (a Redis stream on a frozen or dead Redis):
+                # counted, logged once per run, and read again after a pause, so the flusher
+                # outlives the outage instead of dying with an unretrieved exception.
+                self.events.state("failing", "its queue does not answer reads")
+                self.events.failure("queue read", exc)
+                await asyncio.sleep(self.retry.initial)
+            else:
+                if not self._held:  # nothing waits for a retry either
+                    self.events.state("ok", level=logging.INFO)
             finally:
                 self._reading = None
 

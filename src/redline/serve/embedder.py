@@ -4,6 +4,12 @@ engine, store them, and report what happened (hit / miss / partial, stage timing
 Cache key = model name + version + output dimensions + SHA-256 of the normalised input
 (Unicode NFC, surrounding whitespace stripped); the value is the float32 numpy vector.
 
+The cache is used through ``state.request_cache`` (a
+:class:`~redline.cache.request_path.RequestPathCache`): with a Redis cache a lookup waits at
+most ``cache_read_budget_ms`` for Redis (what did not come in time is computed), and new
+vectors are stored after the response, through a bounded queue. Cache failures are counted
+and logged by its event log (a few lines per outage), never per request.
+
 Example::
 
     result = await embed_texts(state, model, ["a", "b"], dimensions=None)
@@ -14,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -37,8 +42,6 @@ from redline.serve.state import ServerState
 from redline.serve.token_input import TokenDecoder, decode_ids, is_ids
 
 __all__ = ["CachingModel", "EmbedResult", "cache_key", "embed_texts", "normalize_text"]
-
-logger = logging.getLogger(__name__)
 
 
 def normalize_text(text: str) -> str:
@@ -102,7 +105,7 @@ async def embed_texts(
         except GatewayError as exc:
             raise APIError(exc.status, str(exc), code=_gateway_code(exc)) from exc
     engine = state.require_engine()
-    cache = state.cache
+    cache = state.request_cache
     policy = current_policy()
     decoder = _token_decoder(model, texts)
     out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
@@ -119,18 +122,18 @@ async def embed_texts(
             keys = _keys(model_prefix, texts)
     if cache is not None and policy.reads:
         started = time.perf_counter()
-        wanted = set(keys)
+        wanted = dict.fromkeys(keys)
         with tracing.span("cache.lookup", {"redline.cache.keys": len(wanted)}) as span:
-            try:
-                found = await cache.get_many(wanted)
-                if policy.max_age is not None and found:
-                    ages = await entry_ages(cache, found, state.settings.cache_ttl)
-                    for key in stale_keys(found, ages, policy.max_age):
-                        del found[key]
-                    age = max((ages[key] for key in found), default=0.0)
-            except CacheError as exc:
-                logger.warning("cache read failed, computing everything: %s", exc)
-                found = {}
+            found = await cache.get_many(wanted)
+            if policy.max_age is not None and found:
+                try:
+                    ages = await entry_ages(cache.cache, found, state.settings.cache_ttl)
+                except CacheError as exc:
+                    cache.events.failure("entry age", exc)
+                    ages = {}  # of unknown age: computed again
+                for key in stale_keys(found, ages, policy.max_age):
+                    del found[key]
+                age = max((ages[key] for key in found), default=0.0)
             span.set_attribute("redline.cache.hits", len(found))
             state.metrics.observe_cache_lookup(time.perf_counter() - started)
         cache_seconds += time.perf_counter() - started
@@ -164,9 +167,8 @@ async def embed_texts(
             if keys:
                 fresh[keys[where[0]]] = vector
         if fresh and cache is not None and not policy.no_store:
-            started = time.perf_counter()
-            await _store(state, fresh)
-            cache_seconds += time.perf_counter() - started
+            # Queued: stored after the response (see the module docstring).
+            await cache.set_many(fresh, ttl=state.settings.cache_ttl or None)
     result = "off" if cache is None else policy.result(cached, len(texts) - cached)
     return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age, tuple(hits))
 
@@ -209,15 +211,3 @@ def _gateway_code(exc: GatewayError) -> str:
 def _keys(prefix: str, texts: list[str]) -> list[str]:
     """:func:`cache_key` of every text, the common *prefix* built once."""
     return [prefix + hashlib.sha256(text.encode()).hexdigest()[:40] for text in texts]
-
-
-async def _store(state: ServerState, fresh: dict[str, npt.NDArray[np.float32]]) -> None:
-    """Write new vectors to the cache; a cache outage only costs a log line."""
-    cache = state.cache
-    if cache is None:
-        return
-    ttl = state.settings.cache_ttl or None
-    try:
-        await cache.set_many(fresh, ttl=ttl)
-    except CacheError as exc:
-        logger.warning("cache write failed: %s", exc)

@@ -8,6 +8,7 @@ that reads it (``cache_from_url``, ``Database.open``, ``Gateway.open``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -19,6 +20,9 @@ from redline.serve.metrics import ServerMetrics
 from redline.serve.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from redline.cache.breaker import CircuitBreaker
     from redline.cache.write_behind import RedisStreamQueue
     from redline.gateway import Gateway
     from redline.serve.database import Database
@@ -57,16 +61,25 @@ async def open_usage(
     stream on the cache's client when ``settings.durable_usage``."""
     from redline.serve.usage import UsageRecorder
 
-    queue = _usage_stream(settings, cache) if settings.durable_usage else None
+    queue = breaker = None
+    if settings.durable_usage:
+        queue, breaker = _usage_stream(settings, cache)
     recorder = UsageRecorder(
-        database, durable_queue=queue, backlog_gauge=metrics.write_behind_backlog
+        database,
+        durable_queue=queue,
+        durable_breaker=breaker,
+        backlog_gauge=metrics.write_behind_backlog,
     )
     await recorder.start()
     return recorder
 
 
-def _usage_stream(settings: Settings, cache: Cache | None) -> RedisStreamQueue:
-    """The durable usage queue: a stream read by the group ``redline-usage``.
+def _usage_stream(
+    settings: Settings, cache: Cache | None
+) -> tuple[RedisStreamQueue, Callable[[], CircuitBreaker]]:
+    """The durable usage queue: a stream read by the group ``redline-usage``; and the
+    breaker of the node that holds it (the cache's own, so the usage writes and the cache
+    share one view of that node: see :mod:`redline.serve.usage`).
 
     The consumer name is stable across restarts of a one-worker server (host name and port),
     so a restarted server first writes what it had read before it died; with several workers
@@ -85,13 +98,11 @@ def _usage_stream(settings: Settings, cache: Cache | None) -> RedisStreamQueue:
     consumer = f"{socket.gethostname()}:{settings.port}"
     if settings.workers > 1:
         consumer += f":{os.getpid()}"
-    return RedisStreamQueue(
-        redis.client,
-        settings.resolved_usage_stream,
-        "redline-usage",
-        consumer,
-        claim_idle=settings.usage_claim_idle,
+    stream = settings.resolved_usage_stream
+    queue = RedisStreamQueue(
+        redis.client, stream, "redline-usage", consumer, claim_idle=settings.usage_claim_idle
     )
+    return queue, functools.partial(redis.breaker_for, stream)
 
 
 async def open_limiter(settings: Settings, cache: Cache | None) -> ClientRateLimiter | None:

@@ -18,6 +18,12 @@ model               minilm              ``minilm`` (built-in) or ``package.modul
 cache_url           memory://           ``memory://``, ``redis://...``, ``redis+cluster://...``
                                         (``?tiered=1`` for memory L1 + Redis L2); ``none`` = off
 cache_ttl           86400               seconds an embedding stays cached (0 = no expiry)
+cache_read_budget_ms 30                 Redis cache: most a request waits for Redis to
+                                        answer a lookup; what comes later is computed (and
+                                        fills L1 in the background); 0 = no limit
+cache_write_queue   1024                Redis cache: new vectors waiting to be stored after
+                                        their response; a fuller queue drops (and counts)
+                                        them; 0 = store before answering
 database_url        None                SQLAlchemy async URL; None = SQLite in ``data_dir``
 data_dir            .redline            where the SQLite database lives
 max_batch_size      32                  most inputs one model call sees
@@ -126,6 +132,8 @@ class Settings(BaseSettings):
     model: str = "minilm"
     cache_url: str = "memory://"
     cache_ttl: float = Field(default=86400.0, ge=0)
+    cache_read_budget_ms: float = Field(default=30.0, ge=0, le=60_000)
+    cache_write_queue: int = Field(default=1024, ge=0, le=1_000_000)
     database_url: str | None = None
     data_dir: Path = Path(".redline")
     max_batch_size: int = Field(default=32, ge=1, le=4096)

@@ -24,6 +24,7 @@ from redline.serve.offload import Offload
 from redline.serve.settings import Settings
 
 if TYPE_CHECKING:
+    from redline.cache.request_path import RequestPathCache
     from redline.gateway import Gateway
     from redline.serve.database import Database
     from redline.serve.ratelimit import ClientRateLimiter
@@ -48,6 +49,8 @@ class ServerState:
         self.model: Model | None = model
         self.engine: InferenceEngine | None = None
         self.cache: Cache | None = None
+        # ``cache`` as the embeddings request path uses it (read budget, writes queued).
+        self.request_cache: RequestPathCache | None = None
         self.database: Database | None = None
         self.usage: UsageRecorder | None = None
         self.limiter: ClientRateLimiter | None = None
@@ -76,6 +79,8 @@ class ServerState:
         )
 
         self.cache = await open_cache(self.settings)
+        if self.cache is not None:
+            self.request_cache = _request_path(self.settings, self.cache)
         self.database = await open_database(self.settings)
         self.usage = await open_usage(self.settings, self.database, self.metrics, self.cache)
         self.limiter = await open_limiter(self.settings, self.cache)
@@ -191,12 +196,26 @@ class ServerState:
             await _quietly(self.gateway.close(), "gateway")
         if self.limiter is not None:
             await _quietly(self.limiter.close(), "rate limiter")
+        if self.request_cache is not None:
+            await _quietly(self.request_cache.close(), "cache writer")
         if self.cache is not None:
             await _quietly(self.cache.close(), "cache")
 
     def __repr__(self) -> str:
         model = self.model.name if self.model is not None else None
         return f"ServerState(model={model!r}, ready={self.ready}, cache={self.cache!r})"
+
+
+def _request_path(settings: Settings, cache: Cache) -> RequestPathCache:
+    """The request path's view of *cache*: with Redis behind it, reads within
+    ``cache_read_budget_ms`` and writes queued (``cache_write_queue``); a cache in process
+    never waits, so it is used as it is."""
+    from redline.cache.request_path import RequestPathCache
+
+    if not settings.redis_cache:
+        return RequestPathCache(cache, read_budget=None, max_queued=0)
+    budget = settings.cache_read_budget_ms / 1000 or None
+    return RequestPathCache(cache, read_budget=budget, max_queued=settings.cache_write_queue)
 
 
 async def _quietly(closing: Any, what: str) -> None:

@@ -14,8 +14,38 @@ with backoff:
   in-process queue once per event-loop turn, so it costs an append and never waits. What
   this queue holds is lost if the process dies. It carries every record when there is no
   durable queue, and a record the durable queue refused (Redis down, stream full): those are
-  counted in ``fallbacks``, and the durable queue is skipped for ``retry_durable_after``
-  seconds after a refusal so that an outage does not slow every request down.
+  counted in ``fallbacks``.
+
+**When the durable queue's Redis stops answering** (frozen, overloaded past reason), a
+request must choose between waiting for it and answering with its record held in memory.
+The choice follows what is known of the Redis node, never a new per-write deadline:
+
+* the node is *known stalled* when its circuit breaker (*durable_breaker*, the cache's,
+  shared with every call to that node) is open or half-open — the cache's calls found it
+  silent for ``stall_timeout`` (0.25 s by default) or failing — **and** the stream itself
+  has not taken a record for ``durable_silence`` seconds (0.25 s) or a write to it failed
+  since it last took one. A breaker that opened while records still go through (a loaded
+  box where the cache's calls looked stalled) is not enough; a record that goes through
+  closes it.
+* a write in flight **waits for its answer**, however slow: it ends only with the answer,
+  the client's own failure (its ``socket_timeout``, 0.5 s by default, as before), or the
+  node becoming known stalled. A slow-but-answering Redis keeps every record durable, with
+  no per-write deadline of its own.
+* a record made while the node is known stalled **skips the stream** at once: the row goes
+  to the in-process queue (counted in ``fallbacks``); when the breaker's probe is due one
+  record is sent to the stream in the background, so the durable path comes back with the
+  node even if nothing else reaches it.
+
+A write given up on may still land in the stream later; its row is then both there and in
+process, and is inserted once. So during a Redis freeze the requests whose records were in
+flight when it began wait until the breaker opens (about ``stall_timeout``); the requests
+answered after that, until Redis answers again, have their usage rows in memory only: a
+crash of this process in that window, before the in-process queue reached the database
+(``max_interval``), loses those rows. Without a
+breaker the old rule holds: after a refusal the durable queue is skipped for
+``retry_durable_after`` seconds. Failures are counted through an
+:class:`~redline._events.EventLog` (a line per change of where records go, the first failure
+of a run), not logged per record.
 
 Delivery is at least once and the insert skips request ids (the server's own, unique)
 already stored, so a replayed batch does no harm. When the in-process queue stays full, rows
@@ -40,8 +70,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from redline._events import EventLog
+from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.cache.write_behind import WriteBehind, WriteQueue, WriteRecord
-from redline.exceptions import CacheError, Closed, Overloaded
+from redline.exceptions import CacheUnavailable, Closed, Overloaded
 from redline.serve import tracing
 
 __all__ = ["UsageRecorder", "UsageStats"]
@@ -77,6 +109,9 @@ class UsageRecorder:
     """Queues usage records and writes them to the database in batches, behind the API.
 
     *durable_queue*, when given, carries every record it accepts (see the module docstring);
+    *durable_breaker* returns the circuit breaker of the Redis node that holds it (asked per
+    record: a Cluster's node may change); with *durable_silence* it decides when a record
+    stops waiting for the stream.
     *max_backlog* bounds the in-process queue. *backlog_gauge* is kept equal to ``backlog``.
     """
 
@@ -88,6 +123,8 @@ class UsageRecorder:
         max_interval: float = 0.5,
         max_backlog: int = 10_000,
         durable_queue: WriteQueue | None = None,
+        durable_breaker: Callable[[], CircuitBreaker] | None = None,
+        durable_silence: float = 0.25,
         retry_durable_after: float = 1.0,
         backlog_gauge: _Gauge | None = None,
         timer: Callable[[], float] = time.time,
@@ -116,6 +153,12 @@ class UsageRecorder:
                 put_timeout=0.05,
                 on_flushed=self._durable_flushed,
             )
+        self._breaker = durable_breaker
+        self._durable_silence = durable_silence
+        self._answered_at = -float("inf")  # clock() when the stream last took a record
+        self._failed_since_answer = False  # a write failed (Redis unreachable) since then
+        self._probe: asyncio.Task[None] | None = None  # a record sent while the breaker is open
+        self.events = EventLog(logger, "usage durable queue")
         self._retry_durable_after = retry_durable_after
         self._durable_paused_until = float("-inf")
         self._pending: list[dict[str, Any]] = []
@@ -157,25 +200,125 @@ class UsageRecorder:
     async def record(self, **fields: Any) -> None:
         """Queue one usage record (``created_at`` is added); never raises.
 
-        With a durable queue it returns once the record is in it (or, if the queue refused
-        it, in the in-process queue); without one it does not wait at all.
+        With a durable queue it returns once the record is in it, or once the write failed,
+        or at once while the queue's Redis is known stalled (then the record waits in
+        process; see the module docstring); without one it does not wait at all.
         """
         row = {**fields, "created_at": self._timer()}
         self._recorded += 1
-        if self._durable is not None and self._clock() >= self._durable_paused_until:
+        durable = self._durable
+        if durable is not None:
             key = f"usage:{row.get('request_id') or uuid.uuid4().hex}"
-            try:
-                await self._durable.write(key, row)
-            except (CacheError, Overloaded, OSError, TimeoutError) as exc:
-                self._durable_paused_until = self._clock() + self._retry_durable_after
-                logger.warning("usage record kept in process: the durable queue failed: %s", exc)
-            except Closed:
-                pass  # shutting down: the in-process queue is flushed by close()
-            else:
-                self._update_gauge()
-                return
-        if self._durable is not None:
+            breaker = self._breaker() if self._breaker is not None else None
+            if breaker is not None and self._known_stalled(breaker):
+                if self._probe is None and self._probe_due(breaker):
+                    task = asyncio.get_running_loop().create_task(
+                        self._send_probe(durable, breaker, key, row)
+                    )
+                    self._probe = task
+                    return
+            elif self._clock() >= self._durable_paused_until:
+                try:
+                    await self._write_durable(durable, breaker, key, row)
+                except Closed:
+                    pass  # shutting down: the in-process queue is flushed by close()
+                except Exception as exc:  # never raises: whatever the client failed with
+                    self._durable_refused(breaker, exc)
+                else:
+                    self._update_gauge()
+                    return
             self._fallbacks += 1
+        self._keep_in_process(row)
+
+    def _known_stalled(self, breaker: CircuitBreaker) -> bool:
+        """The stream's node is known stalled: its breaker is not closed, and the stream
+        itself has not taken a record for ``durable_silence`` seconds or failed one since it
+        last took one (a breaker opened while records still go through does not count)."""
+        return breaker.state is not BreakerState.CLOSED and (
+            self._failed_since_answer or self._clock() - self._answered_at >= self._durable_silence
+        )
+
+    async def _write_durable(
+        self, durable: WriteBehind, breaker: CircuitBreaker | None, key: str, row: dict[str, Any]
+    ) -> None:
+        """Put *row* in the durable queue. The write ends with Redis's answer or the client's
+        own failure (its socket timeout), or when *breaker* opens while the stream is known
+        stalled (then the write may still land later: the row, also kept in process, is
+        inserted once). The outcome is reported to *breaker*."""
+        try:
+            if breaker is None:
+                await durable.write(key, row)
+                written = True
+            else:
+                written = await self._write_watched(durable, breaker, key, row)
+        except CacheUnavailable as exc:
+            self._failed_since_answer = True
+            if breaker is not None:
+                breaker.record_failure(exc)
+            raise
+        if not written:  # the breaker knows already
+            self._failed_since_answer = True
+            name = breaker.name if breaker is not None else "?"
+            raise CacheUnavailable(f"the usage stream's Redis is known stalled ({name!r} open)")
+        self._answered_at = self._clock()
+        self._failed_since_answer = False
+        if breaker is not None:
+            breaker.record_success()  # the node answers: closes a breaker opened meanwhile
+        self.events.state("durable", "records reach the stream", level=logging.INFO)
+
+    async def _write_watched(
+        self, durable: WriteBehind, breaker: CircuitBreaker, key: str, row: dict[str, Any]
+    ) -> bool:
+        """``durable.write``; ``False`` if given up because *breaker* opened while the
+        stream was known stalled (it keeps waiting if the stream still answers)."""
+        write = asyncio.ensure_future(durable.write(key, row))
+        write.add_done_callback(_retrieve)
+        guard = breaker.guard(awaits_answer=False)  # a slow write alone is not a stall
+        try:
+            async with guard:
+                await asyncio.shield(write)
+            return True
+        except CacheUnavailable:
+            if not guard.aborted:
+                raise
+        if self._known_stalled(breaker):
+            return False
+        await write  # the breaker opened, but records still go through: keep waiting
+        return True
+
+    def _durable_refused(self, breaker: CircuitBreaker | None, exc: BaseException) -> None:
+        if breaker is None or not isinstance(exc, CacheUnavailable):
+            # No breaker to tell when to try again, or Redis answered "full": pause.
+            self._durable_paused_until = self._clock() + self._retry_durable_after
+        self.events.state("in process", "the durable queue does not take records")
+        self.events.failure("durable write", exc)
+
+    @staticmethod
+    def _probe_due(breaker: CircuitBreaker) -> bool:
+        try:
+            breaker.allow()  # lets one call through once the breaker's reset_timeout passed
+        except CacheUnavailable:
+            return False
+        return True
+
+    async def _send_probe(
+        self, durable: WriteBehind, breaker: CircuitBreaker, key: str, row: dict[str, Any]
+    ) -> None:
+        """The breaker's probe: *row* to the durable queue in the background (the request
+        that made it did not wait); in process if it fails."""
+        try:
+            await self._write_durable(durable, breaker, key, row)
+        except Exception as exc:
+            if not isinstance(exc, Closed):
+                self.events.failure("durable write", exc)
+            self._fallbacks += 1
+            self._keep_in_process(row)
+        else:
+            self._update_gauge()
+        finally:
+            self._probe = None
+
+    def _keep_in_process(self, row: dict[str, Any]) -> None:
         self._pending.append(row)
         if self._handing is None:
             self._handing = asyncio.get_running_loop().create_task(self._hand_over())
@@ -189,7 +332,7 @@ class UsageRecorder:
                     await self._writer.write(f"usage:{uuid.uuid4().hex}", rows)
                 except (Overloaded, Closed) as exc:
                     self._dropped += len(rows)
-                    logger.warning("%d usage records dropped: %s", len(rows), exc)
+                    self.events.failure("in-process queue", f"{len(rows)} rows dropped: {exc}")
                     continue
                 self._in_queue += len(rows)
                 self._update_gauge()
@@ -209,6 +352,8 @@ class UsageRecorder:
 
     async def flush(self) -> None:
         """Write everything recorded so far (raises if the database keeps failing)."""
+        if self._probe is not None:
+            await asyncio.shield(self._probe)
         if self._handing is not None:
             await asyncio.shield(self._handing)
         if self._pending:
@@ -237,6 +382,8 @@ class UsageRecorder:
 
         Rows still in a durable queue when its flush fails stay there for the next server.
         """
+        if self._probe is not None:
+            await asyncio.shield(self._probe)
         if self._handing is not None:
             await asyncio.shield(self._handing)
         if self._pending:
@@ -255,3 +402,9 @@ class UsageRecorder:
             f"UsageRecorder({kind}, backlog={s.backlog}, written={s.written}, "
             f"dropped={s.dropped}, fallbacks={s.fallbacks})"
         )
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Mark a durable write's outcome as seen (a write given up on may fail later)."""
+    if not task.cancelled():
+        task.exception()

@@ -101,7 +101,8 @@ async def metrics(request: Request) -> Response:
         health = state.engine.health()
         state.metrics.queue_depth.set(health["queue_depth"])
         state.metrics.queue_capacity.set(health["max_queue"])
-    if state.cache is not None:
-        state.metrics.sync_cache(state.cache.stats())
+    cache = state.request_cache or state.cache  # the former adds its own tier's events
+    if cache is not None:
+        state.metrics.sync_cache(cache.stats())
     body, content_type = state.metrics.render(request.headers.get("accept", ""))
     return Response(body, media_type=content_type)
