@@ -29,8 +29,8 @@ not cached; a cancelled caller does not cancel the run the others wait for (the 
 cancelled when all its callers are); a body that returns ``MISSING`` ("no such thing") is
 not stored, unless ``negative_ttl=`` says how long to remember it. A cache that is down or
 cannot encode the value never breaks the call: reads fall back to computing, writes are
-skipped, and the failures are counted in ``fn.events`` and logged once per change of state
-(``failing`` / ``ok``), not once per call.
+skipped, and the failures are counted in ``fn.events`` and logged once per cause when they
+start and once when they stop (``ok``, with how many there were), not once per call.
 
 The hit path is built for speed: a bounded memo maps raw argument tuples of plain
 ``str``/``int``/``bytes``/``None`` values to their key (skipping binding and hashing), and a

@@ -18,8 +18,8 @@ Cache-aside reads the cache and, on a miss, runs the loader and stores what it r
 ``cache_aside`` returns the value, or ``MISSING`` when the key does not exist (the loader
 returned ``MISSING``, the negative cache said so, or the Bloom filter ruled it out).
 A cache (or lock) that is down never breaks a read: the error is counted in ``errors`` and
-``events`` (and logged once per change of state, ``failing`` / ``ok`` with the failures in
-between, not once per call), the read counts as a miss, the loader
+``events`` (and logged once per cause when the failures start and once when they stop,
+``ok`` with how many there were, not once per call), the read counts as a miss, the loader
 runs (still single-flight in-process) and its value is returned uncached. ``lock=True`` and
 a :class:`RedisBloomFilter` on the cache's own client go through the cache's circuit
 breaker for their key, so while Redis is known to be down they cost nothing: the lock is
@@ -128,8 +128,8 @@ class CacheAside:
     cancelled stops waiting but the load goes on for the others; when every caller has been
     cancelled, the load is cancelled too. A loader error reaches every caller sharing that
     load and is not cached. A cache that fails (:class:`~redline.exceptions.CacheError`)
-    never breaks a read: it is counted in :attr:`events` and logged once per change of state
-    (``failing`` / ``ok``, with the number of failures in between), not once per call.
+    never breaks a read: it is counted in :attr:`events` and logged once per cause when the
+    failures start and once when they stop (``ok``, with how many there were), not per call.
 
     Example::
 
@@ -276,9 +276,9 @@ class CacheAside:
         """Count a cache failure; only the first of a run (and a state change) is logged."""
         self._count("errors")
         self.events.failure(cause, _about(key, exc))
-        if not self._failing:
+        if not self._failing:  # counted; not logged: the failure's own line says it
             self._failing = True
-            self.events.state("failing", f"{cause} {_about(key, exc)}")
+            self.events.state("failing", f"{cause} {_about(key, exc)}", level=logging.DEBUG)
 
     def _recovered(self) -> None:
         self._failing = False
