@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from redline.cache.base import MISSING
+from redline.cache.abilities import GetWithTtl, ReadBelowL1, SyncPeek, read_path
+from redline.cache.base import MISSING, Cache
+from redline.cache.bloom import BloomFilter
+from redline.cache.breaker import CircuitBreaker
 from redline.cache.decorator import cached
 from redline.cache.keys import make_key
+from redline.cache.lock import DistributedLock
 from redline.cache.memory import MemoryCache
 from redline.cache.redis import RedisCache
+from redline.cache.strategies import redis_client_of
+from redline.cache.tiered import TieredCache
 from redline.exceptions import CacheUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -374,8 +383,6 @@ async def test_lock_runs_the_body_once_across_two_clients_of_one_redis(redis_url
 
 
 async def test_bloom_skips_the_body_for_keys_that_cannot_exist() -> None:
-    from redline.cache.bloom import BloomFilter
-
     calls: list[int] = []
     bloom = BloomFilter(capacity=1000, error_rate=0.001)
 
@@ -417,3 +424,233 @@ async def test_early_refresh_hands_back_the_value_not_its_envelope() -> None:
     assert await fn(3) == [3, 3]
     assert await fn(3) == [3, 3]  # a hit, unwrapped (the TTL is far: no refresh)
     assert calls == 1
+
+
+async def test_read_path_takes_each_cache_by_its_abilities(redis_url: str) -> None:
+    memory = MemoryCache()
+    redis = RedisCache.from_url(redis_url, namespace="abilities")
+    tiered = TieredCache(MemoryCache(), RedisCache.from_url(redis_url, namespace="abilities"))
+    try:
+        assert isinstance(memory, SyncPeek)
+        assert isinstance(memory, GetWithTtl)
+        assert not isinstance(memory, ReadBelowL1)
+        assert isinstance(redis, GetWithTtl)
+        assert not isinstance(redis, SyncPeek)
+        assert isinstance(tiered, ReadBelowL1)
+        assert isinstance(tiered, GetWithTtl)
+        assert read_path(memory) == (memory.get_nowait, None)  # the peek sees everything
+        assert read_path(redis) == (None, redis.get)
+        assert read_path(tiered) == (tiered.l1.get_nowait, tiered.get_below_l1)  # type: ignore[attr-defined]
+    finally:
+        await redis.close()
+        await tiered.close()
+
+
+# -- one miss path: the same semantics for every combination of options -------------------
+
+DELAY = 0.03  # how long a body runs: long enough for concurrent callers to overlap it
+CALLERS = 6
+
+
+class Body:
+    """The decorated body: its result and failures depend on the name it is called with."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.cancelled: Counter[str] = Counter()
+        self.started: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+    async def __call__(self, name: str) -> Any:
+        self.calls[name] += 1
+        self.started[name].set()
+        try:
+            await asyncio.sleep(DELAY * 5 if name.startswith("slow") else DELAY)
+        except asyncio.CancelledError:
+            self.cancelled[name] += 1
+            raise
+        if name.startswith("error"):
+            raise LookupError(name)
+        if name.startswith("none"):
+            return None
+        if name.startswith("ghost"):
+            return MISSING  # "no such thing"
+        return {"name": name}
+
+
+def _option_table() -> list[Any]:
+    rows = []
+    for kind in ("memory", "redis", "tiered"):
+        for lock in (False, True):
+            if lock and kind == "memory":
+                continue  # a lock needs a Redis client
+            for ttl, early_refresh in ((None, None), (60.0, None), (60.0, 1.0)):
+                for single_flight in (True, False):
+                    for bloom in (False, True):
+                        for negative_ttl in (None, 30.0):
+                            options = {
+                                "ttl": ttl,
+                                "single_flight": single_flight,
+                                "lock": lock,
+                                "bloom": bloom,
+                                "negative_ttl": negative_ttl,
+                                "early_refresh": early_refresh,
+                            }
+                            label = "-".join(
+                                [kind]
+                                + [
+                                    f"{k}={v}" if not isinstance(v, bool) else k
+                                    for k, v in options.items()
+                                    if v not in (None, False)
+                                ]
+                            )
+                            rows.append(pytest.param(kind, options, id=label))
+    return rows
+
+
+async def _table_cache(kind: str, redis_url: str, namespace: str) -> Cache:
+    if kind == "memory":
+        return MemoryCache()
+    # A lenient breaker: on a loaded test box Redis may stall for longer than the default.
+    breaker = CircuitBreaker(failure_threshold=50, reset_timeout=0.5, stall_timeout=5.0)
+    redis = RedisCache.from_url(redis_url, namespace=namespace, breaker=breaker)
+    return redis if kind == "redis" else TieredCache(MemoryCache(), redis)
+
+
+@pytest.mark.parametrize(("kind", "options"), _option_table())
+async def test_every_combination_of_options_has_the_same_miss_semantics(
+    kind: str, options: dict[str, Any], redis_url: str
+) -> None:
+    """Each behaviour is checked on its own and every deviation is reported at once."""
+    namespace = f"combo-{uuid.uuid4().hex[:10]}"
+    cache = await _table_cache(kind, redis_url, namespace)
+    body = Body()
+    single_flight = options["single_flight"]
+    shared = single_flight or options["lock"]  # concurrent misses share one stored result
+    decorator_options = dict(options)
+    if options["lock"]:
+        client = redis_client_of(cache)
+        # A short lease: a waiter whose holder failed re-checks after lease / 4.
+        decorator_options["lock"] = lambda key: DistributedLock(
+            client, f"{namespace}:lock:{key}", lease=1.2, wait_timeout=10
+        )
+    else:
+        decorator_options["lock"] = None
+    bloom = BloomFilter(1000, 0.001) if options["bloom"] else None
+    decorator_options["bloom"] = bloom
+
+    async def load(name: str) -> Any:
+        return await body(name)
+
+    fn = cached(cache, namespace=namespace, **decorator_options)(load)
+    if bloom is not None:
+        bloom.add_many(fn.key(name) for name in ("hot", "error", "none", "ghost", "slow", "gone"))
+    wrong: list[str] = []
+
+    def expect(what: str, got: Any, wanted: Any) -> None:
+        if got != wanted:
+            wrong.append(f"{what}: got {got!r}, wanted {wanted!r}")
+
+    try:
+        # Concurrent misses: one run with single-flight or a lock, else one per caller.
+        hot = await asyncio.gather(*(fn("hot") for _ in range(CALLERS)))
+        expect("concurrent miss results", hot, [{"name": "hot"}] * CALLERS)
+        expect("body runs for concurrent misses", body.calls["hot"], 1 if shared else CALLERS)
+        # Then a hit, the value itself (never an envelope), stored for ttl (+/- jitter).
+        expect("hit", await fn("hot"), {"name": "hot"})
+        expect("body runs after a hit", body.calls["hot"], 1 if shared else CALLERS)
+        remaining = await cache.ttl(fn.key("hot"))
+        if options["ttl"] is None:
+            expect("stored ttl", remaining, None)
+        else:
+            expect("stored ttl in (0, 66]", remaining is not None and 0 < remaining <= 66, True)
+
+        # An error reaches every caller sharing the run, and is not cached.
+        errors = await asyncio.gather(*(fn("error") for _ in range(3)), return_exceptions=True)
+        expect("errors", [repr(e) for e in errors], [repr(LookupError("error"))] * 3)
+        expect("body runs for concurrent errors", body.calls["error"], 1 if single_flight else 3)
+        expect("error stored", await cache.get(fn.key("error")), MISSING)
+        with pytest.raises(LookupError):
+            await fn("error")
+        expect("body runs after an error", body.calls["error"], 2 if single_flight else 4)
+
+        # None is a value like any other.
+        expect("None", [await fn("none"), await fn("none")], [None, None])
+        expect("body runs for None", body.calls["none"], 1)
+
+        # MISSING means "no such thing": remembered for negative_ttl, else not stored.
+        expect("not found", [await fn("ghost"), await fn("ghost")], [MISSING, MISSING])
+        expect("body runs for not found", body.calls["ghost"], 1 if options["negative_ttl"] else 2)
+
+        # A Bloom filter rules out a key it does not hold, without running the body.
+        absent = await fn("absent")
+        expect("absent key", absent, MISSING if bloom is not None else {"name": "absent"})
+        expect("body runs for an absent key", body.calls["absent"], 0 if bloom is not None else 1)
+
+        # A cancelled caller does not cancel the run the others wait for...
+        first, second = asyncio.create_task(fn("slow")), asyncio.create_task(fn("slow"))
+        await asyncio.wait_for(body.started["slow"].wait(), 5)
+        await asyncio.sleep(0)
+        first.cancel()
+        expect("the other caller's result", await second, {"name": "slow"})
+        expect("the cancelled caller", first.cancelled(), True)
+        expect("body runs with a caller cancelled", body.calls["slow"], 1 if single_flight else 2)
+        # ...but when every caller is gone, the run is cancelled and nothing is stored.
+        alone = asyncio.create_task(fn("gone"))
+        await asyncio.wait_for(body.started["gone"].wait(), 5)
+        alone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await alone
+        await asyncio.sleep(DELAY * 2)
+        expect("runs cancelled with their last caller", body.cancelled["gone"], 1)
+        expect("stored after every caller left", await cache.get(fn.key("gone")), MISSING)
+    finally:
+        if kind != "memory":
+            await cache.delete_pattern("*")
+        await cache.close()
+    assert not wrong, wrong
+
+
+async def test_a_redis_outage_logs_per_state_change_not_per_call(
+    fresh_redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = RedisCache.from_url(fresh_redis.url, namespace="deco-storm")
+    runs = 0
+
+    @cached(cache, ttl=30)
+    async def f(x: int) -> int:
+        nonlocal runs
+        runs += 1
+        return x * 2
+
+    try:
+        assert await f(-1) == -2
+        fresh_redis.kill()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="redline"):
+            for i in range(1000):
+                assert await f(i) == i * 2
+        assert runs == 1001  # every call computed, none failed
+        mine = ("redline.cache.decorator", "redline.cache.strategies")
+        ours = [r.getMessage() for r in caplog.records if r.name in mine]
+        assert len(ours) <= 5, (len(ours), ours[:4])  # the old code: 2000 lines, 1 per failure
+        for cause in ("read", "write"):
+            lines = [m for m in ours if f": {cause} failed" in m]
+            assert 1 <= len(lines) <= 5, (cause, ours)
+        counts = f.events.counts()
+        assert counts["failure:read"] == 1000
+        assert counts["failure:write"] == 1000
+        assert counts["state:failing"] == 1
+        assert f.stats().errors == 2000
+
+        fresh_redis.start()  # back: one line says so, with what was held back meanwhile
+        caplog.clear()
+        deadline = asyncio.get_running_loop().time() + 15
+        with caplog.at_level(logging.INFO, logger="redline"):
+            while f.events.current != "ok":
+                assert asyncio.get_running_loop().time() < deadline, "never recovered"
+                await f(-1)
+                await asyncio.sleep(0.1)
+        back = [r.getMessage() for r in caplog.records if r.name in mine]
+        assert any(" is ok (" in m and "more read failures" in m for m in back), back
+    finally:
+        await cache.close()

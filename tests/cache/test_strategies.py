@@ -155,6 +155,44 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_load() -> None:
     assert loader.calls == 1
 
 
+async def test_when_every_caller_is_cancelled_the_load_is_cancelled_and_nothing_stored() -> None:
+    cache = MemoryCache()
+    loader = Loader("v", delay=0.2)
+    callers = [asyncio.create_task(cache_aside(cache, "k", loader)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    for caller in callers:
+        caller.cancel()
+    await asyncio.gather(*callers, return_exceptions=True)
+    await asyncio.sleep(0.25)  # the old code let the load run on and store "v"
+    assert await cache.get("k") is MISSING
+    assert await cache_aside(cache, "k", loader) == "v"
+    assert loader.calls == 2
+
+
+async def test_without_single_flight_each_concurrent_miss_loads() -> None:
+    loader = Loader("v", delay=0.05)
+    aside = CacheAside(MemoryCache(), single_flight=False)
+    assert not aside.single_flight
+    assert await asyncio.gather(*(aside.get("k", loader) for _ in range(4))) == ["v"] * 4
+    assert loader.calls == 4
+    assert aside.stats().coalesced == 0
+
+
+async def test_jitter_spreads_the_stored_ttl() -> None:
+    cache = MemoryCache()
+    rolls = iter([0.0, 1.0])
+    aside = CacheAside(cache, ttl=100, jitter=0.2, rand=lambda: next(rolls))
+    await aside.get("low", Loader(1))
+    await aside.get("high", Loader(2))
+    low, high = await cache.ttl("low"), await cache.ttl("high")
+    assert low is not None
+    assert high is not None
+    assert 79 < low <= 80
+    assert 119 < high <= 120
+    with pytest.raises(ValueError, match=r"^jitter must be >= 0 and < 1, got 1$"):
+        CacheAside(cache, jitter=1)
+
+
 async def test_lock_true_needs_a_redis_backed_cache() -> None:
     with pytest.raises(ValueError, match=r"lock=True needs a Redis-backed cache .*got MemoryCache"):
         await cache_aside(MemoryCache(), "k", Loader(), lock=True)

@@ -15,40 +15,48 @@ are stable across processes; bump ``version`` to drop every old entry. With ``ke
 function builds the last part instead: ``"{namespace}:{module}.{qualname}:{version}:{yours}"``.
 
 ``None`` results are cached like any value. The TTL gets +/-``jitter`` (10% by default) so
-entries written together do not expire together. Concurrent misses of one key run the body
-once (in-process single-flight). A cache that is down or cannot encode the value never
-breaks the call: reads fall back to computing, failed writes are logged. Arguments without
-a canonical encoding (``self`` of a method, open files, clients...) raise ``TypeError``:
-pass ``key=`` to say what identifies the call.
+entries written together do not expire together. Arguments without a canonical encoding
+(``self`` of a method, open files, clients...) raise ``TypeError``: pass ``key=`` to say
+what identifies the call.
+
+Every call takes one path, whatever the options: a synchronous peek at the in-process tier
+(the fast path), and on a miss :class:`~redline.cache.strategies.CacheAside` (the one miss
+path): read the slower tiers, else run the body once for all concurrent callers and store
+what it returns. So every combination of options behaves alike: concurrent misses of a key
+run the body once (``single_flight=False``: once per caller, unless ``lock=`` makes them
+wait for one another); an error of the body reaches every caller sharing that run and is
+not cached; a cancelled caller does not cancel the run the others wait for (the run is
+cancelled when all its callers are); a body that returns ``MISSING`` ("no such thing") is
+not stored, unless ``negative_ttl=`` says how long to remember it. A cache that is down or
+cannot encode the value never breaks the call: reads fall back to computing, writes are
+skipped, and the failures are counted in ``fn.events`` and logged once per cause when they
+start and once when they stop (``ok``, with how many there were), not once per call.
 
 The hit path is built for speed: a bounded memo maps raw argument tuples of plain
 ``str``/``int``/``bytes``/``None`` values to their key (skipping binding and hashing), and a
-:class:`~redline.cache.memory.MemoryCache` (or a :class:`~redline.cache.tiered.TieredCache`
-over one) is read synchronously, with no extra coroutine.
+cache with a synchronous peek (:class:`~redline.cache.abilities.SyncPeek`: a
+:class:`~redline.cache.memory.MemoryCache`, or a :class:`~redline.cache.tiered.TieredCache`
+over one) is read with no extra coroutine. Stored forms (``{"__redline__": ...}``: negative
+markers, early-refresh envelopes) are decoded on the miss path.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import logging
-import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, Protocol, TypeVar, cast
 
 from redline.cache.base import MISSING, Cache
+from redline.cache.early_refresh import MARK
 from redline.cache.keys import make_key
-from redline.cache.memory import MemoryCache
-from redline.cache.singleflight import SingleFlight
-from redline.exceptions import CacheError
 
 if TYPE_CHECKING:
-    from redline.cache.strategies import BloomOption, LockOption
+    from redline._events import EventLog
+    from redline.cache.strategies import BloomOption, CacheAsideStats, LockOption
 
 __all__ = ["CachedFunction", "cached"]
-
-logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -58,10 +66,21 @@ _MEMO_SAFE: Final = frozenset({str, int, bytes, type(None)})
 _MEMO_SIZE: Final = 4096
 
 
+def _no_peek(key: str, default: Any) -> Any:
+    """The peek of a cache without an in-process tier: always a miss."""
+    return default
+
+
 class CachedFunction(Protocol[P, R_co]):
-    """What :func:`cached` returns: the function, plus ``key``, ``invalidate`` and ``cache``."""
+    """What :func:`cached` returns: the function, plus ``key``, ``invalidate``, ``cache``,
+    ``events`` (cache failures seen by its miss path) and ``stats`` (of its miss path)."""
 
     cache: Cache
+    events: EventLog
+
+    def stats(self) -> CacheAsideStats:
+        """Counters of the calls that missed the in-process tier (hits there are not counted)."""
+        ...
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R_co]: ...
 
@@ -72,60 +91,6 @@ class CachedFunction(Protocol[P, R_co]):
     async def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Drop the cached result of this call; whether there was one."""
         ...
-
-
-class _Loader(Generic[R]):
-    """The miss path of one decorated function: read the slow tiers, else compute and store."""
-
-    def __init__(
-        self,
-        func: Callable[..., Awaitable[R]],
-        cache: Cache,
-        *,
-        ttl: float | None,
-        jitter: float,
-        single_flight: bool,
-        l1_authoritative: bool,
-    ) -> None:
-        self.func = func
-        self.cache = cache
-        self.ttl = ttl
-        self.jitter = jitter
-        self.flight = SingleFlight() if single_flight else None
-        # After a MemoryCache miss there is nothing else to read; after a TieredCache L1
-        # miss only its L2 is left; otherwise the whole cache is read on the miss path.
-        self._read: Callable[[str], Awaitable[Any]] | None
-        if l1_authoritative:
-            self._read = None
-        else:
-            self._read = getattr(cache, "get_below_l1", None) or cache.get
-
-    async def load(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        """The value of ``func(*args, **kwargs)`` whose L1 lookup missed."""
-        # Read the slower tiers before entering single-flight: a hit (the common case on a
-        # shared Redis) then costs one coalesced read and no task or shield.
-        if self._read is not None:
-            try:
-                value = await self._read(key)
-            except CacheError as exc:
-                logger.warning("cache read of %s failed, computing instead: %s", key, exc)
-            else:
-                if value is not MISSING:
-                    return cast(R, value)
-        if self.flight is None:
-            return await self._fill(key, args, kwargs)
-        return await self.flight.do(key, functools.partial(self._fill, key, args, kwargs))
-
-    async def _fill(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        value = await self.func(*args, **kwargs)
-        ttl = self.ttl
-        if ttl is not None and self.jitter:
-            ttl *= 1.0 + random.uniform(-self.jitter, self.jitter)
-        try:
-            await self.cache.set(key, value, ttl)
-        except CacheError as exc:
-            logger.warning("cache write of %s failed, returning the value uncached: %s", key, exc)
-        return value
 
 
 def cached(
@@ -148,12 +113,13 @@ def cached(
     part of the key from the call's arguments, ``jitter`` is the TTL spread (a fraction),
     ``version`` and ``namespace`` prefix every key, ``single_flight`` dedupes concurrent misses.
 
-    The protections of :func:`redline.cache.strategies.cache_aside` route every call through
-    it: ``lock=True`` (single-flight across processes with a Redis lock), ``bloom=`` (a
-    filter of the call keys that can exist — fill it with ``fn.key(...)``; a call whose key
-    is not in it returns ``MISSING`` without running the body), ``negative_ttl=`` (a body
-    that returns ``MISSING`` means "no such thing", remembered that long) and
-    ``early_refresh=`` (XFetch: a hot key is recomputed before it expires).
+    The protections of :func:`redline.cache.strategies.cache_aside` are options of the same
+    path (they change what is stored and what a miss does, not which path a call takes):
+    ``lock=True`` (single-flight across processes with a Redis lock), ``bloom=`` (a filter of
+    the call keys that can exist — fill it with ``fn.key(...)``; a call whose key is not in it
+    returns ``MISSING`` without running the body), ``negative_ttl=`` (a body that returns
+    ``MISSING`` means "no such thing", remembered that long) and ``early_refresh=`` (XFetch:
+    a hot key is recomputed before it expires; needs a ``ttl``).
     """
     if not isinstance(cache, Cache):
         raise TypeError(f"cached() needs a Cache, got {type(cache).__name__}")
@@ -177,19 +143,23 @@ def cached(
         plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         params = signature.parameters.values()
         arity = len(params) if all(p.kind in plain for p in params) else -1
-        l1_authoritative = isinstance(cache, MemoryCache)
-        peek: Callable[[str, Any], Any] | None = getattr(cache, "get_nowait", None)
-        l1_peek = getattr(cache, "l1_peek", None)
-        if l1_peek is not None:  # a TieredCache: read its L1 directly
-            peek = l1_peek
-        loader: _Loader[R] = _Loader(
-            func,
+        # The one miss path; its options are checked now, not at the first call.
+        from redline.cache.strategies import CacheAside
+
+        aside = CacheAside(
             cache,
             ttl=ttl,
             jitter=jitter,
             single_flight=single_flight,
-            l1_authoritative=l1_authoritative,
+            lock=lock,
+            bloom=bloom,
+            negative_ttl=negative_ttl,
+            early_refresh=early_refresh,
+            name=f"@cached {qualname}",
         )
+        aside.check()
+        peek = aside.peek or _no_peek
+        after_peek = aside.after_peek
         memo: OrderedDict[Any, str] = OrderedDict()
 
         def build_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -230,67 +200,28 @@ def cached(
             return found
 
         memo_get = memo.get
-        safe = _MEMO_SAFE
-        protected = (
-            lock not in (None, False)
-            or bloom is not None
-            or negative_ttl is not None
-            or early_refresh is not None
-        )
+        # With key=, the memo is never filled: no argument type is memo-safe.
+        safe: frozenset[object] = _MEMO_SAFE if key is None else frozenset()
+        mark = MARK
 
-        if protected:
-            # Values are stored wrapped (early refresh) or as negative markers: every call
-            # goes through cache-aside, which reads and unwraps them.
-            from redline.cache.strategies import CacheAside
-
-            aside = CacheAside(
-                cache,
-                lock=lock,
-                bloom=bloom,
-                negative_ttl=negative_ttl,
-                early_refresh=early_refresh,
-            )
-
-            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                call_ttl = ttl
-                if call_ttl is not None and jitter:
-                    call_ttl *= 1.0 + random.uniform(-jitter, jitter)
-                value = await aside.get(
-                    key_of(args, kwargs), lambda: func(*args, **kwargs), ttl=call_ttl
-                )
-                return cast(R, value)
-
-        elif peek is not None and key is None:
-
-            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                # key_of() inlined for the common all-positional call: this is the hot path.
-                cache_key: str | None = None
-                if not kwargs:
-                    for arg in args:
-                        if type(arg) not in safe:
-                            break
-                    else:
-                        cache_key = memo_get(args)
-                if cache_key is None:
-                    cache_key = key_of(args, kwargs)
-                value = peek(cache_key, MISSING)
-                if value is not MISSING:
-                    return cast(R, value)
-                return await loader.load(cache_key, args, kwargs)
-
-        elif peek is not None:
-
-            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            # This is the hot path: key_of() inlined for the common all-positional call, the
+            # in-process tier peeked synchronously, no cast() (a call) on the way out.
+            cache_key: str | None = None
+            if not kwargs:
+                for arg in args:
+                    if type(arg) not in safe:
+                        break
+                else:
+                    cache_key = memo_get(args)
+            if cache_key is None:
                 cache_key = key_of(args, kwargs)
-                value = peek(cache_key, MISSING)
-                if value is not MISSING:
-                    return cast(R, value)
-                return await loader.load(cache_key, args, kwargs)
-
-        else:
-
-            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                return await loader.load(key_of(args, kwargs), args, kwargs)
+            value: Any = peek(cache_key, MISSING)
+            if value is not MISSING and (value.__class__ is not dict or mark not in value):
+                hit: R = value  # a plain value, not a stored form (negative marker, envelope)
+                return hit
+            loaded: R = await after_peek(cache_key, value, functools.partial(func, *args, **kwargs))
+            return loaded
 
         def key_method(*args: P.args, **kwargs: P.kwargs) -> str:
             return key_of(args, kwargs)
@@ -303,6 +234,8 @@ def cached(
         wrapped.key = key_method
         wrapped.invalidate = invalidate
         wrapped.cache = cache
+        wrapped.events = aside.events
+        wrapped.stats = aside.stats
         return cast(CachedFunction[P, R], wrapper)
 
     return decorate

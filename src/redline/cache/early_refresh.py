@@ -25,9 +25,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Envelope", "should_refresh", "unwrap", "wrap"]
+__all__ = ["MARK", "Envelope", "should_refresh", "unwrap", "wrap"]
 
-_MARK = "__redline__"
+#: The key of redline's stored forms (``{"__redline__": kind, ...}``: this envelope, the
+#: negative-cache marker of :mod:`redline.cache.strategies`); no plain value should use it.
+MARK = "__redline__"
 _KIND = "xfetch"
 
 
@@ -42,12 +44,12 @@ class Envelope:
 
 def wrap(value: Any, *, delta: float, expires_at: float) -> dict[str, Any]:
     """The JSON-friendly form of an :class:`Envelope`, as stored in the cache."""
-    return {_MARK: _KIND, "value": value, "delta": delta, "expires_at": expires_at}
+    return {MARK: _KIND, "value": value, "delta": delta, "expires_at": expires_at}
 
 
 def unwrap(raw: Any) -> Envelope | None:
     """The :class:`Envelope` stored as *raw*, or ``None`` if *raw* is not one."""
-    if isinstance(raw, dict) and raw.get(_MARK) == _KIND:
+    if isinstance(raw, dict) and raw.get(MARK) == _KIND:
         return Envelope(raw["value"], float(raw["delta"]), float(raw["expires_at"]))
     return None
 

@@ -2,8 +2,8 @@
 
 Cache-aside reads the cache and, on a miss, runs the loader and stores what it returns:
 
-* **in-process single-flight**, always: concurrent misses of one key in one process share
-  one load;
+* **in-process single-flight** (unless ``single_flight=False``): concurrent misses of one
+  key in one process share one load;
 * ``lock=``: **cross-process single-flight** through a :class:`DistributedLock` — one
   process loads, the others wait on pub/sub and read what it stored;
 * ``bloom=``: a :class:`BloomFilter` / :class:`RedisBloomFilter` of every key that exists;
@@ -17,8 +17,9 @@ Cache-aside reads the cache and, on a miss, runs the loader and stores what it r
 
 ``cache_aside`` returns the value, or ``MISSING`` when the key does not exist (the loader
 returned ``MISSING``, the negative cache said so, or the Bloom filter ruled it out).
-A cache (or lock) that is down never breaks a read: the error is counted in ``errors``
-(and logged once per run of failures, not per call), the read counts as a miss, the loader
+A cache (or lock) that is down never breaks a read: the error is counted in ``errors`` and
+``events`` (and logged once per cause when the failures start and once when they stop,
+``ok`` with how many there were, not once per call), the read counts as a miss, the loader
 runs (still single-flight in-process) and its value is returned uncached. ``lock=True`` and
 a :class:`RedisBloomFilter` on the cache's own client go through the cache's circuit
 breaker for their key, so while Redis is known to be down they cost nothing: the lock is
@@ -33,7 +34,7 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
 import random
 import time
@@ -46,11 +47,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from redline._events import EventLog
+from redline.cache.abilities import Peek, read_path
 from redline.cache.base import MISSING, Cache
 from redline.cache.bloom import BloomFilter, RedisBloomFilter
 from redline.cache.breaker import CircuitBreaker
-from redline.cache.early_refresh import should_refresh, unwrap, wrap
+from redline.cache.early_refresh import MARK, should_refresh, unwrap, wrap
 from redline.cache.lock import DistributedLock, RedisClient, load_once
+from redline.cache.singleflight import SingleFlight
 from redline.exceptions import CacheError, CacheUnavailable
 
 __all__ = [
@@ -61,6 +64,7 @@ __all__ = [
     "cache_aside",
     "cache_aside_stats",
     "is_negative",
+    "is_stored_form",
     "redis_client_of",
     "write_through",
 ]
@@ -71,7 +75,7 @@ Loader: TypeAlias = Callable[[], Awaitable[Any]]
 LockOption: TypeAlias = bool | DistributedLock | Callable[[str], DistributedLock] | None
 BloomOption: TypeAlias = BloomFilter | RedisBloomFilter | None
 
-_NEGATIVE: dict[str, str] = {"__redline__": "not-found"}
+_NEGATIVE: dict[str, str] = {MARK: "not-found"}
 
 
 @runtime_checkable
@@ -86,7 +90,13 @@ class _BreakerSource(Protocol):
 
 def is_negative(raw: Any) -> bool:
     """Whether *raw* (a value read from the cache) is a negative-cache marker."""
-    return isinstance(raw, dict) and raw.get("__redline__") == "not-found"
+    return isinstance(raw, dict) and raw.get(MARK) == "not-found"
+
+
+def is_stored_form(raw: Any) -> bool:
+    """Whether *raw* (a value read from the cache) is one of redline's stored forms (a
+    negative-cache marker, an early-refresh envelope) rather than a value to return as is."""
+    return raw.__class__ is dict and MARK in raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +116,21 @@ class CacheAsideStats:
 class CacheAside:
     """Cache-aside reads of one cache with default options; :meth:`get` may override them.
 
+    Besides the protections of the module docstring: ``jitter`` spreads every stored TTL by
+    +/- that fraction (entries written together do not expire together), ``single_flight``
+    (on by default) shares one load among the concurrent misses of a key in this process,
+    ``name`` labels its log lines and :attr:`events`. The
+    :class:`~redline.cache.abilities.SyncPeek` / :class:`~redline.cache.abilities.ReadBelowL1`
+    abilities of the cache are used when it has them (resolved once, here): a
+    :class:`~redline.cache.memory.MemoryCache` is read without a coroutine switch.
+
+    One load serves every concurrent miss of a key (with ``single_flight``): a caller that is
+    cancelled stops waiting but the load goes on for the others; when every caller has been
+    cancelled, the load is cancelled too. A loader error reaches every caller sharing that
+    load and is not cached. A cache that fails (:class:`~redline.exceptions.CacheError`)
+    never breaks a read: it is counted in :attr:`events` and logged once per cause when the
+    failures start and once when they stop (``ok``, with how many there were), not per call.
+
     Example::
 
         users = CacheAside(cache, ttl=300, lock=True, negative_ttl=30, early_refresh=1.0)
@@ -117,6 +142,8 @@ class CacheAside:
         cache: Cache,
         *,
         ttl: float | None = None,
+        jitter: float = 0.0,
+        single_flight: bool = True,
         lock: LockOption = None,
         bloom: BloomOption = None,
         negative_ttl: float | None = None,
@@ -125,22 +152,34 @@ class CacheAside:
         lock_wait_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        name: str = "cache-aside",
     ) -> None:
+        if not 0.0 <= jitter < 1.0:
+            raise ValueError(f"jitter must be >= 0 and < 1, got {jitter}")
         self.cache = cache
         self.ttl = ttl
+        self.jitter = jitter
         self.lock = lock
         self.bloom = bloom
         self.negative_ttl = negative_ttl
         self.early_refresh = early_refresh
         self.lock_lease = lock_lease
         self.lock_wait_timeout = lock_wait_timeout
+        self._defaults = _Options(ttl, lock, bloom, negative_ttl, early_refresh)
+        self._defaults.validate(needs_ttl=False)
         self._clock = clock
         self._rand = rand
-        self._inflight: dict[str, asyncio.Task[Any]] = {}
-        self._reading: dict[str, asyncio.Task[Any]] = {}
+        self._peek, self._rest = read_path(cache)
+        self._flight = SingleFlight() if single_flight else None
         self._refreshing: set[str] = set()
         self._counts = dict.fromkeys(CacheAsideStats.__slots__, 0)
-        self.events = EventLog(logger, "cache-aside")
+        self._failing = False
+        self.events = EventLog(logger, name)
+
+    @property
+    def single_flight(self) -> bool:
+        """Whether concurrent misses of one key in this process share one load."""
+        return self._flight is not None
 
     async def get(
         self,
@@ -154,56 +193,96 @@ class CacheAside:
         early_refresh: float | None = None,
     ) -> Any:
         """The value of *key*, loaded with *loader* on a miss; ``MISSING`` if it doesn't exist."""
-        options = _Options(
-            ttl=self.ttl if ttl is None else ttl,
-            lock=self.lock if lock is None else lock,
-            bloom=self.bloom if bloom is None else bloom,
-            negative_ttl=self.negative_ttl if negative_ttl is None else negative_ttl,
-            early_refresh=self.early_refresh if early_refresh is None else early_refresh,
-        )
+        overrides = (ttl, lock, bloom, negative_ttl, early_refresh)
+        if overrides == (None, None, None, None, None):
+            options = self._defaults
+        else:
+            options = _Options(
+                ttl=self.ttl if ttl is None else ttl,
+                lock=self.lock if lock is None else lock,
+                bloom=self.bloom if bloom is None else bloom,
+                negative_ttl=self.negative_ttl if negative_ttl is None else negative_ttl,
+                early_refresh=self.early_refresh if early_refresh is None else early_refresh,
+            )
         options.validate()
-        raw = await self._read(key)
+        peeked = MISSING if self._peek is None else self._peek(key, MISSING)
+        return await self._get(key, peeked, loader, options)
+
+    def check(self) -> None:
+        """Raise ``ValueError`` if the default options cannot serve :meth:`after_peek`."""
+        self._defaults.validate()
+
+    @property
+    def peek(self) -> Peek | None:
+        """The synchronous read of the cache's in-process tier (``None``: it has none).
+
+        A caller may run it first and hand what it returned to :meth:`after_peek`: a hit of
+        a plain value (:func:`is_stored_form` false) is then the final answer."""
+        return self._peek
+
+    async def after_peek(self, key: str, peeked: Any, loader: Loader) -> Any:
+        """:meth:`get` with the default options, for a caller that ran :attr:`peek` itself
+        and got *peeked* (``MISSING`` on a miss, or without a peek); see :func:`cached`."""
+        return await self._get(key, peeked, loader, self._defaults)
+
+    async def _get(self, key: str, raw: Any, loader: Loader, options: _Options) -> Any:
+        """The one read path: decode a hit, else read the slower tiers, else load once."""
+        if raw is MISSING and self._rest is not None:
+            try:
+                raw = await self._rest(key)
+            except CacheError as exc:
+                self._failed("read", key, exc)  # the read is a miss: the loader runs
+            else:
+                if self._failing:
+                    self._recovered()
         if raw is not MISSING:
+            if raw.__class__ is not dict or MARK not in raw:
+                self._counts["hits"] += 1
+                return raw
             return await self._on_hit(key, raw, loader, options)
         self._count("misses")
         if options.bloom is not None and not await self._bloom_contains(options.bloom, key):
             self._count("bloom_rejections")
             return MISSING
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.create_task(self._load(key, loader, options), name=f"load {key}")
-            self._inflight[key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
-        else:
+        flight = self._flight
+        if flight is None:
+            return await self._load(key, loader, options)
+        if flight.in_flight(key):
             self._count("coalesced")
-        # shield: a cancelled caller must not cancel the load the other callers share.
-        return await asyncio.shield(task)
-
-    async def _read(self, key: str) -> Any:
-        """``cache.get(key)``, shared by the callers that ask for *key* while it is in flight."""
-        task = self._reading.get(key)
-        if task is None:
-            task = asyncio.create_task(self._safe_get(key), name=f"read {key}")
-            self._reading[key] = task
-            task.add_done_callback(lambda _: self._reading.pop(key, None))
-        return await asyncio.shield(task)
+        return await flight.do(key, functools.partial(self._load, key, loader, options))
 
     async def _safe_get(self, key: str) -> Any:
-        """``cache.get``; a cache that is down reads as a miss (logged, counted)."""
+        """``cache.get``; a cache that is down reads as a miss (counted, logged once)."""
         try:
-            return await self.cache.get(key)
+            value = await self.cache.get(key)
         except CacheError as exc:
-            self._count("errors")
-            self.events.failure("read", _about(key, exc))  # the read is a miss: the loader runs
+            self._failed("read", key, exc)  # the read is a miss: the loader runs
             return MISSING
+        if self._failing:
+            self._recovered()
+        return value
 
     async def _safe_set(self, key: str, value: Any, ttl: float | None) -> None:
-        """``cache.set``; a failed write is logged and counted, the value still returned."""
+        """``cache.set``; a failed write is counted and logged once, the value still returned."""
         try:
             await self.cache.set(key, value, ttl)
         except CacheError as exc:
-            self._count("errors")
-            self.events.failure("write", _about(key, exc))  # the value is returned uncached
+            self._failed("write", key, exc)  # the value is returned uncached
+            return
+        if self._failing:
+            self._recovered()
+
+    def _failed(self, cause: str, key: str, exc: BaseException) -> None:
+        """Count a cache failure; only the first of a run (and a state change) is logged."""
+        self._count("errors")
+        self.events.failure(cause, _about(key, exc))
+        if not self._failing:  # counted; not logged: the failure's own line says it
+            self._failing = True
+            self.events.state("failing", f"{cause} {_about(key, exc)}", level=logging.DEBUG)
+
+    def _recovered(self) -> None:
+        self._failing = False
+        self.events.state("ok", level=logging.INFO)  # with the failures counted meanwhile
 
     async def _on_hit(self, key: str, raw: Any, loader: Loader, options: _Options) -> Any:
         if is_negative(raw):
@@ -216,7 +295,7 @@ class CacheAside:
         if (
             options.early_refresh is not None
             and key not in self._refreshing
-            and key not in self._inflight
+            and not (self._flight is not None and self._flight.in_flight(key))
             and should_refresh(
                 envelope, now=self._clock(), beta=options.early_refresh, rand=self._rand()
             )
@@ -266,8 +345,7 @@ class CacheAside:
             if loaded:
                 raise
             # Redis is down: no cross-process lock to take; load (still single-flight here).
-            self._count("errors")
-            self.events.failure("lock", _about(key, exc))  # loaded without it
+            self._failed("lock", key, exc)  # loaded without it
             raw = await self._load_and_store(key, loader, options)
         return _decode(raw)
 
@@ -280,11 +358,14 @@ class CacheAside:
             if options.negative_ttl is not None:
                 await self._safe_set(key, _NEGATIVE, options.negative_ttl)
             return _NEGATIVE
+        ttl = options.ttl
+        if ttl is not None and self.jitter:
+            ttl *= 1.0 + self.jitter * (2.0 * self._rand() - 1.0)
         stored = value
-        if options.early_refresh is not None and options.ttl is not None:
+        if options.early_refresh is not None and ttl is not None:
             now = self._clock()
-            stored = wrap(value, delta=max(now - started, 0.0), expires_at=now + options.ttl)
-        await self._safe_set(key, stored, options.ttl)
+            stored = wrap(value, delta=max(now - started, 0.0), expires_at=now + ttl)
+        await self._safe_set(key, stored, ttl)
         return stored
 
     def _lock_for(self, key: str, options: _Options) -> DistributedLock | None:
@@ -327,8 +408,9 @@ class CacheAside:
         return CacheAsideStats(**self._counts)
 
     def __repr__(self) -> str:
+        loading = 0 if self._flight is None else self._flight.stats().in_flight
         return (
-            f"<CacheAside {type(self.cache).__name__} loading={len(self._inflight)} "
+            f"<CacheAside {type(self.cache).__name__} loading={loading} "
             f"refreshing={len(self._refreshing)} {self.stats()}>"
         )
 
@@ -341,13 +423,13 @@ class _Options:
     negative_ttl: float | None
     early_refresh: float | None
 
-    def validate(self) -> None:
+    def validate(self, *, needs_ttl: bool = True) -> None:
         if self.negative_ttl is not None and self.negative_ttl <= 0:
             raise ValueError(f"negative_ttl must be > 0, got {self.negative_ttl}")
         if self.early_refresh is not None:
             if self.early_refresh < 0:
                 raise ValueError(f"early_refresh must be >= 0, got {self.early_refresh}")
-            if self.ttl is None:
+            if needs_ttl and self.ttl is None:
                 raise ValueError("early_refresh needs a ttl (the expiry to refresh ahead of)")
 
 

@@ -61,7 +61,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -69,6 +69,7 @@ from redline import _trace_hooks
 from redline._events import EventLog
 from redline.cache._coherence import FillGuard
 from redline.cache._publisher import InvalidationPublisher
+from redline.cache.abilities import GetWithTtl, Peek, SyncPeek
 from redline.cache.base import MISSING, Cache, CacheStats, TierStats
 from redline.cache.invalidation import EventSource, Invalidation, InvalidationMessage
 from redline.exceptions import CacheUnavailable
@@ -113,7 +114,10 @@ class TieredCache:
         self.offline_l1_ttl = offline_l1_ttl
         self.name = name
         self.instance_id = uuid.uuid4().hex
-        self._peek: Callable[[str, Any], Any] | None = getattr(l1, "get_nowait", None)
+        # Optional abilities of the tiers, resolved once (isinstance on a protocol is slow).
+        self._peek: Peek | None = l1.get_nowait if isinstance(l1, SyncPeek) else None
+        self._l1_with_ttl: GetWithTtl | None = l1 if isinstance(l1, GetWithTtl) else None
+        self._l2_with_ttl: GetWithTtl | None = l2 if isinstance(l2, GetWithTtl) else None
         self._started = invalidation is None
         self._guard = FillGuard()
         self._publisher: InvalidationPublisher | None = None
@@ -166,7 +170,7 @@ class TieredCache:
         return self._peek(key, default)
 
     @property
-    def l1_peek(self) -> Callable[[str, Any], Any] | None:
+    def l1_peek(self) -> Peek | None:
         """L1's own synchronous ``get_nowait`` (``None`` if it has none), for hot paths."""
         return self._peek
 
@@ -186,9 +190,8 @@ class TieredCache:
 
     async def get_with_ttl(self, key: str, default: Any = MISSING) -> tuple[Any, float | None]:
         """``(value, remaining TTL or None)``; the TTL comes from L2 (L1 when L2 is down)."""
-        l1_get_with_ttl = getattr(self.l1, "get_with_ttl", None)
-        if l1_get_with_ttl is not None:
-            value, remaining = await l1_get_with_ttl(key, MISSING)
+        if self._l1_with_ttl is not None:
+            value, remaining = await self._l1_with_ttl.get_with_ttl(key, MISSING)
             if value is not MISSING:
                 return value, remaining
         return await self._read_l2(key, default)
@@ -197,9 +200,8 @@ class TieredCache:
         await self.start()
         since = self._guard.now()
         try:
-            l2_get_with_ttl = getattr(self.l2, "get_with_ttl", None)
-            if l2_get_with_ttl is not None:
-                value, remaining = await l2_get_with_ttl(key, MISSING)
+            if self._l2_with_ttl is not None:
+                value, remaining = await self._l2_with_ttl.get_with_ttl(key, MISSING)
             else:
                 value, remaining = await self.l2.get(key, MISSING), None
         except CacheUnavailable as exc:
@@ -207,7 +209,7 @@ class TieredCache:
             return default, None
         if value is MISSING:
             return default, None
-        ttl = self._l1_ttl_for(remaining if l2_get_with_ttl is not None else self.l1_ttl)
+        ttl = self._l1_ttl_for(remaining if self._l2_with_ttl is not None else self.l1_ttl)
         if ttl is not None and ttl <= 0:
             return value, remaining
         if self._guard.may_fill(key, since):
