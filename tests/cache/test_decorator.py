@@ -587,7 +587,7 @@ async def test_every_combination_of_options_has_the_same_miss_semantics(
         expect("body runs for an absent key", body.calls["absent"], 0 if bloom is not None else 1)
 
         # A cancelled caller does not cancel the run the others wait for...
-        first, second = asyncio.create_task(fn("slow")), asyncio.create_task(fn("slow"))
+        first, second = asyncio.ensure_future(fn("slow")), asyncio.ensure_future(fn("slow"))
         await asyncio.wait_for(body.started["slow"].wait(), 5)
         await asyncio.sleep(0)
         first.cancel()
@@ -595,7 +595,7 @@ async def test_every_combination_of_options_has_the_same_miss_semantics(
         expect("the cancelled caller", first.cancelled(), True)
         expect("body runs with a caller cancelled", body.calls["slow"], 1 if single_flight else 2)
         # ...but when every caller is gone, the run is cancelled and nothing is stored.
-        alone = asyncio.create_task(fn("gone"))
+        alone = asyncio.ensure_future(fn("gone"))
         await asyncio.wait_for(body.started["gone"].wait(), 5)
         alone.cancel()
         with pytest.raises(asyncio.CancelledError):
