@@ -14,6 +14,7 @@ from types import TracebackType
 import httpx
 
 from redline._ports import free_port
+from redline.serve.testing import HashingModel
 
 HASHING = "redline.serve.testing:create_hashing_model"
 
@@ -98,3 +99,8 @@ def gateway(
 def upstream_server(env: dict[str, str] | None = None, port: int | None = None) -> Serve:
     """An upstream: ``redline serve`` with the hashing model (named ``hashing``)."""
     return Serve("--model", HASHING, "--cache-url", "none", env=env, port=port)
+
+
+def create_second_hashing_model() -> HashingModel:
+    """A second hashing model for ``--model`` (named by ``REDLINE_SECOND_NAME``, ``second``)."""
+    return HashingModel(384, name=os.environ.get("REDLINE_SECOND_NAME") or "second")
