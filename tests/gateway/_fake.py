@@ -32,6 +32,7 @@ class FakeUpstream:
         self.script: deque[str] = deque()
         self.requests = 0
         self.embedding_calls: list[list[Any]] = []
+        self.traceparents: list[str | None] = []  # per embedding call, as received
         self.connections = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -48,6 +49,7 @@ class FakeUpstream:
         with self._lock:
             self.requests = 0
             self.embedding_calls = []
+            self.traceparents = []
             self.script.clear()
             self.mode = "ok"
 
@@ -102,6 +104,7 @@ class FakeUpstream:
                     return
                 _method, path, _ = line.decode().split(" ", 2)
                 length = 0
+                traceparent = None
                 while True:
                     header = await reader.readline()
                     if header in (b"\r\n", b"\n", b""):
@@ -109,6 +112,8 @@ class FakeUpstream:
                     name, _, value = header.decode().partition(":")
                     if name.strip().lower() == "content-length":
                         length = int(value.strip())
+                    elif name.strip().lower() == "traceparent":
+                        traceparent = value.strip()
                 body = await reader.readexactly(length) if length else b""
                 with self._lock:
                     self.requests += 1
@@ -123,6 +128,7 @@ class FakeUpstream:
                     texts = [texts]
                 with self._lock:
                     self.embedding_calls.append(list(texts))
+                    self.traceparents.append(traceparent)
                 if behaviour == "close":
                     writer.close()
                     return

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from redline.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from redline.gateway.observer import NO_OBSERVER, GatewayObserver
 from redline.gateway.router import ModelRoute
 from redline.gateway.tokens import estimate_tokens, split_tokens
+from redline.serve import tracing
 from redline.serve.token_input import id_count, is_ids
 
 __all__ = ["Dispatcher", "Row"]
@@ -72,6 +75,7 @@ class Dispatcher:
         grace: float = 2.0,
         count: Callable[[str], int] = estimate_tokens,
         timer: Callable[[], float] = time.monotonic,
+        observer: GatewayObserver = NO_OBSERVER,
     ) -> None:
         self.route = route
         self.dimensions = dimensions
@@ -85,6 +89,10 @@ class Dispatcher:
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
         self._finished: dict[str, float] = {}  # when the rows in their grace period arrived
         self._tasks: set[asyncio.Task[None]] = set()  # submissions and upstream calls
+        # With tracing on: the context of the request that queued each input
+        self._origins: dict[str, contextvars.Context] = {}
+        self._observer = observer
+        self._model = route.model
         self.upstream_calls = 0
         self.upstream_inputs = 0
         self._batcher: MicroBatcher[str, None] = MicroBatcher(
@@ -142,6 +150,13 @@ class Dispatcher:
             futures[text] = future
             if store and not future.done():
                 self._keep.add(text)
+        self._observer.inputs(self._model, cached=0, coalesced=len(texts) - len(new), sent=len(new))
+        if new and tracing.is_enabled():
+            # The upstream call that sends them runs in this request's context, so that its
+            # client span (and the traceparent it sends) belong to the request's trace.
+            origin = contextvars.copy_context()
+            for text in new:
+                self._origins.setdefault(text, origin)
         if new:
             # Its own task: a caller cancelled now must not take inputs out of the queue that
             # other requests may already be waiting for (they would wait for nothing).
@@ -200,7 +215,18 @@ class Dispatcher:
     async def _launch(self, texts: list[str]) -> list[None]:
         """The batch function: wait for a free call slot, then start the call and return."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._call(texts), name=f"redline-upstream-{self.route.model}")
+        origin = None
+        if self._origins:
+            for text in texts:
+                found = self._origins.pop(text, None)
+                origin = origin or found
+        task = asyncio.create_task(
+            self._call(texts),
+            name=f"redline-upstream-{self.route.model}",
+            # A copy per call (calls of one request must not see each other's spans); with
+            # no request's context, an empty one: the batch worker's is the first request's.
+            context=origin.copy() if origin is not None else contextvars.Context(),
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return [None] * len(texts)
@@ -249,6 +275,7 @@ class Dispatcher:
         self._keep.difference_update(texts)
         for text in texts:
             self._finished.pop(text, None)
+            self._origins.pop(text, None)
             future = self._inflight.pop(text, None)
             if future is not None and not future.done():
                 future.set_exception(error)

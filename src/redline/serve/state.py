@@ -82,7 +82,7 @@ class ServerState:
         self.database = await open_database(self.settings)
         self.usage = await open_usage(self.settings, self.database, self.metrics, self.cache)
         self.limiter = await open_limiter(self.settings, self.cache)
-        self.gateway = await open_gateway(self.settings, self.cache, self.database)
+        self.gateway = await open_gateway(self.settings, self.cache, self.database, self.metrics)
         self._loader = asyncio.create_task(self._load(), name="redline-model-loader")
 
     async def _load(self) -> None:
