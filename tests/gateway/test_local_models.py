@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -135,10 +136,26 @@ def test_two_models_with_one_name_are_refused() -> None:
     """Two factories whose models share a name would share cache entries: never ready."""
     second = "tests.gateway._procs:create_second_hashing_model"
     server = Serve("--model", HASHING, "--model", second, env={"REDLINE_SECOND_NAME": "hashing"})
-    with pytest.raises(RuntimeError, match="not ready"):
-        server.start(ready_timeout=15)
-    assert "two local models are both named 'hashing'" in server.log_path.read_text()
-    server.close()
+    proc = subprocess.Popen(server.args, env=server.env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert time.monotonic() < deadline, "the server never reported the load failure"
+            try:
+                answer = httpx.get(f"{server.url}/ready", timeout=5)
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            model_check = answer.json()["checks"]["model"]
+            if model_check != "loading":
+                break
+            time.sleep(0.2)
+        assert answer.status_code == 503
+        assert "two local models are both named 'hashing'" in model_check
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        server.close()
     with Serve("--model", HASHING, "--model", second) as fine:
         ids = [row["id"] for row in httpx.get(f"{fine.url}/v1/models").json()["data"]]
         assert sorted(ids) == ["hashing", "second"]

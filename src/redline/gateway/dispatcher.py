@@ -168,13 +168,7 @@ class Dispatcher:
         if waiting:
             if remaining <= 0:
                 raise self._late()
-            # shield: one caller giving up must not cancel an input others wait for too
-            _, pending = await asyncio.wait(
-                [asyncio.shield(future) for future in waiting], timeout=remaining
-            )
-            if pending:
-                for shielded in pending:
-                    shielded.cancel()
+            if not await _all_done(waiting, remaining):
                 raise self._late()
         return {text: future.result() for text, future in futures.items()}
 
@@ -195,22 +189,32 @@ class Dispatcher:
     async def _submit(self, fresh: list[str], deadline: float) -> None:
         """Queue the new inputs; the ones that cannot be queued fail their futures now."""
         remaining = max(0.001, deadline - self._timer())
+        if len(fresh) == 1:  # the usual case (single-input clients): no gather, no task
+            try:
+                await self._batcher.submit(fresh[0], timeout=remaining)
+            except Exception as exc:
+                self._not_queued(fresh[0], exc)
+            return
         results = await asyncio.gather(
             *(self._batcher.submit(text, timeout=remaining) for text in fresh),
             return_exceptions=True,
         )
         for text, result in zip(fresh, results, strict=True):
             if isinstance(result, BaseException):
-                error: GatewayError
-                if isinstance(result, BatchTimeout):
-                    error = self._late()
-                elif isinstance(result, GatewayError):
-                    error = result
-                elif isinstance(result, ConcurrencyError):
-                    error = UpstreamUnavailable(f"gateway queue for {self.route.model!r}: {result}")
-                else:
-                    error = UpstreamUnavailable(f"gateway queue failed: {result!r}")
-                self._fail({text}, error)
+                self._not_queued(text, result)
+
+    def _not_queued(self, text: str, exc: BaseException) -> None:
+        """Fail the future of *text*, which the batcher refused or timed out."""
+        error: GatewayError
+        if isinstance(exc, BatchTimeout):
+            error = self._late()
+        elif isinstance(exc, GatewayError):
+            error = exc
+        elif isinstance(exc, ConcurrencyError):
+            error = UpstreamUnavailable(f"gateway queue for {self.route.model!r}: {exc}")
+        else:
+            error = UpstreamUnavailable(f"gateway queue failed: {exc!r}")
+        self._fail({text}, error)
 
     async def _launch(self, texts: list[str]) -> list[None]:
         """The batch function: wait for a free call slot, then start the call and return."""
@@ -313,3 +317,35 @@ def _with_ids(count: Callable[[str], int]) -> Callable[[str], int]:
         return id_count(text) if is_ids(text) else count(text)
 
     return counted
+
+
+async def _all_done(futures: list[asyncio.Future[Row]], timeout: float) -> bool:
+    """Wait until every future is done (True) or *timeout* seconds pass (False).
+
+    The futures are shared with other requests: a caller cancelled or timed out here leaves
+    them running (what ``asyncio.wait`` over ``shield``-ed futures did, for less: one future
+    and one timer per request instead of a shield, a task wrapper and callbacks per input).
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+    left = len(futures)
+
+    def one_done(_: asyncio.Future[Row]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not waiter.done():
+            waiter.set_result(True)
+
+    def expired() -> None:
+        if not waiter.done():
+            waiter.set_result(False)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    timer = loop.call_later(timeout, expired)
+    try:
+        return await waiter
+    finally:
+        timer.cancel()
+        for future in futures:
+            future.remove_done_callback(one_done)
