@@ -33,6 +33,7 @@ class FakeUpstream:
         self.requests = 0
         self.embedding_calls: list[list[Any]] = []
         self.traceparents: list[str | None] = []  # per embedding call, as received
+        self.paths: list[str] = []  # request targets (path and query), as received
         self.connections = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -117,8 +118,9 @@ class FakeUpstream:
                 body = await reader.readexactly(length) if length else b""
                 with self._lock:
                     self.requests += 1
+                    self.paths.append(path)
                     behaviour = self.script.popleft() if self.script else self.mode
-                if path.endswith("/models"):
+                if path.partition("?")[0].endswith("/models"):
                     payload = {"data": [{"id": self.model_name, "object": "model"}]}
                     await self._send(writer, 200, payload)
                     continue
