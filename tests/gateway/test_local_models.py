@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -161,3 +162,19 @@ def test_two_models_with_one_name_are_refused() -> None:
         assert sorted(ids) == ["hashing", "second"]
         body = {"input": "x", "model": "second"}
         assert httpx.post(f"{fine.url}/v1/embeddings", json=body).json()["model"] == "second"
+
+
+def test_models_lists_only_what_this_server_serves(tmp_path: Path) -> None:
+    """The registry keeps rows of earlier runs on the same database: not listed, not found."""
+    data = ["--data-dir", str(tmp_path)]
+    second = "tests.gateway._procs:create_second_hashing_model"
+    with Serve("--model", HASHING, "--model", second, *data) as both:
+        ids = sorted(row["id"] for row in httpx.get(f"{both.url}/v1/models").json()["data"])
+        assert ids == ["hashing", "second"]
+    with Serve("--model", second, *data) as one:
+        ids = [row["id"] for row in httpx.get(f"{one.url}/v1/models").json()["data"]]
+        assert ids == ["second"]
+        assert httpx.get(f"{one.url}/v1/models/second").status_code == 200
+        gone = httpx.get(f"{one.url}/v1/models/hashing")
+        assert gone.status_code == 404
+        assert gone.json()["error"]["code"] == "model_not_found"
