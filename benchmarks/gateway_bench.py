@@ -15,7 +15,9 @@ Side by side, closed loops of keep-alive clients after a warm-up, rounds alterna
   >= 0.9x on a 2-core box, where the gateway's CPU is taken from the upstream's);
 * ``hit p50 added``: one client, gateway hit p50 minus redline's own hit p50 (target <= 1 ms).
 
-Prints a table (medians over rounds) and writes ``benchmarks/results/gateway_bench.json``.
+Prints a table (medians over rounds) and the gateway's own counters over the whole run
+(``/metrics``: mean inputs per upstream call, inputs from the cache / coalesced / sent), and
+writes ``benchmarks/results/gateway_bench.json``.
 """
 
 from __future__ import annotations
@@ -66,7 +68,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         model_name = "all-MiniLM-L6-v2"
     upstream = Serve(*upstream_args, env=QUIET).start(ready_timeout=300)
     gateway = Serve(
-        *("--model", HASHING, "--upstream", f"up={upstream.url}?max_inputs={args.max_inputs}"),
+        "--model",
+        HASHING,
+        "--upstream",
+        f"up={upstream.url}?max_inputs={args.max_inputs}&concurrency={args.upstream_concurrency}",
         env={**QUIET, "REDLINE_HASHING_NAME": "local"},
     ).start()
     local = Serve("--model", HASHING, env=QUIET).start()
@@ -107,6 +112,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 pairs = [p for pair in zip(pairs[1::2], pairs[::2], strict=True) for p in pair]
             for name, url, kw in pairs:
                 await measure(name, url, **kw)
+        gateway_metrics = scrape_gateway(gateway.url)
     finally:
         for server in (gateway, local, upstream):
             server.close()
@@ -137,6 +143,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "medians": medians,
         "figures": figures,
         "targets": targets,
+        "gateway_metrics": gateway_metrics,
         "runs": runs,
         "settings": {
             "rounds": args.rounds,
@@ -144,11 +151,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "duration_s": args.duration,
             "upstream_model": args.upstream_model,
             "max_inputs": args.max_inputs,
+            "upstream_concurrency": args.upstream_concurrency,
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_average_1m": os.getloadavg()[0],
         },
     }
+
+
+def scrape_gateway(url: str) -> dict[str, float]:
+    """What the gateway's ``/metrics`` say about the whole run: upstream calls, mean inputs
+    per call, and the inputs served from the cache, coalesced or sent upstream."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "redline_gateway_inputs_total":
+                key = f"inputs_{sample.labels['source']}"
+            elif sample.name in (
+                "redline_upstream_batch_size_sum",
+                "redline_upstream_batch_size_count",
+            ):
+                key = sample.name.removeprefix("redline_upstream_")
+            else:
+                continue
+            totals[key] = totals.get(key, 0.0) + sample.value
+    calls = totals.get("batch_size_count", 0.0)
+    totals["mean_inputs_per_upstream_call"] = (
+        round(totals.get("batch_size_sum", 0.0) / calls, 2) if calls else 0.0
+    )
+    return totals
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -174,6 +209,7 @@ def print_table(result: dict[str, Any]) -> None:
     for name, value in result["figures"].items():
         figures.add_row(name, str(value), result["targets"][name])
     console.print(figures)
+    console.print(f"gateway /metrics over the run: {result['gateway_metrics']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--settle", type=float, default=2.0, help="idle seconds between runs")
     parser.add_argument("--max-inputs", type=int, default=32, help="gateway batch per call")
+    parser.add_argument(
+        "--upstream-concurrency", type=int, default=8, help="gateway calls in flight upstream"
+    )
     parser.add_argument("--upstream-model", choices=("minilm", "hashing"), default="minilm")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     args = parser.parse_args(argv)

@@ -32,6 +32,8 @@ class FakeUpstream:
         self.script: deque[str] = deque()
         self.requests = 0
         self.embedding_calls: list[list[Any]] = []
+        self.traceparents: list[str | None] = []  # per embedding call, as received
+        self.paths: list[str] = []  # request targets (path and query), as received
         self.connections = 0
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -48,6 +50,7 @@ class FakeUpstream:
         with self._lock:
             self.requests = 0
             self.embedding_calls = []
+            self.traceparents = []
             self.script.clear()
             self.mode = "ok"
 
@@ -102,6 +105,7 @@ class FakeUpstream:
                     return
                 _method, path, _ = line.decode().split(" ", 2)
                 length = 0
+                traceparent = None
                 while True:
                     header = await reader.readline()
                     if header in (b"\r\n", b"\n", b""):
@@ -109,11 +113,14 @@ class FakeUpstream:
                     name, _, value = header.decode().partition(":")
                     if name.strip().lower() == "content-length":
                         length = int(value.strip())
+                    elif name.strip().lower() == "traceparent":
+                        traceparent = value.strip()
                 body = await reader.readexactly(length) if length else b""
                 with self._lock:
                     self.requests += 1
+                    self.paths.append(path)
                     behaviour = self.script.popleft() if self.script else self.mode
-                if path.endswith("/models"):
+                if path.partition("?")[0].endswith("/models"):
                     payload = {"data": [{"id": self.model_name, "object": "model"}]}
                     await self._send(writer, 200, payload)
                     continue
@@ -123,6 +130,7 @@ class FakeUpstream:
                     texts = [texts]
                 with self._lock:
                     self.embedding_calls.append(list(texts))
+                    self.traceparents.append(traceparent)
                 if behaviour == "close":
                     writer.close()
                     return

@@ -3,9 +3,12 @@ lives in ``redline._services.serve``, shared with the gateway benchmark)."""
 
 from __future__ import annotations
 
-from redline._services.serve import HASHING, Serve
+import os
 
-__all__ = ["HASHING", "Serve", "gateway", "upstream_server"]
+from redline._services.serve import HASHING, Serve
+from redline.serve.testing import HashingModel
+
+__all__ = ["HASHING", "Serve", "create_second_hashing_model", "gateway", "upstream_server"]
 
 
 def gateway(
@@ -21,3 +24,8 @@ def gateway(
 def upstream_server(env: dict[str, str] | None = None, port: int | None = None) -> Serve:
     """An upstream: ``redline serve`` with the hashing model (named ``hashing``)."""
     return Serve("--model", HASHING, "--cache-url", "none", env=env, port=port)
+
+
+def create_second_hashing_model() -> HashingModel:
+    """A second hashing model for ``--model`` (named by ``REDLINE_SECOND_NAME``, ``second``)."""
+    return HashingModel(384, name=os.environ.get("REDLINE_SECOND_NAME") or "second")

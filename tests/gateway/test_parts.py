@@ -13,6 +13,7 @@ import pytest
 from redline._ports import free_port
 from redline.exceptions import ConfigError, UpstreamRejected, UpstreamUnavailable
 from redline.gateway import OutlierEjector, Upstream, parse_upstream
+from redline.gateway.client import UpstreamClient
 from redline.gateway.router import ModelRoute
 from redline.gateway.tokens import split_tokens
 from tests.gateway._fake import FakeUpstream
@@ -29,6 +30,20 @@ def test_a_spec_keeps_foreign_query_parameters_in_the_url() -> None:
     assert (config.max_inputs, config.max_tokens) == (2048, 300_000)
     assert config.timeout == 2.5
     assert "OA_KEY" in repr(config)
+
+
+async def test_the_base_urls_own_query_follows_each_endpoints_path() -> None:
+    """It used to be sent as ``?api-version=2024/v1/embeddings``: a path of ``/``."""
+    with FakeUpstream(dimension=4) as fake:
+        config = parse_upstream(f"oa={fake.url}/base?api-version=2024&model=fake")
+        async with UpstreamClient(config) as client:
+            await client.list_models(timeout=5)
+            reply = await client.embed("fake", ["a"], dimensions=None, timeout=5)
+        assert reply.vectors.shape == (1, 4)
+        assert fake.paths == [
+            "/base/v1/models?api-version=2024",
+            "/base/v1/embeddings?api-version=2024",
+        ]
 
 
 def test_the_api_key_comes_from_the_named_environment_variable(

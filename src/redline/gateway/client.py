@@ -28,6 +28,7 @@ import orjson
 
 from redline.exceptions import GatewayError, NotStarted
 from redline.gateway.config import UpstreamConfig
+from redline.serve import tracing
 from redline.serve.token_input import decode_ids, is_ids
 
 __all__ = ["CallFailed", "ModelInfo", "UpstreamClient", "UpstreamReply"]
@@ -61,11 +62,18 @@ class CallFailed(GatewayError):
         retryable: bool,
         retry_after: float | None = None,
         upstream_status: int | None = None,
+        kind: str = "invalid_response",
+        error_type: str = "invalid_response",
     ) -> None:
         super().__init__(message, status=status)
         self.retryable = retryable
         self.retry_after = retry_after
         self.upstream_status = upstream_status
+        #: what failed, one of ``observer.RESULTS``: timeout, connect, http_429, http_4xx,
+        #: http_5xx, invalid_response
+        self.kind = kind
+        #: the span's ``error.type`` when no HTTP status came back
+        self.error_type = error_type
 
 
 class UpstreamClient:
@@ -73,11 +81,17 @@ class UpstreamClient:
 
     def __init__(self, config: UpstreamConfig) -> None:
         self.config = config
-        prefix = config.base_url.rstrip("/")
+        # The base URL's own query (an api-version, say) goes after each endpoint's path.
+        base, _, query = config.base_url.partition("?")
+        prefix = base.rstrip("/")
         prefix += "" if prefix.endswith("/v1") else "/v1"
-        self._embeddings_url = prefix + "/embeddings"
-        self._models_url = prefix + "/models"
+        tail = f"?{query}" if query else ""
+        self._embeddings_url = prefix + "/embeddings" + tail
+        self._models_url = prefix + "/models" + tail
         self._client: httpx.AsyncClient | None = None
+        where = httpx.URL(prefix)
+        self._host = where.host
+        self._port = where.port or (443 if where.scheme == "https" else 80)
 
     async def open(self) -> None:
         """Build the pooled client (keep-alive connections, no proxies from the environment)."""
@@ -149,24 +163,75 @@ class UpstreamClient:
         return found
 
     async def _call(self, method: str, url: str, content: bytes | None, timeout: float) -> Any:
-        """Send and read the JSON answer; every failure becomes a :class:`CallFailed`."""
+        """Send and read the JSON answer; every failure becomes a :class:`CallFailed`.
+
+        With tracing on, each call is a client span (HTTP semantic conventions) whose
+        ``traceparent`` goes out with the request; with tracing off nothing of it runs.
+        """
+        if not tracing.is_enabled():
+            return await self._send(method, url, content, timeout, None)
+        attributes = {
+            "http.request.method": method,
+            "server.address": self._host,
+            "server.port": self._port,
+            "url.full": url,
+            "redline.upstream": self.config.name,
+        }
+        route = "/v1/embeddings" if url is self._embeddings_url else "/v1/models"
+        with tracing.client_span(f"{method} {route}", attributes) as span:
+            headers: dict[str, str] = {}
+            tracing.inject(headers)
+            try:
+                status, payload = await self._send(method, url, content, timeout, headers)
+            except CallFailed as exc:
+                if exc.upstream_status is not None:
+                    span.set_attribute("http.response.status_code", exc.upstream_status)
+                    span.set_attribute("error.type", str(exc.upstream_status))
+                else:
+                    span.set_attribute("error.type", exc.error_type)
+                raise
+            span.set_attribute("http.response.status_code", status)
+            return payload
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        timeout: float,
+        headers: dict[str, str] | None,
+    ) -> Any:
+        """One request: the JSON answer, or ``(status, JSON answer)`` when *headers* are
+        given (the traced path)."""
         name = self.config.name
         client = self._require()
         if timeout <= 0:
-            raise CallFailed(f"upstream {name!r}: no time left", status=504, retryable=False)
+            raise CallFailed(
+                f"upstream {name!r}: no time left",
+                status=504,
+                retryable=False,
+                kind="timeout",
+                error_type="timeout",
+            )
         try:
             async with asyncio.timeout(timeout):
-                response = await client.request(method, url, content=content)
+                response = await client.request(method, url, content=content, headers=headers)
                 raw = await response.aread()
         except TimeoutError:
             raise CallFailed(
                 f"upstream {name!r} did not answer within {timeout:.2f}s",
                 status=504,
                 retryable=True,
+                kind="timeout",
+                error_type="timeout",
             ) from None
         except httpx.TimeoutException as exc:
             raise CallFailed(
-                f"upstream {name!r} timed out: {type(exc).__name__}", status=504, retryable=True
+                f"upstream {name!r} timed out: {type(exc).__name__}",
+                status=504,
+                retryable=True,
+                kind="timeout",
+                error_type="timeout",
             ) from exc
         except httpx.TransportError as exc:
             # Connect refused, connection closed mid-answer, ...: embeddings are idempotent.
@@ -174,22 +239,27 @@ class UpstreamClient:
                 f"upstream {name!r} unreachable: {type(exc).__name__}: {exc}",
                 status=502,
                 retryable=True,
+                kind="connect",
+                error_type=f"httpx.{type(exc).__name__}",
             ) from exc
         status = response.status_code
         if status >= 400:
             detail = _error_detail(raw)
             retryable = status == 429 or status >= 500
+            kind = "http_429" if status == 429 else "http_5xx" if status >= 500 else "http_4xx"
             raise CallFailed(
                 f"upstream {name!r} answered {status}: {detail}",
                 status=(502 if status >= 500 else status) if status != 429 else 503,
                 retryable=retryable,
                 retry_after=_retry_after(response.headers.get("retry-after")),
                 upstream_status=status,
+                kind=kind,
             )
         try:
-            return orjson.loads(raw)
+            payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise self._bad(f"answered {status} with a body that is not JSON") from None
+        return payload if headers is None else (status, payload)
 
     def _bad(self, what: str) -> CallFailed:
         return CallFailed(f"upstream {self.config.name!r} {what}", status=502, retryable=True)

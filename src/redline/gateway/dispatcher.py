@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ from redline.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from redline.gateway.observer import NO_OBSERVER, GatewayObserver
 from redline.gateway.router import ModelRoute
 from redline.gateway.tokens import estimate_tokens, split_tokens
+from redline.serve import tracing
 from redline.serve.token_input import id_count, is_ids
 
 __all__ = ["Dispatcher", "Row"]
@@ -72,6 +75,7 @@ class Dispatcher:
         grace: float = 2.0,
         count: Callable[[str], int] = estimate_tokens,
         timer: Callable[[], float] = time.monotonic,
+        observer: GatewayObserver = NO_OBSERVER,
     ) -> None:
         self.route = route
         self.dimensions = dimensions
@@ -85,6 +89,10 @@ class Dispatcher:
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
         self._finished: dict[str, float] = {}  # when the rows in their grace period arrived
         self._tasks: set[asyncio.Task[None]] = set()  # submissions and upstream calls
+        # With tracing on: the context of the request that queued each input
+        self._origins: dict[str, contextvars.Context] = {}
+        self._observer = observer
+        self._model = route.model
         self.upstream_calls = 0
         self.upstream_inputs = 0
         self._batcher: MicroBatcher[str, None] = MicroBatcher(
@@ -142,6 +150,13 @@ class Dispatcher:
             futures[text] = future
             if store and not future.done():
                 self._keep.add(text)
+        self._observer.inputs(self._model, cached=0, coalesced=len(texts) - len(new), sent=len(new))
+        if new and tracing.is_enabled():
+            # The upstream call that sends them runs in this request's context, so that its
+            # client span (and the traceparent it sends) belong to the request's trace.
+            origin = contextvars.copy_context()
+            for text in new:
+                self._origins.setdefault(text, origin)
         if new:
             # Its own task: a caller cancelled now must not take inputs out of the queue that
             # other requests may already be waiting for (they would wait for nothing).
@@ -153,13 +168,7 @@ class Dispatcher:
         if waiting:
             if remaining <= 0:
                 raise self._late()
-            # shield: one caller giving up must not cancel an input others wait for too
-            _, pending = await asyncio.wait(
-                [asyncio.shield(future) for future in waiting], timeout=remaining
-            )
-            if pending:
-                for shielded in pending:
-                    shielded.cancel()
+            if not await _all_done(waiting, remaining):
                 raise self._late()
         return {text: future.result() for text, future in futures.items()}
 
@@ -180,27 +189,48 @@ class Dispatcher:
     async def _submit(self, fresh: list[str], deadline: float) -> None:
         """Queue the new inputs; the ones that cannot be queued fail their futures now."""
         remaining = max(0.001, deadline - self._timer())
+        if len(fresh) == 1:  # the usual case (single-input clients): no gather, no task
+            try:
+                await self._batcher.submit(fresh[0], timeout=remaining)
+            except Exception as exc:
+                self._not_queued(fresh[0], exc)
+            return
         results = await asyncio.gather(
             *(self._batcher.submit(text, timeout=remaining) for text in fresh),
             return_exceptions=True,
         )
         for text, result in zip(fresh, results, strict=True):
             if isinstance(result, BaseException):
-                error: GatewayError
-                if isinstance(result, BatchTimeout):
-                    error = self._late()
-                elif isinstance(result, GatewayError):
-                    error = result
-                elif isinstance(result, ConcurrencyError):
-                    error = UpstreamUnavailable(f"gateway queue for {self.route.model!r}: {result}")
-                else:
-                    error = UpstreamUnavailable(f"gateway queue failed: {result!r}")
-                self._fail({text}, error)
+                self._not_queued(text, result)
+
+    def _not_queued(self, text: str, exc: BaseException) -> None:
+        """Fail the future of *text*, which the batcher refused or timed out."""
+        error: GatewayError
+        if isinstance(exc, BatchTimeout):
+            error = self._late()
+        elif isinstance(exc, GatewayError):
+            error = exc
+        elif isinstance(exc, ConcurrencyError):
+            error = UpstreamUnavailable(f"gateway queue for {self.route.model!r}: {exc}")
+        else:
+            error = UpstreamUnavailable(f"gateway queue failed: {exc!r}")
+        self._fail({text}, error)
 
     async def _launch(self, texts: list[str]) -> list[None]:
         """The batch function: wait for a free call slot, then start the call and return."""
         await self._slots.acquire()
-        task = asyncio.create_task(self._call(texts), name=f"redline-upstream-{self.route.model}")
+        origin = None
+        if self._origins:
+            for text in texts:
+                found = self._origins.pop(text, None)
+                origin = origin or found
+        task = asyncio.create_task(
+            self._call(texts),
+            name=f"redline-upstream-{self.route.model}",
+            # A copy per call (calls of one request must not see each other's spans); with
+            # no request's context, an empty one: the batch worker's is the first request's.
+            context=origin.copy() if origin is not None else contextvars.Context(),
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return [None] * len(texts)
@@ -249,6 +279,7 @@ class Dispatcher:
         self._keep.difference_update(texts)
         for text in texts:
             self._finished.pop(text, None)
+            self._origins.pop(text, None)
             future = self._inflight.pop(text, None)
             if future is not None and not future.done():
                 future.set_exception(error)
@@ -286,3 +317,35 @@ def _with_ids(count: Callable[[str], int]) -> Callable[[str], int]:
         return id_count(text) if is_ids(text) else count(text)
 
     return counted
+
+
+async def _all_done(futures: list[asyncio.Future[Row]], timeout: float) -> bool:
+    """Wait until every future is done (True) or *timeout* seconds pass (False).
+
+    The futures are shared with other requests: a caller cancelled or timed out here leaves
+    them running (what ``asyncio.wait`` over ``shield``-ed futures did, for less: one future
+    and one timer per request instead of a shield, a task wrapper and callbacks per input).
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+    left = len(futures)
+
+    def one_done(_: asyncio.Future[Row]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not waiter.done():
+            waiter.set_result(True)
+
+    def expired() -> None:
+        if not waiter.done():
+            waiter.set_result(False)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    timer = loop.call_later(timeout, expired)
+    try:
+        return await waiter
+    finally:
+        timer.cancel()
+        for future in futures:
+            future.remove_done_callback(one_done)

@@ -76,8 +76,9 @@ class OutlierEjector:
         """A call given up by its caller (cancelled): neither success nor failure."""
         self._probing = False
 
-    def record_failure(self, error: str) -> None:
-        """A call failed; eject after ``threshold`` in a row (a failed probe ejects again)."""
+    def record_failure(self, error: str) -> bool:
+        """A call failed; eject after ``threshold`` in a row (a failed probe ejects again).
+        True when this failure ejected the upstream."""
         self._last_error = error
         self._failures += 1
         if self._probing or self._failures >= self.threshold:
@@ -86,6 +87,13 @@ class OutlierEjector:
             self._in_a_row += 1
             pause = min(self.max_cooldown, self.cooldown * 2 ** (self._in_a_row - 1))
             self._until = self._timer() + pause
+            return True
+        return False
+
+    @property
+    def out(self) -> bool:
+        """True from an ejection until a call succeeds again (cooldown and probe included)."""
+        return self._until is not None
 
     def state(self) -> str:
         """One line for error messages: ``healthy``, ``probing`` or ``ejected for Ns ...``."""

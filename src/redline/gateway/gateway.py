@@ -23,6 +23,7 @@ from redline.exceptions import ConfigError
 from redline.gateway.client import CallFailed
 from redline.gateway.config import UpstreamConfig, parse_upstream
 from redline.gateway.model import UpstreamModel
+from redline.gateway.observer import NO_OBSERVER, GatewayObserver
 from redline.gateway.router import ModelRoute
 from redline.gateway.tokens import estimate_tokens, load_counter
 from redline.gateway.upstream import Upstream
@@ -53,8 +54,10 @@ class Gateway:
         *,
         cache: Cache | None,
         cache_ttl: float | None = None,
+        observer: GatewayObserver = NO_OBSERVER,
     ) -> Gateway:
-        """Parse *specs*, open every upstream, learn their models; :class:`ConfigError` if not."""
+        """Parse *specs*, open every upstream, learn their models; :class:`ConfigError` if not.
+        *observer* hears of every upstream call and where each input came from."""
         configs = [parse_upstream(s) if isinstance(s, str) else s for s in specs]
         names = [config.name for config in configs]
         if len(set(names)) != len(names):
@@ -83,7 +86,7 @@ class Gateway:
             )
             models[model] = UpstreamModel(
                 model,
-                ModelRoute(model, group),
+                ModelRoute(model, group, observer=observer),
                 int(dimension or 0),
                 cache=cache,
                 cache_ttl=cache_ttl,
@@ -92,7 +95,10 @@ class Gateway:
                 concurrency=sum(u.config.concurrency for u in group),
                 timeout=max(u.config.timeout for u in group),
                 count=counter,
+                observer=observer,
             )
+        for upstream in upstreams:
+            observer.upstream_state(upstream.name, ejected=False, ejection=False)
         logger.info("gateway: %s", {m: [u.name for u in g] for m, g in serving.items()})
         return cls(upstreams, models)
 

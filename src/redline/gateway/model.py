@@ -31,6 +31,7 @@ import numpy.typing as npt
 from redline.cache.base import Cache
 from redline.exceptions import CacheError
 from redline.gateway.dispatcher import Dispatcher, Row
+from redline.gateway.observer import NO_OBSERVER, GatewayObserver
 from redline.gateway.router import ModelRoute
 from redline.gateway.tokens import estimate_tokens
 from redline.serve.cache_control import current_policy, entry_ages, not_cached, stale_keys
@@ -69,6 +70,7 @@ class UpstreamModel:
         timeout: float = 30.0,
         count: Callable[[str], int] = estimate_tokens,
         timer: Any = time.monotonic,
+        observer: GatewayObserver = NO_OBSERVER,
     ) -> None:
         self.name = name
         self.route = route
@@ -81,6 +83,7 @@ class UpstreamModel:
         self.timeout = timeout
         self.count = count
         self._timer = timer
+        self.observer = observer
         self._dispatchers: dict[tuple[int | None, str | None], Dispatcher] = {}
         self._starting = asyncio.Lock()
         # hash(text) -> tokens billed; keyed by hash so long inputs are not kept alive
@@ -115,6 +118,7 @@ class UpstreamModel:
                     call_timeout=self.timeout,
                     count=self.count,
                     timer=self._timer,
+                    observer=self.observer,
                 )
                 await found.start()
                 self._dispatchers[key] = found
@@ -155,8 +159,11 @@ class UpstreamModel:
         if missing and policy.only_if_cached:
             raise not_cached(len(texts) - cached, len(texts))
         fetch_seconds = 0.0
+        unique = list(dict.fromkeys(missing)) if missing else missing
+        # Cached positions, and misses repeated within the request (sent once): the
+        # dispatcher reports the rest.
+        self.observer.inputs(self.name, cached=cached, coalesced=len(missing) - len(unique), sent=0)
         if missing:
-            unique = list(dict.fromkeys(missing))
             fetched = self._timer()
             dispatcher = await self.dispatcher(dimensions, policy.namespace)
             store = self.cache is not None and not policy.no_store

@@ -28,6 +28,7 @@ from redline.exceptions import (
     UpstreamUnavailable,
 )
 from redline.gateway.client import CallFailed, UpstreamReply
+from redline.gateway.observer import NO_OBSERVER, GatewayObserver
 from redline.gateway.upstream import Upstream
 
 __all__ = ["ModelRoute"]
@@ -45,6 +46,7 @@ class ModelRoute:
         max_backoff: float = 2.0,
         timer: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        observer: GatewayObserver = NO_OBSERVER,
     ) -> None:
         if not upstreams:
             raise ValueError(f"model {model!r} needs at least one upstream")
@@ -54,6 +56,7 @@ class ModelRoute:
         self.max_backoff = max_backoff
         self._timer = timer
         self._rng = rng if rng is not None else random.Random()
+        self.observer = observer
         self._next = 0
 
     def states(self) -> str:
@@ -88,18 +91,26 @@ class ModelRoute:
             if upstream is None:
                 raise self._give_up(last, timed_out=False)
             self._last_upstream = upstream
+            observer = self.observer
+            started = self._timer()
             try:
                 reply = await upstream.client.embed(
                     self.model, inputs, dimensions=dimensions, timeout=remaining
                 )
             except CallFailed as exc:
+                observer.upstream_call(
+                    upstream.name, len(inputs), self._timer() - started, exc.kind
+                )
                 if not exc.retryable:
                     upstream.ejector.abandon()
                     raise UpstreamRejected(str(exc), status=exc.status) from exc
                 if exc.upstream_status == 429:
                     upstream.ejector.abandon()  # busy is not broken
                 else:
-                    upstream.ejector.record_failure(str(exc))
+                    ejection = upstream.ejector.record_failure(str(exc))
+                    observer.upstream_state(
+                        upstream.name, ejected=upstream.ejector.out, ejection=ejection
+                    )
                 last = exc
                 attempt += 1
                 if self._has_alternative(upstream) and exc.upstream_status != 429:
@@ -117,8 +128,14 @@ class ModelRoute:
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
+                observer.upstream_call(
+                    upstream.name, len(inputs), self._timer() - started, "cancelled"
+                )
                 upstream.ejector.abandon()
                 raise
+            observer.upstream_call(upstream.name, len(inputs), self._timer() - started, "ok")
+            if upstream.ejector.out:  # a probe succeeded: back in rotation
+                observer.upstream_state(upstream.name, ejected=False, ejection=False)
             upstream.ejector.record_success()
             return reply
 

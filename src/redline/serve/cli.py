@@ -28,7 +28,11 @@ def serve(
     port: Annotated[int | None, typer.Option(help="TCP port [REDLINE_PORT].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes [REDLINE_WORKERS].")] = None,
     model: Annotated[
-        str | None, typer.Option(help="'minilm' or 'package.module:factory' [REDLINE_MODEL].")
+        list[str] | None,
+        typer.Option(
+            help="'minilm', 'package.module:factory' or 'none'; repeatable: several models "
+            "side by side, the first is the default [REDLINE_MODEL, comma-separated]."
+        ),
     ] = None,
     cache_url: Annotated[
         str | None, typer.Option(help="memory://, redis://..., none [REDLINE_CACHE_URL].")
@@ -106,7 +110,7 @@ def serve(
         "host": host,
         "port": port,
         "workers": workers,
-        "model": model,
+        "model": ",".join(model) if model else None,
         "cache_url": cache_url,
         "database_url": database_url,
         "data_dir": data_dir,

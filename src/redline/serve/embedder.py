@@ -104,7 +104,7 @@ async def embed_texts(
             return await cast(CachingModel, model).embed_cached(texts, dimensions)
         except GatewayError as exc:
             raise APIError(exc.status, str(exc), code=_gateway_code(exc)) from exc
-    engine = state.require_engine()
+    engine = state.require_engine(model)
     cache = state.request_cache
     policy = current_policy()
     decoder = _token_decoder(model, texts)

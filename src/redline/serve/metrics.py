@@ -31,7 +31,7 @@ from redline.cache.base import CacheStats
 from redline.serve import tracing
 from redline.serve.recent import RecentRequests
 
-__all__ = ["OTHER_METHOD", "ServerMetrics", "method_label"]
+__all__ = ["OTHER_METHOD", "GatewayMetrics", "ServerMetrics", "method_label"]
 
 #: The ``method`` label of a request whose method its route does not serve.
 OTHER_METHOD = "other"
@@ -74,6 +74,108 @@ class _Batch(Protocol):
     def error(self) -> object: ...
     @property
     def items(self) -> Sequence[Any]: ...
+
+
+class GatewayMetrics:
+    """The gateway's series (a ``redline.gateway.observer.GatewayObserver``), per upstream:
+
+    - ``redline_upstream_requests_total{upstream, result}``: calls by result (``ok``, or the
+      kind of failure: ``timeout``, ``connect``, ``http_429``, ``http_4xx``, ``http_5xx``,
+      ``invalid_response``, ``cancelled``); each retry is a call
+    - ``redline_upstream_request_duration_seconds{upstream}``: duration of each call
+    - ``redline_upstream_batch_size{upstream}``: inputs per call
+    - ``redline_upstream_ejections_total{upstream}``, ``redline_upstream_ejected{upstream}``
+      (1 from an ejection until a call succeeds again)
+
+    and, per upstream model (the cache and coalescing sit in front of the upstreams):
+    ``redline_gateway_inputs_total{model, source}``, where ``source`` is ``cache``,
+    ``coalesced`` (joined an identical input in flight, or repeated in the request) or
+    ``upstream`` (queued for an upstream call).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.requests = Counter(
+            "redline_upstream_requests",
+            "Calls to an upstream embeddings API, by result.",
+            ["upstream", "result"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "redline_upstream_request_duration_seconds",
+            "Duration of one call to an upstream.",
+            ["upstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "redline_upstream_batch_size",
+            "Inputs per upstream call.",
+            ["upstream"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.ejections = Counter(
+            "redline_upstream_ejections",
+            "Times an upstream was taken out of rotation after failures.",
+            ["upstream"],
+            registry=r,
+        )
+        self.ejected = Gauge(
+            "redline_upstream_ejected",
+            "1 while an upstream is out of rotation (until a call to it succeeds again).",
+            ["upstream"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.inputs_total = Counter(
+            "redline_gateway_inputs",
+            "Inputs asked of an upstream model, by where they came from.",
+            ["model", "source"],
+            registry=r,
+        )
+        self._calls: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._sources: dict[str, tuple[Any, Any, Any]] = {}
+
+    def upstream_call(self, upstream: str, inputs: int, seconds: float, result: str) -> None:
+        children = self._calls.get((upstream, result))
+        if children is None:
+            children = (
+                self.requests.labels(upstream=upstream, result=result),
+                self.duration.labels(upstream=upstream),
+                self.batch_size.labels(upstream=upstream),
+            )
+            self._calls[(upstream, result)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+        children[2].observe(inputs)
+
+    def upstream_state(self, upstream: str, *, ejected: bool, ejection: bool) -> None:
+        if ejection:
+            self.ejections.labels(upstream=upstream).inc()
+        else:
+            self.ejections.labels(upstream=upstream).inc(0)  # the series exists from the start
+        self.ejected.labels(upstream=upstream).set(1 if ejected else 0)
+
+    def inputs(self, model: str, *, cached: int, coalesced: int, sent: int) -> None:
+        children = self._sources.get(model)
+        if children is None:
+            labels = self.inputs_total.labels
+            children = (
+                labels(model=model, source="cache"),
+                labels(model=model, source="coalesced"),
+                labels(model=model, source="upstream"),
+            )
+            self._sources[model] = children
+        if cached:
+            children[0].inc(cached)
+        if coalesced:
+            children[1].inc(coalesced)
+        if sent:
+            children[2].inc(sent)
+
+    def __repr__(self) -> str:
+        return f"GatewayMetrics(upstreams={sorted({u for u, _ in self._calls})})"
 
 
 class ServerMetrics:
@@ -166,6 +268,8 @@ class ServerMetrics:
         self._keep_recent, self._now = self.recent.append, self.recent.timer
         self._cache_seen: dict[tuple[str, str], int] = {}
         self.batch_errors = Counter("redline_batch_errors", "Model calls that raised.", registry=r)
+        #: the gateway's series (registered here, filled only when upstreams are configured)
+        self.gateway = GatewayMetrics(r)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one HTTP request (labelled children are cached: this runs per request)."""

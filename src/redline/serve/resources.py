@@ -115,15 +115,25 @@ async def open_limiter(settings: Settings, cache: Cache | None) -> ClientRateLim
 
 
 async def open_gateway(
-    settings: Settings, cache: Cache | None, database: Database | None
+    settings: Settings,
+    cache: Cache | None,
+    database: Database | None,
+    metrics: ServerMetrics | None = None,
 ) -> Gateway | None:
     """The upstreams of ``settings.upstreams`` (None when there are none), their models
-    registered in the database so ``/v1/models`` lists them beside the local one."""
+    registered in the database so ``/v1/models`` lists them beside the local ones; their
+    calls counted in *metrics*."""
     if not settings.upstreams:
         return None
     from redline.gateway import Gateway
+    from redline.gateway.observer import NO_OBSERVER
 
-    gateway = await Gateway.open(settings.upstreams, cache=cache, cache_ttl=settings.cache_ttl)
+    gateway = await Gateway.open(
+        settings.upstreams,
+        cache=cache,
+        cache_ttl=settings.cache_ttl,
+        observer=metrics.gateway if metrics is not None else NO_OBSERVER,
+    )
     if database is not None:
         for model in gateway.models.values():
             owners = ",".join(upstream.name for upstream in model.route.upstreams)

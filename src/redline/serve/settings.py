@@ -14,6 +14,8 @@ host                127.0.0.1           interface uvicorn binds
 port                8000                TCP port (1..65535)
 workers             1                   uvicorn worker processes
 model               minilm              ``minilm`` (built-in) or ``package.module:factory``;
+                                        several, comma-separated, serve side by side (the
+                                        first answers requests that name no model);
                                         ``none``: no local model (a gateway only)
 cache_url           memory://           ``memory://``, ``redis://...``, ``redis+cluster://...``
                                         (``?tiered=1`` for memory L1 + Redis L2); ``none`` = off
@@ -205,15 +207,32 @@ class Settings(BaseSettings):
             parse_rate_limit(value)
         return value
 
-    @field_validator("model")
+    @field_validator("model", mode="before")
     @classmethod
-    def _check_model(cls, value: str) -> str:
-        if value not in ("minilm", "none") and value.count(":") != 1:
-            raise ValueError(
-                "model must be 'minilm' or 'package.module:factory' ('none': upstreams only), "
-                f"got {value!r}"
-            )
-        return value
+    def _check_model(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            value = ",".join(str(part) for part in value)
+        if not isinstance(value, str):
+            return value
+        specs = [part.strip() for part in value.split(",") if part.strip()]
+        if not specs:
+            raise ValueError("model must name at least one model (or 'none')")
+        for spec in specs:
+            if spec not in ("minilm", "none") and spec.count(":") != 1:
+                raise ValueError(
+                    "model must be 'minilm' or 'package.module:factory' ('none': upstreams "
+                    f"only), comma-separated for several; got {spec!r}"
+                )
+        if "none" in specs and len(specs) > 1:
+            raise ValueError(f"model 'none' cannot be combined with other models, got {value!r}")
+        if len(set(specs)) != len(specs):
+            raise ValueError(f"model names the same model twice: {value!r}")
+        return ",".join(specs)
+
+    @property
+    def model_specs(self) -> tuple[str, ...]:
+        """The local models to load, in order (empty for ``none``); the first is the default."""
+        return () if self.model == "none" else tuple(self.model.split(","))
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -315,13 +334,14 @@ def check_startup(settings: Settings) -> None:
         if not settings.upstreams:
             raise ConfigError("REDLINE_MODEL=none serves nothing without REDLINE_UPSTREAMS")
         return
-    module = BUILTIN_MODELS.get(settings.model, settings.model).partition(":")[0]
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        found = None
-    if found is None:
-        raise ConfigError(f"invalid setting REDLINE_MODEL: cannot find module {module!r}")
+    for spec in settings.model_specs:
+        module = BUILTIN_MODELS.get(spec, spec).partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise ConfigError(f"invalid setting REDLINE_MODEL: cannot find module {module!r}")
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from redline.cache.base import Cache
-from redline.exceptions import ModelNotFound, ModelNotReady
+from redline.exceptions import ConfigError, ModelNotFound, ModelNotReady
 from redline.serve.engine import InferenceEngine
 from redline.serve.looplag import LoopLagMonitor
 from redline.serve.metrics import ServerMetrics
@@ -55,6 +55,9 @@ class ServerState:
         self.usage: UsageRecorder | None = None
         self.limiter: ClientRateLimiter | None = None
         self.gateway: Gateway | None = None
+        #: Every local model's engine by model name; ``model`` / ``engine`` are the default's.
+        self.engines: dict[str, InferenceEngine] = {}
+        self._local: dict[str, Model] = {}  # request ids (aliases included) -> local model
         self.ready = False
         self.load_error: str | None = None
         self.model_load_seconds: float | None = None
@@ -84,52 +87,71 @@ class ServerState:
         self.database = await open_database(self.settings)
         self.usage = await open_usage(self.settings, self.database, self.metrics, self.cache)
         self.limiter = await open_limiter(self.settings, self.cache)
-        self.gateway = await open_gateway(self.settings, self.cache, self.database)
+        self.gateway = await open_gateway(self.settings, self.cache, self.database, self.metrics)
         self._loader = asyncio.create_task(self._load(), name="redline-model-loader")
 
     async def _load(self) -> None:
-        """Load (in a thread), warm up, start the batcher, register the model; then ready."""
+        """Load every local model (in a thread), warm each up, start its batcher, register
+        it; then ready. Several models load one after the other, the default one first."""
         started = time.perf_counter()
-        if self._given_model is None and self.settings.model == "none":
+        specs: tuple[str | None, ...] = (
+            (None,) if self._given_model is not None else self.settings.model_specs
+        )
+        if not specs:
             self.ready = True  # a gateway only: upstream models need no loading
             logger.info("no local model: serving upstream models only")
             return
+        spec: str | None = None
         try:
-            model = self._given_model
-            if model is None:
-                settings = self.settings
-                model = await asyncio.to_thread(
-                    load_model,
-                    settings.model,
-                    torch_threads=settings.torch_threads,
-                    workers=settings.model_workers,
-                    runtime=settings.model_runtime,
-                    cache_dir=settings.model_cache_dir,
-                )
-            warmup = getattr(model, "warmup", None)
-            if callable(warmup):
-                await asyncio.to_thread(warmup)
-            self.model = model
-            engine = InferenceEngine(
-                model,
-                max_batch_size=self.settings.max_batch_size,
-                max_wait=self.settings.max_wait_ms / 1000.0,
-                max_queue=self.settings.max_queue,
-                request_timeout=self.settings.request_timeout,
-                on_batch=self.metrics.observe_batch,
-            )
-            await engine.start()
-            self.engine = engine
-            if self.database is not None:
-                await self.database.register_model(model)
+            for spec in specs:
+                await self._load_one(spec)
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("model %r failed to load", self.settings.model)
+            logger.exception("model %r failed to load", spec or self.settings.model)
             return
         self.model_load_seconds = time.perf_counter() - started
         self.metrics.model_load.set(self.model_load_seconds)
         self.ready = True
-        logger.info("model %s ready in %.2fs", model.name, self.model_load_seconds)
+        logger.info("models %s ready in %.2fs", list(self.engines), self.model_load_seconds)
+
+    async def _load_one(self, spec: str | None) -> None:
+        """Load the model *spec* names (None: the one given to the constructor) and start it."""
+        model = self._given_model
+        if model is None:
+            assert spec is not None
+            settings = self.settings
+            model = await asyncio.to_thread(
+                load_model,
+                spec,
+                torch_threads=settings.torch_threads,
+                workers=settings.model_workers,
+                runtime=settings.model_runtime,
+                cache_dir=settings.model_cache_dir,
+            )
+        if model.name in self.engines:
+            raise ConfigError(
+                f"two local models are both named {model.name!r} (REDLINE_MODEL={spec!r}): "
+                "their cache entries would mix; give each a distinct name"
+            )
+        warmup = getattr(model, "warmup", None)
+        if callable(warmup):
+            await asyncio.to_thread(warmup)
+        engine = InferenceEngine(
+            model,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait=self.settings.max_wait_ms / 1000.0,
+            max_queue=self.settings.max_queue,
+            request_timeout=self.settings.request_timeout,
+            on_batch=self.metrics.observe_batch,
+        )
+        await engine.start()
+        self.engines[model.name] = engine
+        for name in _ids_of(model):
+            self._local.setdefault(name, model)
+        if self.model is None or self.engine is None:  # the first is the default
+            self.model, self.engine = model, engine
+        if self.database is not None:
+            await self.database.register_model(model)
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait for the background load (tests and benchmarks use this)."""
@@ -138,38 +160,39 @@ class ServerState:
         if not self.ready:
             raise ModelNotReady(self.load_error or "model is not loaded")
 
-    def require_engine(self) -> InferenceEngine:
-        """The running engine, or ``ModelNotReady`` (503)."""
-        if not self.ready or self.engine is None:
+    def require_engine(self, model: Model | None = None) -> InferenceEngine:
+        """The running engine of *model* (default: the default model), or ``ModelNotReady``
+        (503)."""
+        engine = self.engine if model is None else self.engines.get(model.name)
+        if not self.ready or engine is None:
             detail = f" ({self.load_error})" if self.load_error else ""
             raise ModelNotReady(f"model {self.settings.model!r} is not ready yet{detail}")
-        return self.engine
+        return engine
 
     def model_ids(self) -> list[str]:
-        """Names a request may use for the served model."""
-        if self.model is None:
-            return []
-        names = [self.model.name]
-        if self.model.name == "all-MiniLM-L6-v2":
-            names += ["minilm", f"sentence-transformers/{self.model.name}"]
-        return names
+        """Names a request may use for the local models (the default model's first)."""
+        return list(self._local)
 
     def resolve_model(self, requested: str | None) -> Model:
-        """The served model when *requested* is None or one of its ids, else an upstream's
+        """The local model called *requested* (None: the default one), else an upstream's
         model of that name or alias (gateway); else ModelNotFound."""
+        if requested is not None:
+            local = self._local.get(requested)
+            if local is not None:
+                return local
         gateway = self.gateway
-        if gateway is not None and requested is not None and requested not in self.model_ids():
+        if gateway is not None and requested is not None:
             upstream = gateway.resolve(requested)
             if upstream is not None:
                 return upstream
-        if gateway is not None and self.model is None and self.settings.model == "none":
+        if gateway is not None and not self.settings.model_specs and self._given_model is None:
             if requested is None and len(gateway.models) == 1:
                 return next(iter(gateway.models.values()))
             raise ModelNotFound(
                 f"model {requested!r} is not served here; allowed: {gateway.model_ids()}"
             )
         engine = self.require_engine()
-        if requested is None or requested in self.model_ids():
+        if requested is None:
             return engine.model
         allowed = self.model_ids() + (gateway.model_ids() if gateway is not None else [])
         raise ModelNotFound(f"model {requested!r} is not served here; allowed: {allowed}")
@@ -185,8 +208,8 @@ class ServerState:
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
             self._switch_interval = None
-        if self.engine is not None:
-            await _quietly(self.engine.close(drain=True), "batcher")
+        for engine in self.engines.values():
+            await _quietly(engine.close(drain=True), f"batcher of {engine.model.name}")
         self.offload.close()
         if self.usage is not None:
             await _quietly(self.usage.close(), "usage")
@@ -216,6 +239,14 @@ def _request_path(settings: Settings, cache: Cache) -> RequestPathCache:
         return RequestPathCache(cache, read_budget=None, max_queued=0)
     budget = settings.cache_read_budget_ms / 1000 or None
     return RequestPathCache(cache, read_budget=budget, max_queued=settings.cache_write_queue)
+
+
+def _ids_of(model: Model) -> list[str]:
+    """The names a request may use for *model* (the bundled MiniLM has two more)."""
+    names = [model.name]
+    if model.name == "all-MiniLM-L6-v2":
+        names += ["minilm", f"sentence-transformers/{model.name}"]
+    return names
 
 
 async def _quietly(closing: Any, what: str) -> None:

@@ -16,7 +16,7 @@ from redline.serve.routes._common import json_response, server_state
 from redline.serve.schemas import ModelCard, ModelList
 from redline.serve.state import ServerState
 
-__all__ = ["get_model_info", "router"]
+__all__ = ["get_model_info", "router", "served_ids"]
 
 router = APIRouter(tags=["models"])
 MODEL_INFO_TTL = 60.0
@@ -46,12 +46,25 @@ async def get_model_info(state: ServerState, model_id: str) -> dict[str, Any] | 
     return row
 
 
+def served_ids(state: ServerState) -> set[str]:
+    """The registry ids this server answers for now: its local models (once loaded) and
+    its upstreams' models. Rows other servers or earlier runs registered are not listed."""
+    served = set(state.engines)
+    if state.model is not None:
+        served.add(state.model.name)
+    if state.gateway is not None:
+        served.update(state.gateway.models)
+    return served
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request, client: str = Depends(authorize)) -> Response:
-    """Every registered model."""
+    """Every model served here: the local ones and the upstreams' (from the registry)."""
     state = server_state(request)
     rows = await state.database.list_models() if state.database is not None else []
-    return json_response({"object": "list", "data": [_card(row) for row in rows]})
+    served = served_ids(state)
+    cards = [_card(row) for row in rows if row["id"] in served]
+    return json_response({"object": "list", "data": cards})
 
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
@@ -60,7 +73,7 @@ async def retrieve_model(
 ) -> Response:
     """One registered model; 404 JSON when unknown."""
     state = server_state(request)
-    row = await get_model_info(state, model_id)
+    row = await get_model_info(state, model_id) if model_id in served_ids(state) else None
     if row is None:
         raise APIError(
             404, f"model {model_id!r} not found", param="model_id", code="model_not_found"

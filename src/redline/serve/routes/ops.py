@@ -43,16 +43,21 @@ async def readiness(state: ServerState) -> tuple[bool, dict[str, Any]]:
         checks["batcher"] = "not started"
         ok = False
     else:
-        health = state.engine.health()
-        limit = state.settings.ready_queue_ratio * health["max_queue"]
-        if not health["alive"]:
-            checks["batcher"] = f"dead: {health.get('last_error')}"
-            ok = False
-        elif health["queue_depth"] >= limit:
-            checks["batcher"] = f"saturated: queue {health['queue_depth']}/{health['max_queue']}"
-            ok = False
-        else:
-            checks["batcher"] = "ok"
+        checks["batcher"] = "ok"
+        # Every local model's batcher (the default model's first): one down is not ready.
+        for engine in state.engines.values() or [state.engine]:
+            health = engine.health()
+            limit = state.settings.ready_queue_ratio * health["max_queue"]
+            where = f" ({engine.model.name})" if len(state.engines) > 1 else ""
+            if not health["alive"]:
+                checks["batcher"] = f"dead{where}: {health.get('last_error')}"
+                ok = False
+                break
+            if health["queue_depth"] >= limit:
+                depth = f"{health['queue_depth']}/{health['max_queue']}"
+                checks["batcher"] = f"saturated{where}: queue {depth}"
+                ok = False
+                break
     if state.gateway is not None:  # reported, not gating: cached inputs are still served
         checks["upstreams"] = state.gateway.states()
     checks["cache"] = await _cache_check(state)
