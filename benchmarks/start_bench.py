@@ -76,9 +76,10 @@ def _status(url: str) -> int | None:
 def _memory(pid: int) -> tuple[float, float, bool]:
     """Resident and peak MB, and whether torch's library is mapped."""
     status = Path(f"/proc/{pid}/status").read_text()
-    fields = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if ":" in line}
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     maps = Path(f"/proc/{pid}/maps").read_text()
-    return int(fields["VmRSS"]) / 1024, int(fields["VmHWM"]) / 1024, "libtorch" in maps
+    rss, peak = (int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))
+    return rss, peak, "libtorch" in maps
 
 
 def start_once(
