@@ -19,28 +19,33 @@ Example::
     result.histogram.summary().p99_ms
 """
 
+import typing
+
 from redline._lazy import lazy_exports as _lazy_exports
-from redline.bench.breakdown import Breakdown as Breakdown
-from redline.bench.breakdown import compute_breakdown as compute_breakdown
-from redline.bench.compare import compare_reports as compare_reports
-from redline.bench.config import LoadConfig as LoadConfig
-from redline.bench.html import render_html as render_html
-from redline.bench.html import write_html as write_html
-from redline.bench.loadgen import run_load as run_load
-from redline.bench.metrics_scrape import parse_prometheus as parse_prometheus
-from redline.bench.metrics_scrape import parse_server_timing as parse_server_timing
-from redline.bench.report import SCHEMA as SCHEMA
-from redline.bench.report import build_report as build_report
-from redline.bench.report import load_report as load_report
-from redline.bench.report import render_report as render_report
-from redline.bench.report import write_json as write_json
-from redline.bench.report import write_plot as write_plot
-from redline.bench.result import LoadProgress as LoadProgress
-from redline.bench.result import LoadResult as LoadResult
-from redline.bench.runner import BenchRun as BenchRun
-from redline.bench.runner import bench as bench
-from redline.bench.stats import LatencyHistogram as LatencyHistogram
-from redline.bench.stats import LatencySummary as LatencySummary
-from redline.bench.workload import Workload as Workload
+
+# Imported on first use (redline._lazy): ``redline serve`` starts without aiohttp / httpx.
+if typing.TYPE_CHECKING:
+    from redline.bench.breakdown import Breakdown as Breakdown
+    from redline.bench.breakdown import compute_breakdown as compute_breakdown
+    from redline.bench.compare import compare_reports as compare_reports
+    from redline.bench.config import LoadConfig as LoadConfig
+    from redline.bench.html import render_html as render_html
+    from redline.bench.html import write_html as write_html
+    from redline.bench.loadgen import run_load as run_load
+    from redline.bench.metrics_scrape import parse_prometheus as parse_prometheus
+    from redline.bench.metrics_scrape import parse_server_timing as parse_server_timing
+    from redline.bench.report import SCHEMA as SCHEMA
+    from redline.bench.report import build_report as build_report
+    from redline.bench.report import load_report as load_report
+    from redline.bench.report import render_report as render_report
+    from redline.bench.report import write_json as write_json
+    from redline.bench.report import write_plot as write_plot
+    from redline.bench.result import LoadProgress as LoadProgress
+    from redline.bench.result import LoadResult as LoadResult
+    from redline.bench.runner import BenchRun as BenchRun
+    from redline.bench.runner import bench as bench
+    from redline.bench.stats import LatencyHistogram as LatencyHistogram
+    from redline.bench.stats import LatencySummary as LatencySummary
+    from redline.bench.workload import Workload as Workload
 
 __all__, __getattr__, __dir__ = _lazy_exports(__name__)

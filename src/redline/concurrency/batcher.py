@@ -306,6 +306,48 @@ class MicroBatcher(Generic[T, R]):
                 ) from None
             raise
 
+    async def submit_many(self, items: Sequence[T], *, timeout: float | None = None) -> list[R]:
+        """The results of *items*, as ``submit`` of each run concurrently would give them,
+        without a task per item: every item is queued at once and one *timeout* covers them.
+
+        All or nothing: the first failure (or a cancel, or the deadline) takes every other
+        item of the call out of the queue and raises, as ``submit`` would have.
+        """
+        if self._closing:
+            self._rejected += 1
+            raise Closed(f"MicroBatcher {self.name!r} is closed")
+        worker = self._worker
+        if worker is None:
+            raise NotStarted(
+                f"MicroBatcher {self.name!r} is not started; await start() or use `async with`"
+            )
+        if worker.done():
+            self._rejected += 1
+            raise WorkerCrashed(
+                f"MicroBatcher {self.name!r} worker is not running ({self._last_error}); "
+                "await start() to run a new one"
+            )
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        loop = asyncio.get_running_loop()
+        queued: list[tuple[Entry, asyncio.Future[R]]] = []
+        deadline = asyncio.timeout(timeout)
+        try:
+            for item in items:
+                waiter: asyncio.Future[R] = loop.create_future()
+                queued.append((self._enqueue(item, waiter), waiter))
+            async with deadline:
+                return list(await asyncio.gather(*(waiter for _, waiter in queued)))
+        except BaseException as exc:
+            for entry, waiter in queued:
+                self._detach(entry, waiter)
+                waiter.cancel()  # a no-op for the settled ones
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                raise BatchTimeout(
+                    f"MicroBatcher {self.name!r}: no result within {timeout:g}s"
+                ) from None
+            raise
+
     def _enqueue(self, item: T, waiter: asyncio.Future[Any]) -> Entry:
         key = self._key_of(item) if self._dedup else None
         if key is not None:

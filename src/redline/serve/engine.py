@@ -119,13 +119,23 @@ class InferenceEngine:
             tracing.leave_queue(jobs)
         queue = max((job.started - job.submitted for job in jobs if job.started), default=0.0)
         inference = max((job.finished - job.started for job in jobs if job.started), default=0.0)
-        array = np.stack(rows) if rows else np.empty((0, self.model.dimension), np.float32)
+        if len(rows) == 1:  # the usual request: a copy of one row, without np.stack's cost
+            array = rows[0].reshape(1, -1).copy()
+        else:
+            array = np.stack(rows) if rows else np.empty((0, self.model.dimension), np.float32)
         return array, EngineTiming(queue=queue, inference=inference)
 
     async def _submit_all(self, jobs: list[_Job], timeout: float) -> list[npt.NDArray[np.float32]]:
-        """Submit every job; the first failure cancels the rest (nothing left queued for it)."""
+        """Submit every job; the first failure cancels the rest (nothing left queued for it).
+
+        When the queue has room for every job they are queued at once (``submit_many``: a
+        future per input, not a task per input); when it has not, each is submitted on its
+        own, so the ones that fit start before the rest is refused with ``Overloaded``.
+        """
         if len(jobs) == 1:
             return [await self._batcher.submit(jobs[0], timeout=timeout)]
+        if self._batcher.health().queue_depth + len(jobs) <= self.max_queue:
+            return await self._batcher.submit_many(jobs, timeout=timeout)
         tasks = [asyncio.ensure_future(self._batcher.submit(job, timeout=timeout)) for job in jobs]
         try:
             return await asyncio.gather(*tasks)

@@ -17,7 +17,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, TypeVar
 import orjson
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from redline.exceptions import ModelNotFound
@@ -37,6 +37,7 @@ from redline.serve.token_input import is_ids
 
 __all__ = [
     "OFFLOAD_BYTES",
+    "EncodedJSON",
     "InferenceCall",
     "begin_inference",
     "inference_response",
@@ -62,7 +63,11 @@ def require_json(request: Request) -> None:
     fine). A browser's cross-origin "simple" POST cannot send that type without a CORS
     preflight, so it cannot spend the server's capacity."""
     # The raw header list, not ``request.headers``: this runs on every request.
-    raw = next((v for k, v in request.scope["headers"] if k == b"content-type"), None)
+    _check_json(next((v for k, v in request.scope["headers"] if k == b"content-type"), None))
+
+
+def _check_json(raw: bytes | None) -> None:
+    """:func:`require_json` on the raw ``Content-Type`` value (None: not sent)."""
     if raw is None:
         raise APIError(
             415,
@@ -84,10 +89,37 @@ def require_json(request: Request) -> None:
 async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
     """Parse and validate the JSON body; the hot path skips FastAPI's dependency machinery."""
     require_json(request)
-    raw = await request.body()
+    body, _ = await _read_body(request, model)
+    return body
+
+
+async def _read_body(request: Request, model: type[ModelT]) -> tuple[ModelT, bool]:
+    """The body as *model*, and whether it is large (decoded in a thread, not on the loop)."""
+    raw = await _receive_body(request)
     if len(raw) > OFFLOAD_BYTES:
-        return await server_state(request).offload.run(_decode, raw, model)
-    return _decode(raw, model)
+        return await server_state(request).offload.run(_decode, raw, model), True
+    return _decode(raw, model), False
+
+
+async def _receive_body(request: Request) -> bytes:
+    """The whole body, read straight from ``receive`` (what ``request.body()`` does, without
+    an async generator per request); ``ClientDisconnect`` if the client went away. The routes
+    read the body once, here: nothing reads it through the request afterwards."""
+    receive = request.receive
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            if not chunks:
+                return body
+            chunks.append(body)
+            return b"".join(chunks)
+        chunks.append(body)
 
 
 def _decode(raw: bytes, model: type[ModelT]) -> ModelT:
@@ -125,21 +157,28 @@ async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCa
     """Authorize, parse the body, resolve the model (400 naming ``model`` if not served)."""
     client = await authorize(request)
     state = server_state(request)
+    # One pass over the raw header list (``request.headers`` builds a mapping per request).
+    content_type = cache_control = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-type":
+            content_type = value if content_type is None else content_type
+        elif name == b"cache-control":
+            cache_control = value if cache_control is None else cache_control
     try:  # set on every request: an ASGI caller may reuse one task for several requests
-        policy = parse_cache_control(request.headers.get("cache-control"))
+        policy = parse_cache_control(cache_control.decode("latin-1") if cache_control else None)
         if state.settings.cache_tenants:
             policy = tenant_rules(state.settings.cache_tenants).apply(client, policy)
         use_policy(policy)
     except CacheControlError as exc:
         code = "cache_control_refused" if exc.status == 403 else "invalid_cache_control"
         raise APIError(exc.status, str(exc), param="Cache-Control", code=code) from None
-    body = await parse_body(request, schema)
+    _check_json(content_type)
+    body, heavy = await _read_body(request, schema)
     started = time.perf_counter()
     try:
         model = state.resolve_model(getattr(body, "model", None))
     except ModelNotFound as exc:
         raise APIError(400, str(exc), param="model", code="model_not_found") from exc
-    heavy = len(await request.body()) > OFFLOAD_BYTES
     return InferenceCall(client, body, state, model, started, heavy)
 
 
@@ -174,8 +213,29 @@ async def inference_response(
             client=call.client,
         )
     content = await call.run(_encode_list, data, call.model.name, tokens, call.heavy)
-    headers = server_timing(result, time.perf_counter() - call.started)
-    return Response(content, 200, headers, media_type="application/json")
+    raw = [
+        (b"x-cache", result.cache_result.encode("latin-1")),
+        (b"server-timing", _timing(result, time.perf_counter() - call.started).encode("latin-1")),
+    ]
+    if result.age is not None:
+        raw.append((b"age", str(int(result.age)).encode("latin-1")))
+    return EncodedJSON(content, raw)
+
+
+class EncodedJSON(Response):
+    """A 200 answer of already-encoded JSON with headers already in their raw form: the
+    same message a :class:`Response` sends, without building it from a mapping on every
+    request."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = content
+        raw_headers.append((b"content-length", str(len(content)).encode("latin-1")))
+        raw_headers.append((b"content-type", b"application/json"))
+        self.raw_headers = raw_headers
 
 
 def _encode_list(data: list[dict[str, Any]], model: str, tokens: int, by_item: bool) -> bytes:
@@ -241,13 +301,17 @@ def prepare_texts(raw: str | list[Any], field: str, settings: Settings) -> list[
 
 def server_timing(result: EmbedResult, total_seconds: float) -> dict[str, str]:
     """``X-Cache`` and ``Server-Timing`` (cache, queue, inference, total in ms) headers."""
-    timing = (
+    headers = {"X-Cache": result.cache_result, "Server-Timing": _timing(result, total_seconds)}
+    if result.age is not None:
+        headers["Age"] = str(int(result.age))
+    return headers
+
+
+def _timing(result: EmbedResult, total_seconds: float) -> str:
+    """The ``Server-Timing`` value: cache, queue, inference and total, in ms."""
+    return (
         f"cache;dur={result.cache_seconds * 1000:.3f}, "
         f"queue;dur={result.queue_seconds * 1000:.3f}, "
         f"inference;dur={result.inference_seconds * 1000:.3f}, "
         f"total;dur={total_seconds * 1000:.3f}"
     )
-    headers = {"X-Cache": result.cache_result, "Server-Timing": timing}
-    if result.age is not None:
-        headers["Age"] = str(int(result.age))
-    return headers
