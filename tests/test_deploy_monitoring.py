@@ -117,3 +117,19 @@ def test_dashboard_panels_are_laid_out_without_overlap() -> None:
         }
         assert not cells & mine, panel["title"]
         cells |= mine
+
+
+def test_per_model_series_carry_the_model_label(live_metrics: str) -> None:
+    """The rules and the dashboard group the batch queue by ``model``: the server labels it."""
+    per_model = (
+        "redline_batch_size_count",
+        "redline_batch_queue_depth",
+        "redline_batch_queue_capacity",
+        "redline_batch_queue_wait_seconds_count",
+        "redline_inference_duration_seconds_count",
+        "redline_batch_errors_total",
+    )
+    for name in per_model:
+        lines = [line for line in live_metrics.splitlines() if line.startswith(name + "{")]
+        assert lines, name
+        assert all('model="hashing"' in line for line in lines), lines

@@ -7,12 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from redline.serve.settings import load_settings
 from redline.serve.testing import HashingModel
@@ -178,3 +180,66 @@ def test_models_lists_only_what_this_server_serves(tmp_path: Path) -> None:
         gone = httpx.get(f"{one.url}/v1/models/hashing")
         assert gone.status_code == 404
         assert gone.json()["error"]["code"] == "model_not_found"
+
+
+def _samples(client: httpx.Client, url: str) -> dict[tuple[str, str], float]:
+    """``(series, model) -> value`` of every sample with a ``model`` label in ``/metrics``."""
+    response = client.get(f"{url}/metrics")
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, sample.labels["model"]): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if "model" in sample.labels and "le" not in sample.labels
+    }
+
+
+def test_each_local_model_has_its_own_batch_series() -> None:
+    """Batch size, queue wait, model call and queue depth are labelled with the model whose
+    batcher they measure: one model's traffic and backlog leave the other's series alone."""
+    second = "tests.gateway._procs:create_second_hashing_model"
+    counts = (
+        "redline_batch_size_count",
+        "redline_batch_queue_wait_seconds_count",
+        "redline_inference_duration_seconds_count",
+    )
+    env = {"REDLINE_HASHING_DELAY_MS": "300", "REDLINE_MAX_BATCH_SIZE": "1"}  # "hashing" slow
+    with (
+        Serve("--model", HASHING, "--model", second, env=env) as server,
+        httpx.Client(timeout=60) as client,
+    ):
+        for i in range(3):
+            _embed(client, server.url, {"input": f"second {i}", "model": "second"})
+        seen = _samples(client, server.url)
+        for name in counts:
+            assert seen[(name, "second")] == 3, name
+            assert seen[(name, "hashing")] == 0, name  # exported at zero from the start
+        assert seen[("redline_batch_errors_total", "second")] == 0
+
+        # Four requests to the slow model at once: three wait in its queue, none in the other.
+        with ThreadPoolExecutor(4) as pool:
+            answers = [
+                pool.submit(_embed, client, server.url, {"input": f"slow {i}", "model": "hashing"})
+                for i in range(4)
+            ]
+            deadline = time.monotonic() + 30
+            while True:
+                seen = _samples(client, server.url)
+                if seen[("redline_batch_queue_depth", "hashing")] >= 1:
+                    break
+                assert time.monotonic() < deadline, seen
+                time.sleep(0.05)
+            assert seen[("redline_batch_queue_depth", "second")] == 0
+            for answer in answers:
+                assert answer.result().json()["model"] == "hashing"
+        seen = _samples(client, server.url)
+        for name in counts:
+            assert seen[(name, "hashing")] == 4, name
+            assert seen[(name, "second")] == 3, name
+        assert seen[("redline_batch_size_sum", "hashing")] == 4  # batches of one
+        assert seen[("redline_inference_duration_seconds_sum", "hashing")] >= 4 * 0.3
+        assert seen[("redline_inference_duration_seconds_sum", "second")] < 0.3
+        assert seen[("redline_batch_queue_depth", "hashing")] == 0
+        capacity = seen[("redline_batch_queue_capacity", "hashing")]
+        assert capacity > 0
+        assert seen[("redline_batch_queue_capacity", "second")] == capacity

@@ -3,10 +3,13 @@ its ``traceparent`` goes out to the upstream; with tracing off nothing is sent."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway._fake import FakeUpstream
 from tests.gateway._procs import Serve
@@ -99,3 +102,82 @@ def test_nothing_is_propagated_with_tracing_off() -> None:
             )
             assert answer.status_code == 200
     assert fake.traceparents == [None]
+
+
+def _inputs(url: str, source: str) -> float:
+    """``redline_gateway_inputs_total{model="fake", source=...}`` of the gateway at *url*."""
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name == "redline_gateway_inputs_total" and sample.labels == {
+                "model": "fake",
+                "source": source,
+            }:
+                return sample.value
+    return 0.0
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_call_serving_several_requests_links_to_each(receiver: Receiver) -> None:
+    """One upstream call batches the inputs of requests X and Y, and Z's input joined X's
+    before the call started: the call's client span is in the first one's trace and links to
+    the other and to Z (``redline.joined``); calls serving one request link to nothing."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    traces = {name: f"{index:032x}" for index, name in enumerate("GBXYZ", start=1)}
+    with FakeUpstream(dimension=8) as fake:
+        fake.script.append("slow:4")  # the first call holds the only call slot meanwhile
+        spec = f"up={fake.url}?model=fake&dimension=8&concurrency=1"
+        with (
+            Serve("--model", "none", "--upstream", spec, "--cache-url", "none", env=env) as gw,
+            ThreadPoolExecutor(5) as pool,
+        ):
+
+            def send(name: str, inputs: list[str]) -> Future[httpx.Response]:
+                headers = {"traceparent": f"00-{traces[name]}-{PARENT_ID}-01"}
+                body = {"input": inputs}
+                url = f"{gw.url}/v1/embeddings"
+                return pool.submit(httpx.post, url, json=body, headers=headers, timeout=30)
+
+            sent = [send("G", ["gate"])]  # call 1, slow
+            _until(lambda: _inputs(gw.url, "upstream") == 1, "G queued")
+            time.sleep(0.2)
+            sent.append(send("B", ["b"]))  # call 2: its batch waits for the slot ...
+            _until(lambda: _inputs(gw.url, "upstream") == 2, "B queued")
+            time.sleep(0.2)
+            sent.append(send("X", ["x", "shared"]))  # ... so X's and Y's queue behind it
+            sent.append(send("Y", ["y"]))
+            _until(lambda: _inputs(gw.url, "upstream") == 5, "X and Y queued")
+            sent.append(send("Z", ["shared"]))  # joins X's input: nothing of its own
+            _until(lambda: _inputs(gw.url, "coalesced") == 1, "Z joined")
+            for answer in sent:
+                assert answer.result().status_code == 200, answer.result().text
+            assert [len(call) for call in fake.embedding_calls] == [1, 1, 3]
+
+            def complete(spans: list[ReceivedSpan]) -> bool:
+                clients = [s for s in spans if s.kind == CLIENT_KIND]
+                servers = {s.trace_id for s in spans if s.kind == SERVER_KIND}
+                return len(clients) >= 3 and set(traces.values()) <= servers
+
+            spans = receiver.wait_for(complete)
+
+    clients = [s for s in spans if s.kind == CLIENT_KIND and s.name == "POST /v1/embeddings"]
+    assert len(clients) == 3
+    by_trace = {s.trace_id: s for s in clients}
+    for alone in ("G", "B"):  # one request each: no link
+        assert by_trace[traces[alone]].links == ()
+        assert "redline.batch.requests" not in by_trace[traces[alone]].attributes
+    [shared] = [s for s in clients if s.trace_id in (traces["X"], traces["Y"])]
+    first = "X" if shared.trace_id == traces["X"] else "Y"
+    other = "Y" if first == "X" else "X"
+    assert shared.attributes["redline.batch.requests"] == 3
+    linked = dict(zip(shared.links, shared.link_attributes, strict=True))
+    assert {trace_id for trace_id, _ in linked} == {traces[other], traces["Z"]}
+    span_ids = {(s.trace_id, s.span_id) for s in spans}
+    for (trace_id, span_id), attributes in linked.items():
+        assert (trace_id, span_id) in span_ids  # a span of that request (its server span)
+        assert attributes.get("redline.joined", False) is (trace_id == traces["Z"])

@@ -89,8 +89,10 @@ class Dispatcher:
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
         self._finished: dict[str, float] = {}  # when the rows in their grace period arrived
         self._tasks: set[asyncio.Task[None]] = set()  # submissions and upstream calls
-        # With tracing on: the context of the request that queued each input
-        self._origins: dict[str, contextvars.Context] = {}
+        # With tracing on: the context (and span) of the request that queued each input, and
+        # the spans of the requests that joined it before its call started.
+        self._origins: dict[str, tuple[contextvars.Context, object]] = {}
+        self._joined: dict[str, list[object]] = {}
         self._observer = observer
         self._model = route.model
         self.upstream_calls = 0
@@ -151,12 +153,8 @@ class Dispatcher:
             if store and not future.done():
                 self._keep.add(text)
         self._observer.inputs(self._model, cached=0, coalesced=len(texts) - len(new), sent=len(new))
-        if new and tracing.is_enabled():
-            # The upstream call that sends them runs in this request's context, so that its
-            # client span (and the traceparent it sends) belong to the request's trace.
-            origin = contextvars.copy_context()
-            for text in new:
-                self._origins.setdefault(text, origin)
+        if tracing.is_enabled():
+            self._trace_origins(texts, new)
         if new:
             # Its own task: a caller cancelled now must not take inputs out of the queue that
             # other requests may already be waiting for (they would wait for nothing).
@@ -171,6 +169,43 @@ class Dispatcher:
             if not await _all_done(waiting, remaining):
                 raise self._late()
         return {text: future.result() for text, future in futures.items()}
+
+    def _trace_origins(self, texts: list[str], new: list[str]) -> None:
+        """Keep the request's context for its *new* inputs: the upstream call that sends them
+        runs in it, so its client span (and the traceparent it sends) belong to this request's
+        trace, or links to this request when it runs in another's; a request whose inputs
+        joined queued ones is linked from their call as joined."""
+        link = tracing.request_link()
+        if new:
+            origin = (contextvars.copy_context(), link)
+            for text in new:
+                self._origins.setdefault(text, origin)
+        if link is None or len(new) == len(texts):
+            return
+        fresh = set(new)
+        for text in texts:
+            if text not in fresh and text in self._origins:  # queued, its call not started
+                self._joined.setdefault(text, []).append(link)
+
+    def _served(
+        self, texts: list[str]
+    ) -> tuple[contextvars.Context | None, list[tuple[object, bool]]]:
+        """The context the call of *texts* runs in (the first request's), and the other
+        requests it serves as ``(span, joined)`` pairs for ``tracing.serving``."""
+        origins = [self._origins.pop(text, None) for text in texts]
+        joiners = [link for text in texts for link in self._joined.pop(text, ())]
+        found = [origin for origin in origins if origin is not None]
+        if not found:
+            return None, []
+        context, parent = found[0]
+        seen = {id(parent)}  # a request's inputs all carry its one span (spans do not hash)
+        served: list[tuple[object, bool]] = []
+        for links, joined in (([link for _, link in found], False), (joiners, True)):
+            for link in links:
+                if link is not None and id(link) not in seen:
+                    seen.add(id(link))
+                    served.append((link, joined))
+        return context, served
 
     def _reusable(self, text: str, future: asyncio.Future[Row], max_age: float | None) -> bool:
         """Whether a finished future may answer a request that accepts rows *max_age* old."""
@@ -219,17 +254,17 @@ class Dispatcher:
     async def _launch(self, texts: list[str]) -> list[None]:
         """The batch function: wait for a free call slot, then start the call and return."""
         await self._slots.acquire()
-        origin = None
+        # A copy per call (calls of one request must not see each other's spans); with no
+        # request's context, an empty one: the batch worker's is the first request's.
+        context = contextvars.Context()
         if self._origins:
-            for text in texts:
-                found = self._origins.pop(text, None)
-                origin = origin or found
+            origin, served = self._served(texts)
+            if origin is not None:
+                context = origin.copy()
+                if served:
+                    context.run(tracing.serving, served)
         task = asyncio.create_task(
-            self._call(texts),
-            name=f"redline-upstream-{self.route.model}",
-            # A copy per call (calls of one request must not see each other's spans); with
-            # no request's context, an empty one: the batch worker's is the first request's.
-            context=origin.copy() if origin is not None else contextvars.Context(),
+            self._call(texts), name=f"redline-upstream-{self.route.model}", context=context
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -280,6 +315,7 @@ class Dispatcher:
         for text in texts:
             self._finished.pop(text, None)
             self._origins.pop(text, None)
+            self._joined.pop(text, None)
             future = self._inflight.pop(text, None)
             if future is not None and not future.done():
                 future.set_exception(error)

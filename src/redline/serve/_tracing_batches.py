@@ -19,14 +19,15 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, StatusCode
 
-__all__ = ["BatchTracer", "Exemplar"]
+__all__ = ["JOINED", "BatchTracer", "Exemplar"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 Exemplar = dict[str, str]
 _ROOT = Context()
-_JOINED = {"redline.joined": True}  # on the link to a request whose input joined one in flight
+#: On the link to a request whose input joined one in flight.
+JOINED = {"redline.joined": True}
 
 
 class _Queued:
@@ -144,7 +145,7 @@ class BatchTracer:
                     return
                 if not batch.ended and id(joiner) not in batch.linked:
                     batch.linked.add(id(joiner))
-                    batch.span.add_link(joiner.request, _JOINED)
+                    batch.span.add_link(joiner.request, JOINED)
                     batch.span.set_attribute("redline.batch.requests", len(batch.linked))
                 joiner.started(batch.context)  # ended: the wait still links to the batch
             elif isinstance(current, _Joined):
@@ -197,7 +198,7 @@ class BatchTracer:
         batch: _Batch | None = None
         if served:
             links = [
-                Link(queued.request, _JOINED if key in joined else None)
+                Link(queued.request, JOINED if key in joined else None)
                 for key, queued in served.items()
             ]
             attributes = {"redline.batch.size": len(jobs), "redline.batch.requests": len(links)}

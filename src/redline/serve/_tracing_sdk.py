@@ -18,12 +18,12 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import Link, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redline.exceptions import ConfigError, RedlineError
-from redline.serve._tracing_batches import BatchTracer, Exemplar
+from redline.serve._tracing_batches import JOINED, BatchTracer, Exemplar
 from redline.serve.tracing import Span
 
 __all__ = ["SdkTracing"]
@@ -59,9 +59,28 @@ class SdkTracing:
             provider.add_span_processor(BatchSpanProcessor(exporter))  # delays: OTEL_BSP_*
         return cls(provider)
 
-    def span(self, name: str, attributes: Mapping[str, Any] | None, client: bool) -> Span:
+    def span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        client: bool,
+        links: Sequence[tuple[object, bool]] = (),
+    ) -> Span:
         kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-        return cast(Span, _CurrentSpan(self.tracer, name, kind, attributes))
+        if not links:
+            return cast(Span, _CurrentSpan(self.tracer, name, kind, attributes))
+        # A call that serves several requests: linked to the others, like a batch span.
+        found = [
+            Link(request, JOINED if joined else None)
+            for request, joined in links
+            if isinstance(request, trace.SpanContext)
+        ]
+        counted = {**(attributes or {}), "redline.batch.requests": len(found) + 1}
+        return cast(Span, _CurrentSpan(self.tracer, name, kind, counted, found))
+
+    def request_link(self) -> object | None:
+        request = trace.get_current_span().get_span_context()
+        return request if request.trace_flags.sampled else None
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         _PROPAGATOR.inject(headers)
@@ -118,7 +137,7 @@ class _CurrentSpan:
     """A span that is the current one inside ``with`` (entered as the span itself); lighter
     than the SDK's generator-based ``start_as_current_span``."""
 
-    __slots__ = ("attributes", "kind", "name", "span", "token", "tracer")
+    __slots__ = ("attributes", "kind", "links", "name", "span", "token", "tracer")
 
     def __init__(
         self,
@@ -126,11 +145,15 @@ class _CurrentSpan:
         name: str,
         kind: SpanKind,
         attributes: Mapping[str, Any] | None,
+        links: Sequence[Link] | None = None,
     ) -> None:
         self.tracer, self.name, self.kind, self.attributes = tracer, name, kind, attributes
+        self.links = links
 
     def __enter__(self) -> trace.Span:
-        span = self.tracer.start_span(self.name, kind=self.kind, attributes=self.attributes)
+        span = self.tracer.start_span(
+            self.name, kind=self.kind, attributes=self.attributes, links=self.links
+        )
         self.span = span
         self.token = otel_context.attach(trace.set_span_in_context(span))
         return span

@@ -13,7 +13,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -210,30 +210,39 @@ class ServerMetrics:
             ["tier", "event"],
             registry=r,
         )
+        # Per local model (``model``: its name): several models each have a batcher.
         self.batch_size = Histogram(
-            "redline_batch_size", "Inputs per model call.", buckets=_BATCH_BUCKETS, registry=r
+            "redline_batch_size",
+            "Inputs per model call.",
+            ["model"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "redline_batch_queue_depth",
             "Inputs waiting for a batch.",
+            ["model"],
             registry=r,
             multiprocess_mode="livesum",
         )
         self.queue_capacity = Gauge(
             "redline_batch_queue_capacity",
             "Inputs the batch queue holds before requests get 429 (REDLINE_MAX_QUEUE).",
+            ["model"],
             registry=r,
             multiprocess_mode="livesum",
         )
         self.queue_wait = Histogram(
             "redline_batch_queue_wait_seconds",
             "Time an input waited for its batch.",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.inference = Histogram(
             "redline_inference_duration_seconds",
             "Duration of one model call.",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -267,7 +276,9 @@ class ServerMetrics:
         self.recent = RecentRequests()
         self._keep_recent, self._now = self.recent.append, self.recent.timer
         self._cache_seen: dict[tuple[str, str], int] = {}
-        self.batch_errors = Counter("redline_batch_errors", "Model calls that raised.", registry=r)
+        self.batch_errors = Counter(
+            "redline_batch_errors", "Model calls that raised.", ["model"], registry=r
+        )
         #: the gateway's series (registered here, filled only when upstreams are configured)
         self.gateway = GatewayMetrics(r)
 
@@ -302,21 +313,36 @@ class ServerMetrics:
                     self.cache_events.labels(tier=tier.name, event=event).inc(delta)
                     self._cache_seen[key] = value
 
-    def observe_batch(self, record: _Batch) -> None:
-        """``on_batch`` hook of the micro-batcher (the model call's and the queue waits'
-        exemplars are the batch's span and each input's request, when traced)."""
-        batch, exemplars = tracing.batch_exemplars(record.items)  # (None, []) when off
-        waits = record.queue_waits
-        self.batch_size.observe(record.size)
-        self.inference.observe(record.run_seconds, batch)
-        if len(exemplars) == len(waits):
-            for wait, exemplar in zip(waits, exemplars, strict=True):
-                self.queue_wait.observe(wait, exemplar)
-        else:
-            for wait in waits:
-                self.queue_wait.observe(wait)
-        if record.error is not None:
-            self.batch_errors.inc()
+    def batch_observer(self, model: str) -> Callable[[_Batch], None]:
+        """The micro-batcher's ``on_batch`` hook for the local model named *model*: its
+        batch size, queue waits, model call duration and errors, labelled ``model``; the
+        series exist (at zero) from this call on. The model call's and the queue waits'
+        exemplars are the batch's span and each input's request, when traced."""
+        size = self.batch_size.labels(model=model)
+        inference = self.inference.labels(model=model)
+        queue_wait = self.queue_wait.labels(model=model)
+        errors = self.batch_errors.labels(model=model)
+
+        def observe(record: _Batch) -> None:
+            batch, exemplars = tracing.batch_exemplars(record.items)  # (None, []) when off
+            waits = record.queue_waits
+            size.observe(record.size)
+            inference.observe(record.run_seconds, batch)
+            if len(exemplars) == len(waits):
+                for wait, exemplar in zip(waits, exemplars, strict=True):
+                    queue_wait.observe(wait, exemplar)
+            else:
+                for wait in waits:
+                    queue_wait.observe(wait)
+            if record.error is not None:
+                errors.inc()
+
+        return observe
+
+    def observe_queue(self, model: str, depth: int, capacity: int) -> None:
+        """The batch queue of the local model named *model* (set at each scrape)."""
+        self.queue_depth.labels(model=model).set(depth)
+        self.queue_capacity.labels(model=model).set(capacity)
 
     def observe_cache_lookup(self, seconds: float) -> None:
         """One cache lookup of a request (call it inside the ``cache.lookup`` span: that span

@@ -142,7 +142,7 @@ class ServerState:
             max_wait=self.settings.max_wait_ms / 1000.0,
             max_queue=self.settings.max_queue,
             request_timeout=self.settings.request_timeout,
-            on_batch=self.metrics.observe_batch,
+            on_batch=self.metrics.batch_observer(model.name),
         )
         await engine.start()
         self.engines[model.name] = engine

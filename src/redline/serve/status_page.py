@@ -120,10 +120,14 @@ class StatusReporter:
                     values["requests"] = values.get("requests", 0.0) + sample.value
         for family in metrics.batch_size.collect():
             for sample in family.samples:
+                # every local model's batches together (one sample per model)
                 if sample.name.endswith("_bucket"):
-                    values[f"batch:{sample.labels['le']}"] = sample.value
+                    key = f"batch:{sample.labels['le']}"
                 elif sample.name.endswith(("_sum", "_count")):
-                    values[f"batch{sample.name[sample.name.rfind('_') :]}"] = sample.value
+                    key = f"batch{sample.name[sample.name.rfind('_') :]}"
+                else:
+                    continue
+                values[key] = values.get(key, 0.0) + sample.value
         if self.state.cache is not None:
             for tier in self.state.cache.stats().tiers:
                 values[f"cache:{tier.name}:hits"] = tier.hits

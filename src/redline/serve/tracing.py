@@ -25,7 +25,12 @@ Spans and their attributes (beside the HTTP semantic conventions of the server s
 * ``batch`` (``redline.batch.size``, ``redline.batch.requests``): a trace of its own, with one
   link to every request it served; a request whose input joined an identical one already in
   flight (computed once) is linked too, with ``redline.joined`` set on its link;
-* ``model.forward`` (``redline.model``) under its batch; ``auth``; ``usage.write``.
+* ``model.forward`` (``redline.model``) under its batch; ``auth``; ``usage.write``;
+* the gateway's upstream calls: client spans (HTTP semantic conventions) under the request that
+  queued the call's first input; a call that serves several requests (their inputs batched
+  into it) links to each of the others, like a batch span, with ``redline.joined`` on the link
+  to a request whose input only joined one the call sends, and ``redline.batch.requests``
+  counts them all (see :func:`request_link` and :func:`serving`).
 
 Example::
 
@@ -43,6 +48,7 @@ Example::
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
@@ -68,6 +74,8 @@ __all__ = [
     "install_from_env",
     "is_enabled",
     "leave_queue",
+    "request_link",
+    "serving",
     "span",
     "traced",
     "traced_batches",
@@ -103,7 +111,14 @@ class _Traced(Protocol):
 class Backend(Protocol):
     """What a tracing backend implements (``serve._tracing_sdk.SdkTracing``)."""
 
-    def span(self, name: str, attributes: Mapping[str, Any] | None, client: bool) -> Span: ...
+    def span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        client: bool,
+        links: Sequence[tuple[object, bool]] = (),
+    ) -> Span: ...
+    def request_link(self) -> object | None: ...
     def inject(self, headers: MutableMapping[str, str]) -> None: ...
     def enqueue(self, inputs: int) -> object: ...
     def leave_queue(self, jobs: Iterable[_Traced]) -> None: ...
@@ -137,6 +152,10 @@ class _NoSpan:
 
 
 _NO_SPAN = _NoSpan()
+#: The other requests the outgoing calls made in this context serve (see :func:`serving`).
+_SERVED: contextvars.ContextVar[tuple[tuple[object, bool], ...]] = contextvars.ContextVar(
+    "redline_served_requests", default=()
+)
 _backend: Backend | None = None  # the process's tracer: OpenTelemetry's state is per process too
 
 
@@ -202,7 +221,22 @@ def span(name: str, attributes: Mapping[str, Any] | None = None) -> Span:
 def client_span(name: str, attributes: Mapping[str, Any] | None = None) -> Span:
     """A client span (kind CLIENT) for an outgoing call; call :func:`inject` inside it."""
     backend = _backend
-    return _NO_SPAN if backend is None else backend.span(name, attributes, True)
+    return _NO_SPAN if backend is None else backend.span(name, attributes, True, _SERVED.get())
+
+
+def request_link() -> object | None:
+    """The current request's span, for a call made in another request's context that serves
+    this one too (give it to :func:`serving`); None while tracing is off or not sampled."""
+    backend = _backend
+    return None if backend is None else backend.request_link()
+
+
+def serving(links: Sequence[tuple[object, bool]]) -> None:
+    """The client spans opened from now on in this context also serve the requests of
+    *links* (``(request_link(), joined)`` pairs): each span links to every one, with
+    ``redline.joined`` on the link when *joined* (the request's input only joined one the
+    call sends). Call it in the context the calls run in (a task's own copy)."""
+    _SERVED.set(tuple(links))
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

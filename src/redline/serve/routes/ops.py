@@ -102,10 +102,9 @@ async def metrics(request: Request) -> Response:
     state = server_state(request)
     if state.settings.metrics_auth:
         await authenticate(request)
-    if state.engine is not None:
-        health = state.engine.health()
-        state.metrics.queue_depth.set(health["queue_depth"])
-        state.metrics.queue_capacity.set(health["max_queue"])
+    for name, engine in state.engines.items():  # every local model's queue, by name
+        health = engine.health()
+        state.metrics.observe_queue(name, health["queue_depth"], health["max_queue"])
     cache = state.request_cache or state.cache  # the former adds its own tier's events
     if cache is not None:
         state.metrics.sync_cache(cache.stats())
