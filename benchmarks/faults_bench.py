@@ -70,6 +70,17 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+async def frozen_for(pid: int, seconds: float) -> tuple[float, float]:
+    """SIGSTOP process *pid* for *seconds* (SIGCONT even if cancelled); when it froze, thawed."""
+    frozen_at = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return frozen_at, time.monotonic()
+
+
 async def open_loop(
     rate: int, stop: asyncio.Event, op: Callable[[random.Random], Awaitable[None]]
 ) -> None:
@@ -132,13 +143,7 @@ async def frozen_redis(kind: str, rate: int, freeze: float, keys: int = 2_000) -
         load = asyncio.create_task(open_loop(rate, stop, call))
         await asyncio.sleep(3.0)
         assert server.proc is not None
-        frozen_at = time.monotonic()
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
-            await asyncio.sleep(freeze)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        thawed_at = time.monotonic()
+        frozen_at, thawed_at = await frozen_for(server.proc.pid, freeze)
         await asyncio.sleep(2.0)
         stop.set()
         await load
@@ -261,9 +266,8 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
 def start_server(redis: RedisServer) -> tuple[subprocess.Popen[bytes], str, IO[bytes]]:
     """``redline serve`` (HashingModel, 5 ms a batch) on *redis* with ``tiered=1``, running
     the ``redline`` this script imports; its process, URL and log file."""
-    from tests._services import free_port, wait_for_port
-
     import redline
+    from redline._services import free_port, wait_for_port
 
     port = free_port()
     workdir = Path(redis.workdir) / "serve"
@@ -286,7 +290,8 @@ def start_server(redis: RedisServer) -> tuple[subprocess.Popen[bytes], str, IO[b
 
 async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
     import httpx
-    from tests._services import stop_process
+
+    from redline._services import stop_process
 
     server = RedisServer().start()
     proc, url, log = await asyncio.to_thread(start_server, server)
@@ -319,13 +324,7 @@ async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
         load = [asyncio.create_task(client(i)) for i in range(clients)]
         await asyncio.sleep(3.0)
         assert server.proc is not None
-        frozen_at = time.monotonic()
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
-            await asyncio.sleep(freeze)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        thawed_at = time.monotonic()
+        frozen_at, thawed_at = await frozen_for(server.proc.pid, freeze)
         await asyncio.sleep(2.0)
         stop.set()
         await asyncio.gather(*load)
