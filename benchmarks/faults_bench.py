@@ -41,7 +41,6 @@ import math
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ if str(ROOT / "src" / "redline") not in redline.__path__:
     redline.__path__.append(str(ROOT / "src" / "redline"))
 
 from redline._services import RedisClusterServers, RedisServer  # noqa: E402
+from redline._services.processes import frozen_for  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "faults_bench.json"
 SERVED_WITHIN = 1.0  # seconds: a hit slower than this served nobody in time
@@ -68,17 +68,6 @@ def percentile(values: list[float], fraction: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def frozen_for(pid: int, seconds: float) -> tuple[float, float]:
-    """SIGSTOP process *pid* for *seconds* (SIGCONT even if cancelled); when it froze, thawed."""
-    frozen_at = time.monotonic()
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    return frozen_at, time.monotonic()
 
 
 async def open_loop(
