@@ -41,7 +41,6 @@ import math
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ if str(ROOT / "src" / "redline") not in redline.__path__:
     redline.__path__.append(str(ROOT / "src" / "redline"))
 
 from redline._services import RedisClusterServers, RedisServer  # noqa: E402
+from redline._services.processes import frozen_for  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "faults_bench.json"
 SERVED_WITHIN = 1.0  # seconds: a hit slower than this served nobody in time
@@ -132,13 +132,7 @@ async def frozen_redis(kind: str, rate: int, freeze: float, keys: int = 2_000) -
         load = asyncio.create_task(open_loop(rate, stop, call))
         await asyncio.sleep(3.0)
         assert server.proc is not None
-        frozen_at = time.monotonic()
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
-            await asyncio.sleep(freeze)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        thawed_at = time.monotonic()
+        frozen_at, thawed_at = await frozen_for(server.proc.pid, freeze)
         await asyncio.sleep(2.0)
         stop.set()
         await load
@@ -261,9 +255,8 @@ async def killed_master(full_coverage: str, rate: int, keys: int = 240) -> dict[
 def start_server(redis: RedisServer) -> tuple[subprocess.Popen[bytes], str, IO[bytes]]:
     """``redline serve`` (HashingModel, 5 ms a batch) on *redis* with ``tiered=1``, running
     the ``redline`` this script imports; its process, URL and log file."""
-    from tests._services import free_port, wait_for_port
-
     import redline
+    from redline._services import free_port, wait_for_port
 
     port = free_port()
     workdir = Path(redis.workdir) / "serve"
@@ -286,7 +279,8 @@ def start_server(redis: RedisServer) -> tuple[subprocess.Popen[bytes], str, IO[b
 
 async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
     import httpx
-    from tests._services import stop_process
+
+    from redline._services import stop_process
 
     server = RedisServer().start()
     proc, url, log = await asyncio.to_thread(start_server, server)
@@ -319,13 +313,7 @@ async def frozen_server(clients: int, freeze: float) -> dict[str, Any]:
         load = [asyncio.create_task(client(i)) for i in range(clients)]
         await asyncio.sleep(3.0)
         assert server.proc is not None
-        frozen_at = time.monotonic()
-        os.kill(server.proc.pid, signal.SIGSTOP)
-        try:
-            await asyncio.sleep(freeze)
-        finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        thawed_at = time.monotonic()
+        frozen_at, thawed_at = await frozen_for(server.proc.pid, freeze)
         await asyncio.sleep(2.0)
         stop.set()
         await asyncio.gather(*load)

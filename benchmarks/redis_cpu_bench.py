@@ -16,19 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from redis.asyncio.cluster import PipelineCommand, RedisCluster
+
+from redline._services import RedisClusterServers, RedisServer
+from redline.cache.redis import RedisCache
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: make tests._services importable
-    sys.path.insert(0, str(ROOT))
-
-from redis.asyncio.cluster import PipelineCommand, RedisCluster  # noqa: E402
-from tests._services import RedisClusterServers, RedisServer  # noqa: E402
-
-from redline.cache.redis import RedisCache  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "redis_cpu_bench.json"
 KEYS = [f"k{i}" for i in range(8)]

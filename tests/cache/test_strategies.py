@@ -218,6 +218,24 @@ async def test_lock_true_on_redis_runs_the_loader_once(redis_url: str) -> None:
         await cache.close()
 
 
+async def test_lock_true_on_a_tiered_cache_locks_under_its_redis_namespace(redis_url: str) -> None:
+    """The lock's key is in the Redis tier's namespace (was ``redline:`` for a tiered cache)."""
+    namespace = f"lkt-{uuid.uuid4().hex[:8]}"
+    l2 = RedisCache.from_url(redis_url, namespace=namespace)
+    cache = TieredCache(MemoryCache(), l2)
+    held: list[int] = []
+
+    async def load() -> str:
+        held.append(await l2.client.exists(f"{namespace}:lock:{{k}}"))
+        return "v"
+
+    try:
+        assert await CacheAside(cache, lock=True).get("k", load) == "v"
+        assert held == [1]
+    finally:
+        await cache.close()
+
+
 async def test_reads_survive_a_dead_redis_cache_lock_and_bloom(fresh_redis: RedisServer) -> None:
     cache = RedisCache.from_url(fresh_redis.url, namespace="down")
     bloom = RedisBloomFilter(cache.client, "down", 100)

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.gateway._fake import FakeUpstream
-from tests.gateway._procs import Serve, gateway
+from tests.gateway._procs import Serve
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream(dimension=8) as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
-def gw(fake: FakeUpstream) -> Iterator[Serve]:
-    with gateway(f"fake={fake.url}?model=fake&dimension=8") as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

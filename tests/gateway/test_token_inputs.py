@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,21 +13,14 @@ import numpy as np
 import pytest
 
 from tests.gateway._fake import FakeUpstream
-from tests.gateway._procs import Serve, gateway
+from tests.gateway._procs import Serve
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream(dimension=8) as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
-def gw(fake: FakeUpstream) -> Iterator[Serve]:
-    with gateway(f"fake={fake.url}?model=fake&dimension=8&max_inputs=4") as server:
-        yield server
+def fake_options() -> str:
+    return "&max_inputs=4"
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 
 from redline.serve.testing import HashingModel
 from tests.gateway._fake import FakeUpstream
-from tests.gateway._procs import Serve, gateway
+from tests.gateway._procs import Serve
 
 pytestmark = pytest.mark.slow
 
@@ -24,16 +23,13 @@ TIMEOUT = 3.0
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream(dimension=16) as upstream:
-        yield upstream
+def fake_dimension() -> int:
+    return 16
 
 
 @pytest.fixture(scope="module")
-def gw(fake: FakeUpstream) -> Iterator[Serve]:
-    spec = f"fake={fake.url}?model=fake&dimension=16&timeout={TIMEOUT}&max_inputs={MAX_INPUTS}"
-    with gateway(spec) as server:
-        yield server
+def fake_options() -> str:
+    return f"&timeout={TIMEOUT}&max_inputs={MAX_INPUTS}"
 
 
 @pytest.fixture(autouse=True)

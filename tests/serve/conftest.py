@@ -1,10 +1,12 @@
 """Fixtures of the serve tests: in-process apps over ASGI, a real uvicorn server in a thread,
-and the real all-MiniLM-L6-v2 model loaded once per session."""
+the real all-MiniLM-L6-v2 model loaded once per session, and the tracing tests' span
+collectors (an OTLP receiver; an in-memory exporter installed as the server's tracing)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -15,6 +17,11 @@ from redline.serve.settings import load_settings
 from redline.serve.state import ServerState
 from redline.serve.testing import HashingModel
 from tests.serve._helpers import ThreadedServer, make_settings, running_app
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.serve._otlp import Receiver
 
 
 @pytest.fixture
@@ -49,3 +56,33 @@ def minilm_server(
     server = ThreadedServer(app).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An OTLP/HTTP receiver on a free port, collecting the spans a server exports."""
+    from tests.serve._otlp import otlp_receiver  # protobuf: only for the tests that trace
+
+    with otlp_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def in_memory() -> Iterator[InMemorySpanExporter]:
+    """The OpenTelemetry SDK installed as redline's tracing, exporting to memory."""
+    # Imported here: the serve tests that do not trace never load the SDK.
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from redline.serve import tracing
+    from redline.serve._tracing_sdk import SdkTracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(SdkTracing(provider))
+    try:
+        yield exporter
+    finally:
+        tracing.uninstall()

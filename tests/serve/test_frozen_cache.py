@@ -11,10 +11,8 @@ asserted here.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
-import signal
 import sqlite3
 import time
 from collections import Counter
@@ -23,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from redline._services.processes import frozen_for
 from tests._services import RedisServer
 from tests.serve._process import serve_process
 
@@ -120,13 +119,7 @@ async def test_requests_do_not_fail_or_flood_the_log_while_redis_is_frozen(
         clients = [asyncio.create_task(_client(url, i, stop, records)) for i in range(CLIENTS)]
         try:
             await asyncio.sleep(WARM_UP)
-            frozen_at = time.monotonic()
-            os.kill(redis_pid, signal.SIGSTOP)
-            try:
-                await asyncio.sleep(FREEZE)
-            finally:
-                os.kill(redis_pid, signal.SIGCONT)
-            thawed_at = time.monotonic()
+            frozen_at, thawed_at = await frozen_for(redis_pid, FREEZE)
             await asyncio.sleep(AFTER)
         finally:
             stop.set()

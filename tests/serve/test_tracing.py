@@ -7,31 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from redline.serve import tracing
-from redline.serve._tracing_sdk import SdkTracing
-from tests.serve._otlp import ReceivedSpan, Receiver, otlp_receiver
+from tests.serve._otlp import ReceivedSpan, Receiver
 from tests.serve._process import serve_process
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
 ERROR_STATUS = 2
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with otlp_receiver() as receiver:
-        yield receiver
 
 
 def _traced_env(receiver: Receiver, **extra: str) -> dict[str, str]:
@@ -238,18 +228,6 @@ def test_hooks_are_no_ops_while_tracing_is_off() -> None:
         return items
 
     assert tracing.traced_batches(batch) is batch
-
-
-@pytest.fixture
-def in_memory() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(SdkTracing(provider))
-    try:
-        yield exporter
-    finally:
-        tracing.uninstall()
 
 
 def test_inject_propagates_the_client_span_outwards(in_memory: InMemorySpanExporter) -> None:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from redline import _trace_hooks
@@ -26,26 +24,8 @@ from redline.serve import tracing
 from redline.serve._tracing_sdk import SdkTracing
 from redline.serve.engine import InferenceEngine
 from redline.serve.testing import HashingModel
-from tests.serve._otlp import ReceivedSpan, Receiver, otlp_receiver
+from tests.serve._otlp import ReceivedSpan, Receiver
 from tests.serve._process import serve_process
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with otlp_receiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def in_memory() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(SdkTracing(provider))
-    try:
-        yield exporter
-    finally:
-        tracing.uninstall()
 
 
 def _env(receiver: Receiver, **extra: str) -> dict[str, str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,37 +198,41 @@ class _SlowQueue(MemoryQueue):
         self.puts += 1
 
 
-async def test_a_slow_but_answering_durable_queue_keeps_every_record_durable(
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def _durable_recorder(
+    tmp_path: Path, queue: _SlowQueue, breaker: CircuitBreaker
+) -> AsyncIterator[tuple[UsageRecorder, Database]]:
+    """A started recorder on a SQLite database, writing through *queue* guarded by *breaker*."""
     database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
-    queue = _SlowQueue(0.4)  # slower than any per-write deadline a request could afford
-    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=1.0, stall_timeout=1.0)
     recorder = UsageRecorder(
         database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
     )
     await recorder.start()
     try:
-        await asyncio.gather(*(recorder.record(**_fields(index)) for index in range(5)))
-        assert queue.puts == 5
-        assert recorder.stats().fallbacks == 0
-        await recorder.flush()
-        assert await database.count_usage() == 5
+        yield recorder, database
     finally:
         await recorder.close()
         await database.close()
 
 
+async def test_a_slow_but_answering_durable_queue_keeps_every_record_durable(
+    tmp_path: Path,
+) -> None:
+    queue = _SlowQueue(0.4)  # slower than any per-write deadline a request could afford
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=1.0, stall_timeout=1.0)
+    async with _durable_recorder(tmp_path, queue, breaker) as (recorder, database):
+        await asyncio.gather(*(recorder.record(**_fields(index)) for index in range(5)))
+        assert queue.puts == 5
+        assert recorder.stats().fallbacks == 0
+        await recorder.flush()
+        assert await database.count_usage() == 5
+
+
 async def test_records_stop_waiting_once_the_breaker_knows_redis_is_stalled(
     tmp_path: Path,
 ) -> None:
-    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     queue = _SlowQueue(None)  # frozen
     breaker = CircuitBreaker(failure_threshold=3, reset_timeout=30.0, stall_timeout=0.1)
-    recorder = UsageRecorder(
-        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
-    )
-    await recorder.start()
     loop = asyncio.get_running_loop()
 
     async def cache_read() -> None:  # a call of the cache to the same frozen node
@@ -235,8 +240,8 @@ async def test_records_stop_waiting_once_the_breaker_knows_redis_is_stalled(
         async with breaker.guard():
             await asyncio.Event().wait()
 
-    read = asyncio.create_task(cache_read())
-    try:
+    async with _durable_recorder(tmp_path, queue, breaker) as (recorder, database):
+        read = asyncio.create_task(cache_read())
         started = loop.time()
         await asyncio.wait_for(recorder.record(**_fields(0)), 5)  # until the breaker opens
         with pytest.raises(CacheUnavailable):
@@ -249,24 +254,16 @@ async def test_records_stop_waiting_once_the_breaker_knows_redis_is_stalled(
         assert recorder.events.counts()["failure:durable write"] == 1
         await recorder.flush()
         assert await database.count_usage() == 20  # in process: written all the same
-    finally:
-        await recorder.close()
-        await database.close()
 
 
 async def test_while_the_breaker_is_open_a_due_probe_sends_one_record_in_the_background(
     tmp_path: Path,
 ) -> None:
-    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     queue = _SlowQueue(0.2)
     clock = [0.0]
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=1.0, timer=lambda: clock[0])
     breaker.record_failure(OSError("down"))
-    recorder = UsageRecorder(
-        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
-    )
-    await recorder.start()
-    try:
+    async with _durable_recorder(tmp_path, queue, breaker) as (recorder, database):
         await asyncio.wait_for(recorder.record(**_fields(0)), 0.05)  # open: in process
         clock[0] = 2.0  # the probe is due
         await asyncio.wait_for(recorder.record(**_fields(1)), 0.05)  # sent, not awaited
@@ -278,22 +275,14 @@ async def test_while_the_breaker_is_open_a_due_probe_sends_one_record_in_the_bac
         assert recorder.stats().fallbacks == 1
         await recorder.flush()
         assert await database.count_usage() == 3
-    finally:
-        await recorder.close()
-        await database.close()
 
 
 async def test_a_breaker_opened_while_the_stream_answers_costs_no_durability(
     tmp_path: Path,
 ) -> None:
-    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     queue = _SlowQueue(0.0)
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
-    recorder = UsageRecorder(
-        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
-    )
-    await recorder.start()
-    try:
+    async with _durable_recorder(tmp_path, queue, breaker) as (recorder, _):
         await recorder.record(**_fields(0))
         breaker.record_failure(TimeoutError("a cache call looked stalled on a busy box"))
         assert breaker.state is BreakerState.OPEN
@@ -301,22 +290,14 @@ async def test_a_breaker_opened_while_the_stream_answers_costs_no_durability(
         assert queue.puts == 2
         assert recorder.stats().fallbacks == 0
         assert breaker.state is BreakerState.CLOSED  # the answer closed it
-    finally:
-        await recorder.close()
-        await database.close()
 
 
 async def test_a_write_in_flight_keeps_waiting_when_the_breaker_opens_while_the_stream_answers(
     tmp_path: Path,
 ) -> None:
-    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
     queue = _SlowQueue(0.0)
     breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
-    recorder = UsageRecorder(
-        database, max_interval=30, durable_queue=queue, durable_breaker=lambda: breaker
-    )
-    await recorder.start()
-    try:
+    async with _durable_recorder(tmp_path, queue, breaker) as (recorder, _):
         await recorder.record(**_fields(0))  # the stream answers
         queue.delay = 0.2
         slow = asyncio.ensure_future(recorder.record(**_fields(1)))
@@ -325,6 +306,3 @@ async def test_a_write_in_flight_keeps_waiting_when_the_breaker_opens_while_the_
         await asyncio.wait_for(slow, 5)
         assert queue.puts == 2  # waited for its answer instead of giving up
         assert recorder.stats().fallbacks == 0
-    finally:
-        await recorder.close()
-        await database.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import ctypes
@@ -18,6 +19,7 @@ __all__ = [
     "HOST",
     "die_with_parent",
     "free_port",
+    "frozen_for",
     "port_is_free",
     "require_binary",
     "stop_process",
@@ -123,3 +125,15 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout)
+
+
+async def frozen_for(pid: int, seconds: float) -> tuple[float, float]:
+    """SIGSTOP process *pid* for *seconds*, SIGCONT even if cancelled; ``time.monotonic()``
+    when it froze and when it thawed."""
+    frozen_at = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return frozen_at, time.monotonic()

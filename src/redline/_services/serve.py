@@ -1,4 +1,5 @@
-"""A ``redline serve`` subprocess on a free loopback port, for the gateway tests and benchmark."""
+"""A ``redline serve`` subprocess on a free loopback port, for the serve and gateway tests and
+the benchmarks (:class:`redline.bench.server_process.ServerProcess` runs on it)."""
 
 from __future__ import annotations
 
@@ -22,28 +23,51 @@ HASHING = "redline.serve.testing:create_hashing_model"
 
 
 class Serve:
-    """``python -m redline serve ARGS`` with a private data dir; waits for ``/ready``."""
+    """``python -m redline serve ARGS`` on a free loopback port; waits for ``/ready``.
+
+    ``home`` is the folder the process runs in: its working directory (a ``--model`` factory
+    module put there is importable), its data dir (``home/data``) and its log
+    (``home/serve-PORT.log``, stdout and stderr). ``None``: a private temporary data dir,
+    removed on :meth:`close`, which also holds the log; the working directory is this one.
+    """
 
     def __init__(
-        self, *args: str, env: dict[str, str] | None = None, port: int | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        home: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._dir = tempfile.TemporaryDirectory(prefix="redline-gw-test-")
-        self.log_path = Path(self._dir.name) / "server.log"
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        if home is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="redline-serve-")
+            data_dir = Path(self._dir.name)
+            self.log_path = data_dir / "server.log"
+        else:
+            data_dir = home / "data"
+            self.log_path = home / f"serve-{self.port}.log"
+        self.cwd = home
         self.args = [sys.executable, "-m", "redline", "serve", "--host", "127.0.0.1"]
-        self.args += ["--port", str(self.port), "--data-dir", self._dir.name, *args]
+        self.args += ["--port", str(self.port), "--data-dir", str(data_dir), *args]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start the process, not waiting for it (:meth:`start` waits)."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, stdout=log, stderr=log, env=self.env, cwd=self.cwd
+            )
+        return self.proc
+
     def start(self, ready_timeout: float = 90.0) -> Serve:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=log, env=self.env)
-        log.close()
+        proc = self.spawn()
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redline serve exited {self.proc.returncode}: {self.log()}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"redline serve exited {proc.returncode}: {self.log()}")
             try:
                 if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
                     return self
@@ -69,7 +93,8 @@ class Serve:
 
     def close(self) -> None:
         self.stop()
-        self._dir.cleanup()
+        if self._dir is not None:
+            self._dir.cleanup()
 
     def __enter__(self) -> Serve:
         return self.start()

@@ -11,25 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import sys
-import tempfile
 import time
 from types import TracebackType
 
 import aiohttp
 
-from redline._ports import free_port
+from redline._services.serve import Serve
 from redline.exceptions import BenchError
 
 __all__ = ["ServerProcess"]
 
 
 class ServerProcess:
-    """Starts ``redline serve`` and waits for ``GET /ready``; stops it on exit.
+    """Starts ``redline serve`` and waits for ``GET /ready`` without blocking the event loop;
+    stops it on exit.
 
     ``model`` is a factory path (``None``: the server's default, the real model); ``cache_url``
     and ``max_batch_size`` are passed through when given. Each server gets a private
-    temporary ``--data-dir``, removed on exit.
+    temporary ``--data-dir`` (no state shared with other servers), removed on exit. The
+    process itself is a :class:`~redline._services.serve.Serve`.
     """
 
     def __init__(
@@ -40,31 +40,24 @@ class ServerProcess:
         max_batch_size: int | None = None,
         ready_timeout: float = 180.0,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "redline", "serve", "--host", "127.0.0.1"]
-        self.args += ["--port", str(self.port)]
+        args: list[str] = []
         if model is not None:
-            self.args += ["--model", model]
+            args += ["--model", model]
         if cache_url is not None:
-            self.args += ["--cache-url", cache_url]
+            args += ["--cache-url", cache_url]
         if max_batch_size is not None:
-            self.args += ["--max-batch-size", str(max_batch_size)]
+            args += ["--max-batch-size", str(max_batch_size)]
+        self._serve = Serve(*args)
+        self.port = self._serve.port
+        self.url = self._serve.url
+        self.args = self._serve.args
         self.ready_timeout = ready_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        # A private data dir: no state (SQLite registry, usage) shared with other servers.
-        self._data_dir = tempfile.TemporaryDirectory(prefix="redline-bench-")
-        self.args += ["--data-dir", self._data_dir.name]
 
     async def __aenter__(self) -> ServerProcess:
-        # stderr goes to a file, not a pipe: a chatty server must never block on a full pipe.
         # Popen returns at once (fork+exec); readiness is awaited asynchronously below.
-        self._proc = subprocess.Popen(  # noqa: ASYNC220
-            self.args, stdout=subprocess.DEVNULL, stderr=self._log
-        )
+        proc = self._serve.spawn()
         try:
-            await self._wait_ready()
+            await self._wait_ready(proc)
         except BaseException:
             self.stop()
             raise
@@ -78,17 +71,13 @@ class ServerProcess:
     ) -> None:
         self.stop()
 
-    async def _wait_ready(self) -> None:
+    async def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.ready_timeout
         async with aiohttp.ClientSession() as session:
             while time.monotonic() < deadline:
-                if self._proc is not None and self._proc.poll() is not None:
-                    self._log.seek(0)
-                    stderr = self._log.read().decode(errors="replace")
-                    last = stderr.strip().splitlines()[-1:] or ["(no output)"]
-                    raise BenchError(
-                        f"redline serve exited with {self._proc.returncode}: {last[0]}"
-                    )
+                if proc.poll() is not None:
+                    last = self._serve.log().strip().splitlines()[-1:] or ["(no output)"]
+                    raise BenchError(f"redline serve exited with {proc.returncode}: {last[0]}")
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with session.get(
                         f"{self.url}/ready", timeout=aiohttp.ClientTimeout(total=2)
@@ -99,18 +88,10 @@ class ServerProcess:
         raise BenchError(f"redline serve on {self.url} not ready after {self.ready_timeout:g}s")
 
     def stop(self) -> None:
-        """Terminate the server (kill after 10 s)."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        self._log.close()
-        self._data_dir.cleanup()
+        """Terminate the server (kill after 10 s) and remove its data dir."""
+        self._serve.close()
 
     def __repr__(self) -> str:
-        state = "running" if self._proc is not None and self._proc.poll() is None else "stopped"
+        proc = self._serve.proc
+        state = "running" if proc is not None and proc.poll() is None else "stopped"
         return f"<ServerProcess {self.url} {state}>"

@@ -3,6 +3,11 @@
 >>> from redline.cache import MemoryCache, RedisCache, TieredCache, cached, cache_from_url
 >>> cache = cache_from_url("redis://127.0.0.1:6379/0?tiered=1&namespace=app")
 
+A cache of your own implements the :class:`Cache` protocol; the optional abilities the hot
+paths use when they are there (:class:`SyncPeek`, :class:`ReadBelowL1`, :class:`GetWithTtl`,
+and :class:`OverTier` / :class:`RedisBacked` for ``lock=True``) are protocols too, in
+:mod:`redline.cache.abilities`.
+
 Each public name is listed once, as a ``from .module import Name as Name`` re-export under
 ``TYPE_CHECKING`` (type checkers see it; see :mod:`redline._lazy`); at run time names are
 imported on first use (PEP 562), so ``import redline.cache`` stays cheap and nothing connects
@@ -16,6 +21,11 @@ from typing import TYPE_CHECKING
 from redline._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
+    from redline.cache.abilities import GetWithTtl as GetWithTtl
+    from redline.cache.abilities import OverTier as OverTier
+    from redline.cache.abilities import ReadBelowL1 as ReadBelowL1
+    from redline.cache.abilities import RedisBacked as RedisBacked
+    from redline.cache.abilities import SyncPeek as SyncPeek
     from redline.cache.base import MISSING as MISSING
     from redline.cache.base import Cache as Cache
     from redline.cache.base import CacheStats as CacheStats

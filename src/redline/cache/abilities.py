@@ -13,6 +13,15 @@ A backend may offer faster ways to read than ``await cache.get(key)``; the hot p
   (:class:`~redline.cache.memory.MemoryCache`, :class:`~redline.cache.redis.RedisCache`,
   :class:`~redline.cache.tiered.TieredCache`).
 
+Two more say what a cache is built on, for the tools that share its Redis connection
+(``lock=True`` in :class:`~redline.cache.strategies.CacheAside` and ``@cached``):
+
+* :class:`OverTier`: ``l2``, the lower tier a cache is stacked over
+  (:class:`~redline.cache.tiered.TieredCache`); :func:`tiers` walks down them;
+* :class:`RedisBacked`: ``client``, ``namespace`` and ``breaker_for(redis_key)``, a Redis
+  connection others may send commands on, under the cache's namespace and through its
+  circuit breakers (:class:`~redline.cache.redis.RedisCache`); :func:`redis_tier` finds it.
+
 They are checked with ``isinstance`` (the protocols are ``runtime_checkable``): that is
 slow, so resolve them once, when the cache is wrapped (:func:`read_path`), never per call.
 
@@ -24,13 +33,28 @@ slow, so resolve them once, when the cache is wrapped (:func:`read_path`), never
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 from redline.cache.base import MISSING, Cache
 from redline.cache.memory import MemoryCache
 
-__all__ = ["GetWithTtl", "Peek", "ReadBelowL1", "ReadRest", "SyncPeek", "read_path"]
+if TYPE_CHECKING:
+    from redline.cache.breaker import CircuitBreaker
+    from redline.cache.lock import RedisClient
+
+__all__ = [
+    "GetWithTtl",
+    "OverTier",
+    "Peek",
+    "ReadBelowL1",
+    "ReadRest",
+    "RedisBacked",
+    "SyncPeek",
+    "read_path",
+    "redis_tier",
+    "tiers",
+]
 
 #: ``peek(key, default)``: a synchronous read of the in-process tier.
 Peek: TypeAlias = Callable[[str, Any], Any]
@@ -64,6 +88,47 @@ class GetWithTtl(Protocol):
     """A cache that returns a value together with its remaining TTL (``None``: no expiry)."""
 
     async def get_with_ttl(self, key: str, default: Any = MISSING) -> tuple[Any, float | None]: ...
+
+
+@runtime_checkable
+class OverTier(Protocol):
+    """A cache stacked over a lower tier (its L2), which may itself be stacked over another."""
+
+    @property
+    def l2(self) -> Cache: ...
+
+
+@runtime_checkable
+class RedisBacked(Protocol):
+    """A cache on Redis whose connection others may share: commands on ``client``, keys under
+    ``"{namespace}:"``, each through ``breaker_for(redis_key)``, the circuit breaker of the
+    node that owns that key (so a tool on the same client shares the cache's view of it)."""
+
+    @property
+    def client(self) -> RedisClient: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    def breaker_for(self, redis_key: str) -> CircuitBreaker: ...
+
+
+def tiers(cache: Cache) -> Iterator[Cache]:
+    """*cache*, then the tier it is stacked over (:class:`OverTier`), and so on down."""
+    seen: list[Cache] = []
+    node: Cache | None = cache
+    while node is not None and not any(node is s for s in seen):
+        seen.append(node)
+        yield node
+        node = node.l2 if isinstance(node, OverTier) else None
+
+
+def redis_tier(cache: Cache) -> RedisBacked | None:
+    """The first of *cache*'s :func:`tiers` that is :class:`RedisBacked` (``None``: none is)."""
+    for node in tiers(cache):
+        if isinstance(node, RedisBacked):
+            return node
+    return None
 
 
 def read_path(cache: Cache) -> tuple[Peek | None, ReadRest | None]:

@@ -41,13 +41,10 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
-
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from typing import Any, TypeAlias
 
 from redline._events import EventLog
-from redline.cache.abilities import Peek, read_path
+from redline.cache.abilities import Peek, RedisBacked, read_path, redis_tier, tiers
 from redline.cache.base import MISSING, Cache
 from redline.cache.bloom import BloomFilter, RedisBloomFilter
 from redline.cache.breaker import CircuitBreaker
@@ -76,16 +73,6 @@ LockOption: TypeAlias = bool | DistributedLock | Callable[[str], DistributedLock
 BloomOption: TypeAlias = BloomFilter | RedisBloomFilter | None
 
 _NEGATIVE: dict[str, str] = {MARK: "not-found"}
-
-
-@runtime_checkable
-class _BreakerSource(Protocol):
-    """A Redis-backed cache that can say which breaker guards a Redis key
-    (:meth:`~redline.cache.redis.RedisCache.breaker_for`)."""
-
-    client: Any
-
-    def breaker_for(self, redis_key: str) -> CircuitBreaker: ...
 
 
 def is_negative(raw: Any) -> bool:
@@ -375,15 +362,14 @@ class CacheAside:
         if isinstance(lock, DistributedLock):
             return lock
         if lock is True:
-            namespace = getattr(self.cache, "namespace", "redline")
-            client = redis_client_of(self.cache)
-            name = f"{namespace}:lock:{{{key}}}"
+            tier = _redis_tier_of(self.cache)
+            name = f"{tier.namespace}:lock:{{{key}}}"
             return DistributedLock(
-                client,
+                tier.client,
                 name,
                 lease=self.lock_lease,
                 wait_timeout=self.lock_wait_timeout,
-                breaker=_breaker_for(self.cache, client, name),
+                breaker=tier.breaker_for(name),
                 events=self.events,
             )
         return lock(key)
@@ -446,32 +432,27 @@ def _about(key: str, exc: BaseException) -> str:
     return f"{key!r}: {type(exc).__name__}: {exc}"
 
 
-def _breaker_for(cache: Any, client: Any, redis_key: str) -> CircuitBreaker | None:
-    """The breaker *cache* (or its L2) keeps for *redis_key*, if *client* is its client."""
-    seen: list[Any] = []
-    node = cache
-    while node is not None and not any(node is s for s in seen):
-        seen.append(node)
-        if isinstance(node, _BreakerSource) and node.client is client:
+def _breaker_for(cache: Cache, client: Any, redis_key: str) -> CircuitBreaker | None:
+    """The breaker *cache* (or a tier below it) keeps for *redis_key*, if *client* is its client."""
+    for node in tiers(cache):
+        if isinstance(node, RedisBacked) and node.client is client:
             return node.breaker_for(redis_key)
-        node = getattr(node, "l2", None)
     return None
 
 
-def redis_client_of(cache: Any) -> RedisClient:
+def _redis_tier_of(cache: Cache) -> RedisBacked:
+    tier = redis_tier(cache)
+    if tier is None:
+        raise ValueError(
+            f"lock=True needs a Redis-backed cache (one with a redis client), got "
+            f"{type(cache).__name__}; pass a DistributedLock or a lock factory instead"
+        )
+    return tier
+
+
+def redis_client_of(cache: Cache) -> RedisClient:
     """The redis-py client behind *cache* (a Redis cache, or a tiered cache's Redis tier)."""
-    seen: list[Any] = []
-    node = cache
-    while node is not None and not any(node is s for s in seen):
-        seen.append(node)
-        client = getattr(node, "client", None)
-        if isinstance(client, Redis | RedisCluster):
-            return client
-        node = getattr(node, "l2", None)
-    raise ValueError(
-        f"lock=True needs a Redis-backed cache (one with a redis client), got "
-        f"{type(cache).__name__}; pass a DistributedLock or a lock factory instead"
-    )
+    return _redis_tier_of(cache).client
 
 
 _SHARED: weakref.WeakKeyDictionary[Any, CacheAside] = weakref.WeakKeyDictionary()
