@@ -162,6 +162,7 @@ class UsageRecorder:
         self._retry_durable_after = retry_durable_after
         self._durable_paused_until = float("-inf")
         self._pending: list[dict[str, Any]] = []
+        self._handed = 0  # entries handed to the in-process queue: their keys
         self._handing: asyncio.Task[None] | None = None
         self._in_queue = 0
         self._recorded = 0
@@ -196,7 +197,6 @@ class UsageRecorder:
         if self._durable is not None:
             self._durable.start()
 
-    @tracing.traced("usage.write")
     async def record(self, **fields: Any) -> None:
         """Queue one usage record (``created_at`` is added); never raises.
 
@@ -206,28 +206,34 @@ class UsageRecorder:
         """
         row = {**fields, "created_at": self._timer()}
         self._recorded += 1
-        durable = self._durable
-        if durable is not None:
-            key = f"usage:{row.get('request_id') or uuid.uuid4().hex}"
-            breaker = self._breaker() if self._breaker is not None else None
-            if breaker is not None and self._known_stalled(breaker):
-                if self._probe is None and self._probe_due(breaker):
-                    task = asyncio.get_running_loop().create_task(
-                        self._send_probe(durable, breaker, key, row)
-                    )
-                    self._probe = task
-                    return
-            elif self._clock() >= self._durable_paused_until:
-                try:
-                    await self._write_durable(durable, breaker, key, row)
-                except Closed:
-                    pass  # shutting down: the in-process queue is flushed by close()
-                except Exception as exc:  # never raises: whatever the client failed with
-                    self._durable_refused(breaker, exc)
-                else:
-                    self._update_gauge()
-                    return
-            self._fallbacks += 1
+        if self._durable is None:  # an append: no coroutine of its own, nothing awaited
+            with tracing.span("usage.write"):
+                self._keep_in_process(row)
+            return
+        with tracing.span("usage.write"):
+            await self._record_durable(self._durable, row)
+
+    async def _record_durable(self, durable: WriteBehind, row: dict[str, Any]) -> None:
+        key = f"usage:{row.get('request_id') or uuid.uuid4().hex}"
+        breaker = self._breaker() if self._breaker is not None else None
+        if breaker is not None and self._known_stalled(breaker):
+            if self._probe is None and self._probe_due(breaker):
+                task = asyncio.get_running_loop().create_task(
+                    self._send_probe(durable, breaker, key, row)
+                )
+                self._probe = task
+                return
+        elif self._clock() >= self._durable_paused_until:
+            try:
+                await self._write_durable(durable, breaker, key, row)
+            except Closed:
+                pass  # shutting down: the in-process queue is flushed by close()
+            except Exception as exc:  # never raises: whatever the client failed with
+                self._durable_refused(breaker, exc)
+            else:
+                self._update_gauge()
+                return
+        self._fallbacks += 1
         self._keep_in_process(row)
 
     def _known_stalled(self, breaker: CircuitBreaker) -> bool:
@@ -329,7 +335,8 @@ class UsageRecorder:
             while self._pending:
                 rows, self._pending = self._pending, []
                 try:
-                    await self._writer.write(f"usage:{uuid.uuid4().hex}", rows)
+                    self._handed += 1
+                    await self._writer.write(f"usage:{self._handed}", rows)
                 except (Overloaded, Closed) as exc:
                     self._dropped += len(rows)
                     self.events.failure("in-process queue", f"{len(rows)} rows dropped: {exc}")
