@@ -143,6 +143,7 @@ function drawServer(doc) {
   const q = doc.queue;
   const qRatio = q.capacity ? q.depth / q.capacity : 0;
   const lag = doc.event_loop_lag_seconds;
+  const models = doc.models || [];
   const parts = [
     el('div', {class: 'cards'},
       card('rate', 'Throughput', perSecond(r.rate), 'last ' + window),
@@ -152,8 +153,10 @@ function drawServer(doc) {
         r.errors ? 'bad' : ''),
       card('in-flight', 'In flight', num(r.in_flight),
         el('span', {}, el('span', {'data-figure': 'served'}, num(r.total)), ' served in all')),
-      card('queue', 'Batch queue', num(q.depth), q.capacity === null ? 'no batcher'
-        : 'of ' + num(q.capacity) + ' (' + pct(qRatio) + ')', qRatio >= 0.8 ? 'warn' : ''),
+      card('queue', models.length > 1 ? 'Batch queues' : 'Batch queue', num(q.depth),
+        q.capacity === null ? 'no batcher' : 'of ' + num(q.capacity) + ' (' + pct(qRatio) + ')'
+        + (models.length > 1 ? ', ' + models.length + ' models' : ''),
+        qRatio >= 0.8 ? 'warn' : ''),
       card('loop-lag', 'Event-loop lag', lag === null ? 'n/a' : ms(lag),
         lag === null ? 'not measured by this server' : 'mean timer delay, last ' + window,
         lag !== null && lag > 0.1 ? 'warn' : '')),
@@ -169,8 +172,25 @@ function drawServer(doc) {
         el('span', {'data-figure': 'hit-ratio-' + t.tier}, pct(t.window_hit_ratio)),
         pct(t.hit_ratio), num(t.hits), num(t.misses), num(t.size)]])));
   }
+  if (models.length) {
+    parts.push(el('h2', {}, models.length > 1 ? 'Models' : 'Model'));
+    parts.push(table(
+      [['Model', ''], ['Batcher', ''], ['Queue', 'num'], ['Full', 'num'],
+       ['Batches, last ' + window, 'num'], ['Mean size', 'num']],
+      models.map((x) => {
+        const full = x.queue.capacity ? x.queue.depth / x.queue.capacity : 0;
+        return [{class: x.alive ? 'up' : 'down', 'data-model': x.name}, [
+          x.name + (x.default ? ' (default)' : ''),
+          el('span', {class: 'state'}, x.alive ? 'running' : 'down'),
+          el('span', {'data-figure': 'queue-' + x.name},
+            num(x.queue.depth) + ' / ' + num(x.queue.capacity)),
+          el('span', {class: 'share'}, bar(full), pct(full)),
+          el('span', {'data-figure': 'batches-' + x.name}, num(x.batches.count)),
+          num(x.batches.mean_size, 1)]];
+      })));
+  }
   const b = doc.batches;
-  parts.push(el('h2', {}, 'Batch sizes'));
+  parts.push(el('h2', {}, 'Batch sizes' + (models.length > 1 ? ', all models' : '')));
   parts.push(el('p', {class: 'note'}, el('span', {'data-figure': 'batches'}, num(b.count)),
     ' batches ' + (b.window ? 'in the last ' + window : 'since start') + ', mean size ',
     el('span', {'data-figure': 'batch-mean'}, num(b.mean_size, 1))));

@@ -1,11 +1,14 @@
-"""/v1/models from the database registry (cache-aside) and zero-shot /v1/predict."""
+"""/v1/models from the models served (not the cache or the registry) and zero-shot /v1/predict."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import cast
 
 import httpx
 import pytest
 
-from redline.serve.routes.models import get_model_info
+from redline.serve.model import Model
 from redline.serve.state import ServerState
 
 Pair = tuple[httpx.AsyncClient, ServerState]
@@ -31,17 +34,21 @@ async def test_model_by_id_and_unknown_id(hashing_client: Pair) -> None:
     assert missing.json()["error"]["code"] == "model_not_found"
 
 
-async def test_get_model_info_is_cache_aside(hashing_client: Pair) -> None:
-    _, state = hashing_client
+async def test_cards_come_from_the_served_models_not_the_cache_or_registry(
+    hashing_client: Pair,
+) -> None:
+    client, state = hashing_client
     assert state.cache is not None
-    await state.cache.delete("model-info:hashing")
-    first = await get_model_info(state, "hashing")
-    assert first is not None
-    assert await state.cache.get("model-info:hashing", None) == first
-    await state.cache.set("model-info:hashing", {**first, "version": "from-cache"})
-    again = await get_model_info(state, "hashing")
-    assert again is not None
-    assert again["version"] == "from-cache"
+    assert state.database is not None
+    # what the old route read cache-aside, and a row another server registered
+    await state.cache.set("model-info:hashing", {"id": "hashing", "version": "from-cache"})
+    elsewhere = SimpleNamespace(name="elsewhere", version="9", dimension=8)
+    await state.database.register_model(cast(Model, elsewhere))
+    card = (await client.get("/v1/models/hashing")).json()
+    assert (card["version"], card["dimension"], card["owned_by"]) == ("1", 32, "redline")
+    assert (await client.get("/v1/models")).json()["data"] == [card]
+    assert (await client.get("/v1/models/elsewhere")).status_code == 404
+    assert (await client.get("/v1/models/hashing")).json()["created"] == card["created"]
 
 
 async def test_predict_picks_the_label_equal_to_the_text(hashing_client: Pair) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from redline.serve.settings import load_settings
 from redline.serve.state import ServerState
 from redline.serve.status_page import StatusReporter
 from tests.bench._chromium import Browser, LivePage
+from tests.gateway._procs import HASHING, Serve
 from tests.serve._process import serve_process
 
 pytestmark = pytest.mark.slow
@@ -27,6 +30,7 @@ FIGURES = """JSON.stringify(Object.fromEntries([...document.querySelectorAll('[d
   .map(e => [e.dataset.figure, e.textContent.trim()])))"""
 DASH = "\u2013"  # what the page shows for "no figure"
 POLLS = "Number(document.body.dataset.polls || 0)"
+SECOND = "tests.gateway._procs:create_second_hashing_model"
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,8 @@ async def test_status_page_figures_change_under_load(browser: Browser, tmp_path:
             assert idle["loop-lag"].endswith(" ms")  # redline_event_loop_lag_seconds
             stop = asyncio.Event()
             load = asyncio.create_task(_load(url, stop))
-            await page.wait_for(f"{POLLS} > 0 && {FIGURES}.includes('ms')", timeout=10)
+            # served > 0: the load has begun (the loop-lag figure alone already reads "ms")
+            await page.wait_for(f"{POLLS} > 0 && JSON.parse({FIGURES}).served !== '0'", timeout=10)
             first = await _next_poll(page)
             second = await _next_poll(page)
             stop.set()
@@ -163,3 +168,68 @@ def test_event_loop_lag_is_the_windowed_mean_of_the_servers_histogram() -> None:
     lag.observe(0.002)
     lag.observe(0.004)
     assert reporter.document()["event_loop_lag_seconds"] == pytest.approx(0.003)
+
+
+async def test_each_local_models_queue_and_batches(browser: Browser) -> None:
+    """Two local models, one slow with batches of one: its queue fills while the other's
+    stays empty; status.json shows each model's queue and batches, the page a row each."""
+    env = {"REDLINE_HASHING_DELAY_MS": "300", "REDLINE_MAX_BATCH_SIZE": "1"}  # "hashing" slow
+    with Serve("--model", HASHING, "--model", SECOND, env=env) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+
+            async def status() -> dict[str, Any]:
+                response = await client.get("/status.json")
+                assert response.status_code == 200, response.text
+                document: dict[str, Any] = response.json()
+                return document
+
+            def by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+                return {model["name"]: model for model in document["models"]}
+
+            idle = await status()  # the window's start: the batches below fall in it
+            assert [(m["name"], m["default"]) for m in idle["models"]] == [
+                ("hashing", True),
+                ("second", False),
+            ]
+            capacity = idle["models"][0]["queue"]["capacity"]
+            assert capacity > 0
+            assert idle["queue"] == {"depth": 0, "capacity": 2 * capacity}
+            for i in range(3):
+                body = {"input": f"second {i}", "model": "second"}
+                assert (await client.post("/v1/embeddings", json=body)).status_code == 200
+
+            slow = [
+                asyncio.create_task(
+                    client.post("/v1/embeddings", json={"input": f"slow {i}", "model": "hashing"})
+                )
+                for i in range(4)
+            ]
+            deadline = time.monotonic() + 30
+            while True:
+                busy = await status()
+                if by_name(busy)["hashing"]["queue"]["depth"] >= 1:
+                    break
+                assert time.monotonic() < deadline, busy
+                await asyncio.sleep(0.05)
+            assert by_name(busy)["second"]["queue"]["depth"] == 0
+            assert busy["queue"]["depth"] == by_name(busy)["hashing"]["queue"]["depth"]
+            assert all(m["alive"] for m in busy["models"])
+            for answer in await asyncio.gather(*slow):
+                assert answer.json()["model"] == "hashing"
+
+            done = by_name(await status())
+            assert done["hashing"]["batches"] == {"count": 4, "mean_size": 1.0}
+            assert done["second"]["batches"] == {"count": 3, "mean_size": 1.0}
+            assert done["hashing"]["queue"]["depth"] == 0
+
+        async with browser.live(f"{server.url}/status?refresh=0.3", width=1200) as page:
+            await page.wait_for(POLLS, timeout=10)
+            rows = await page.evaluate(
+                "[...document.querySelectorAll('tr[data-model]')].map(r => r.dataset.model)"
+            )
+            assert rows == ["hashing", "second"]
+            figures = await _figures(page)
+            assert figures["queue-hashing"] == f"0 / {capacity:,}"
+            assert figures["queue-second"] == f"0 / {capacity:,}"
+            assert "batches-second" in figures
+            assert page.console_errors == []

@@ -4,9 +4,13 @@ process, built from its own metrics, cache counters and batch queue.
 * requests: rate, p50 / p99 / max latency, 4xx and 5xx over the last ``window`` seconds
   (:class:`~redline.serve.recent.RecentRequests`), in flight now, total served;
 * cache: hit ratio per tier over the window and since start;
-* batches: the batch-size distribution (``redline_batch_size`` buckets) over the window;
-* the batch queue's depth and capacity, and the event-loop lag when the server exports
-  ``redline_event_loop_lag_seconds`` (a gauge, or a histogram whose window mean is shown).
+* batches: the batch-size distribution (``redline_batch_size`` buckets, every local model
+  together) over the window;
+* queue: the batch queues' depth and capacity, every local model's added up;
+* models: per local model (the default one first), its batch queue's depth and capacity,
+  whether its batcher is alive, and its batches over the window (count, mean size);
+* the event-loop lag when the server exports ``redline_event_loop_lag_seconds`` (a gauge, or
+  a histogram whose window mean is shown).
 
 Cumulative counters become windowed by differencing against the oldest snapshot this
 :class:`StatusReporter` kept within the window (one snapshot per poll)::
@@ -71,7 +75,7 @@ class StatusReporter:
         base = self._base(now, counters)
         recent = metrics.recent.window(self.window, exclude=NOT_SERVED_ROUTES)
         in_flight = metrics.registry.get_sample_value("redline_http_requests_in_flight") or 0.0
-        health = state.engine.health() if state.engine is not None else None
+        models = self._models(counters, base)
         return {
             "kind": "server",
             "title": "redline serve",
@@ -95,9 +99,10 @@ class StatusReporter:
             "cache": self._cache(counters, base),
             "batches": self._batches(counters, base),
             "queue": {
-                "depth": health["queue_depth"] if health else None,
-                "capacity": health["max_queue"] if health else None,
+                "depth": sum(m["queue"]["depth"] for m in models) if models else None,
+                "capacity": sum(m["queue"]["capacity"] for m in models) if models else None,
             },
+            "models": models,
             "event_loop_lag_seconds": self._lag(counters, base),
             "model": {
                 "ready": state.ready,
@@ -128,6 +133,8 @@ class StatusReporter:
                 else:
                     continue
                 values[key] = values.get(key, 0.0) + sample.value
+                if not key.startswith("batch:"):  # and each model's count and sum
+                    values[f"model:{sample.labels.get('model', '')}:{key}"] = sample.value
         if self.state.cache is not None:
             for tier in self.state.cache.stats().tiers:
                 values[f"cache:{tier.name}:hits"] = tier.hits
@@ -188,6 +195,33 @@ class StatusReporter:
             "mean_size": total / count if count else None,
             "buckets": buckets,
         }
+
+    def _models(self, counters: _Counters, base: _Counters | None) -> list[dict[str, Any]]:
+        """Each local model's queue and batches over the window (since start on the first
+        poll), the default model first."""
+        since = base or {}
+        models = []
+        for name, engine in self.state.engines.items():
+            health = engine.health()
+            count_key, sum_key = f"model:{name}:batch_count", f"model:{name}:batch_sum"
+            count = counters.get(count_key, 0.0) - since.get(count_key, 0.0)
+            total = counters.get(sum_key, 0.0) - since.get(sum_key, 0.0)
+            models.append(
+                {
+                    "name": name,
+                    "default": engine is self.state.engine,
+                    "alive": bool(health.get("alive", True)),
+                    "queue": {
+                        "depth": int(health["queue_depth"]),
+                        "capacity": int(health["max_queue"]),
+                    },
+                    "batches": {
+                        "count": int(count),
+                        "mean_size": total / count if count else None,
+                    },
+                }
+            )
+        return models
 
     def _lag(self, counters: _Counters, base: _Counters | None) -> float | None:
         """The gauge's value, or the histogram's mean over the window."""
