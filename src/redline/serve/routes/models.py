@@ -24,7 +24,7 @@ from redline.serve.routes._common import json_response, server_state
 from redline.serve.schemas import ModelCard, ModelList
 from redline.serve.state import ServerState
 
-__all__ = ["ModelCards", "router", "served_ids"]
+__all__ = ["ModelCards", "router", "served_ids", "served_models"]
 
 router = APIRouter(tags=["models"])
 
