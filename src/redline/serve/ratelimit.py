@@ -1,9 +1,13 @@
 """Per-client rate limiting (``REDLINE_RATE_LIMIT``, e.g. ``100/s``): a token bucket per client.
 
 With a Redis cache URL the buckets live in Redis (:class:`RedisRateLimiter`, shared by every
-worker and replica); otherwise they are in-process (:class:`RateLimiter`). If Redis cannot be
-reached the limiter fails open (the request goes through, with a warning) rather than turning
-a cache outage into an API outage.
+worker and replica); otherwise they are in-process (:class:`RateLimiter`). The Redis calls go
+through a :class:`~redline.cache.breaker.CircuitBreaker` with stall detection: a Redis that
+fails or stops answering (frozen) is given up on within ``stall_timeout`` (0.25 s), and while
+the breaker is open every check uses this process's own buckets at once — the limit still
+holds per process rather than failing open, and a cache outage never becomes an API outage
+or a wait per request. The outage is logged once per state change (an
+:class:`~redline._events.EventLog`), not once per request.
 
 Example::
 
@@ -20,6 +24,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from redline._events import EventLog
+from redline.cache.breaker import CircuitBreaker
 from redline.cache.redis_url import REDIS_SCHEMES, parse_redis_url, redis_client
 from redline.concurrency.ratelimit import RateLimiter
 from redline.concurrency.redis_ratelimit import RedisRateLimiter
@@ -35,11 +41,23 @@ _MAX_LOCAL_CLIENTS = 10_000
 class ClientRateLimiter:
     """One token bucket per client id, in Redis or in process."""
 
-    def __init__(self, rate: float, per: float, redis_client: Any | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        per: float,
+        redis_client: Any | None = None,
+        *,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.rate = rate
         self.per = per
         self._redis = redis_client
         self._local: OrderedDict[str, RateLimiter] = OrderedDict()
+        self.events = EventLog(logger, "rate limiter")
+        self.breaker = breaker or CircuitBreaker(
+            failure_threshold=3, reset_timeout=2.0, stall_timeout=0.25, name="rate limiter"
+        )
+        self.breaker.events = self.events
 
     @classmethod
     async def create(cls, settings: Settings) -> ClientRateLimiter:
@@ -51,14 +69,14 @@ class ClientRateLimiter:
 
     async def check(self, client: str) -> None:
         """Take one token for *client*; ``RateLimited`` with ``retry_after`` when empty."""
+        wait: float | None = None
         if self._redis is not None:
             limiter = RedisRateLimiter(self._redis, f"redline:rl:{client}", self.rate, self.per)
             try:
-                wait = await limiter.try_acquire()
-            except CacheUnavailable as exc:
-                logger.warning("rate limiter unavailable, letting the request through: %s", exc)
-                return
-        else:
+                wait = await self.breaker.call(limiter.try_acquire)
+            except CacheUnavailable as exc:  # counted; this process's bucket decides
+                self.events.failure("redis", exc)
+        if wait is None:
             wait = self._bucket(client).try_acquire()
         if wait > 0:
             raise RateLimited(
