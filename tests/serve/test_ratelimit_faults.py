@@ -14,6 +14,8 @@ import pytest
 
 from redline.cache.breaker import BreakerState
 from redline.exceptions import RateLimited
+from redline.serve.auth_failures import AuthFailureLimiter
+from redline.serve.errors import APIError
 from redline.serve.ratelimit import ClientRateLimiter, redis_client_for
 from tests._services import RedisServer
 
@@ -56,3 +58,32 @@ async def test_a_frozen_redis_neither_stalls_nor_lifts_the_limit(
         assert limiter.events.counts().get("failure:redis", 0) >= 11
     finally:
         await limiter.close()
+
+
+async def test_failed_keys_are_still_throttled_while_redis_is_frozen(
+    fresh_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = AuthFailureLimiter(1, 60, redis_client=redis_client_for(fresh_redis.url))
+    try:
+        await failures.record_failure("198.51.100.1")  # counted in Redis: within budget
+        assert fresh_redis.proc is not None
+        os.kill(fresh_redis.proc.pid, signal.SIGSTOP)
+        try:
+            caplog.set_level(logging.INFO, logger="redline.serve.auth_failures")
+            started = time.monotonic()
+            refused = 0
+            for _ in range(12):
+                try:
+                    await failures.record_failure("198.51.100.2")
+                except APIError as exc:
+                    refused += exc.status == 429
+            elapsed = time.monotonic() - started
+        finally:
+            os.kill(fresh_redis.proc.pid, signal.SIGCONT)
+        assert refused == 11  # the first within the in-process budget, the rest refused
+        assert failures.breaker.state is BreakerState.OPEN
+        assert elapsed < 2.0, f"12 attempts took {elapsed:.2f} s"  # old: 0.5 s socket wait each
+        lines = [r for r in caplog.records if r.name == "redline.serve.auth_failures"]
+        assert len(lines) <= 3, [r.getMessage() for r in lines]
+    finally:
+        await failures.close()

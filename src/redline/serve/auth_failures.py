@@ -11,7 +11,9 @@ faster than the budget allows. Requests with a valid key are never counted.
 With a Redis cache URL the failures are counted in Redis (one bucket per address, shared by
 every worker and replica); the block itself is kept in each process, which learns it on the
 first failure it sees past the shared budget (no Redis call for requests with a valid key).
-If Redis cannot be reached, failures are counted in process.
+If Redis fails or goes silent, failures are counted in process: its calls go through a
+circuit breaker with stall detection (given up on within 0.25 s, then no Redis call until a
+probe succeeds), and the outage is logged once per state change, not once per attempt.
 
 Example::
 
@@ -29,6 +31,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from redline._events import EventLog
+from redline.cache.breaker import CircuitBreaker
 from redline.concurrency.ratelimit import RateLimiter
 from redline.concurrency.redis_ratelimit import RedisRateLimiter
 from redline.exceptions import CacheUnavailable
@@ -61,6 +65,14 @@ class AuthFailureLimiter:
         self._timer = timer
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
         self._blocked: OrderedDict[str, float] = OrderedDict()  # address -> blocked until
+        self.events = EventLog(logger, "auth failure counter")
+        self.breaker = CircuitBreaker(
+            failure_threshold=3,
+            reset_timeout=2.0,
+            stall_timeout=0.25,
+            name="auth failure counter",
+            events=self.events,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthFailureLimiter | None:
@@ -98,9 +110,9 @@ class AuthFailureLimiter:
         if self._redis is not None:
             shared = RedisRateLimiter(self._redis, _REDIS_PREFIX + address, self.rate, self.per)
             try:
-                return await shared.try_acquire()
-            except CacheUnavailable as exc:
-                logger.warning("counting failed authentication in process: %s", exc)
+                return await self.breaker.call(shared.try_acquire)
+            except CacheUnavailable as exc:  # counted; this process's bucket decides
+                self.events.failure("redis", exc)
         bucket = self._buckets.get(address)
         if bucket is None:
             bucket = self._buckets[address] = RateLimiter(self.rate, self.per, timer=self._timer)
