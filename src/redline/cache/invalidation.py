@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from redline._events import EventLog
+from redline.cache._stopping import stop_task
 from redline.cache.redis_url import RedisTarget, node_client, parse_redis_url
 from redline.exceptions import CacheUnavailable, ConfigError, SerializationError
 
@@ -315,10 +316,9 @@ class RedisInvalidation(_Subscribers):
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        bound = self.connect_timeout + self.ping_interval
+        if task is not None and not await stop_task(task, bound):
+            self._events.failure("close", "the subscriber did not stop when cancelled")
         self._connected = False
         self._discard_publisher()
         if self._closing:
@@ -429,7 +429,8 @@ class RedisInvalidation(_Subscribers):
                 )
             if silent >= self.ping_interval and now - pinged >= self.ping_interval:
                 pinged = now
-                await asyncio.wait_for(pubsub.ping(), self.ping_interval)
+                async with asyncio.timeout(self.ping_interval):
+                    await pubsub.ping()
 
     async def _handle(self, data: bytes | str) -> None:
         try:
