@@ -203,7 +203,8 @@ class RedisInvalidation(_Subscribers):
     ``rediss+cluster://user:pw@h1:p1,h2:p2`` (see :mod:`redline.cache.redis_url`) or a
     :class:`~redline.cache.redis_url.RedisTarget`), ``channel`` name, ``connect_timeout`` per node,
     ``ping_interval`` (how often an idle subscription checks its link; the link counts as
-    lost after ``2 * ping_interval`` without any reply), ``publish_timeout`` (per node
+    lost after ``2 * ping_interval`` without any reply, its PING unanswered for at least
+    ``ping_interval``), ``publish_timeout`` (per node
     tried), the reconnect backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds,
     doubling), and ``username`` / ``password`` / ``ssl``, which replace the target's own
     credentials and TLS when given.
@@ -423,7 +424,10 @@ class RedisInvalidation(_Subscribers):
                     await self._handle(message["data"])
                 continue
             silent = now - last_heard
-            if silent >= self.link_timeout:
+            # The PING goes out up to a poll late (and later on a busy loop): it is given a
+            # full ping_interval to come back, not what is left of link_timeout, or a slow
+            # but answering link is counted down.
+            if silent >= self.link_timeout and now - pinged >= self.ping_interval:
                 raise CacheUnavailable(
                     f"no reply from {self._node_label()} for {silent:.1f} s (PING unanswered)"
                 )
