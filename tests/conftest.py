@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,36 @@ from tests._services import PostgresServer, RedisClusterServers, RedisServer, re
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+_TIMER_CANCELLED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_exception_interact(node: pytest.Item | pytest.Collector, call: Any, report: Any) -> None:
+    """pytest-timeout cancels its timer here (meant for --pdb, but this hook runs for every
+    failed phase): remember it, so that the teardown after a failure gets a timer again."""
+    if isinstance(node, pytest.Item) and report.when in ("setup", "call"):
+        node.stash[_TIMER_CANCELLED] = True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Bound the teardown of a failed test: without this a fixture that hangs after a failure
+    (an async ``closing`` fixture awaiting a task that never ends) hangs the whole run, as
+    pytest-timeout's timer was cancelled by the failure (either ``timeout_method``)."""
+    rearmed = False
+    if item.stash.get(_TIMER_CANCELLED, False) and not item.config.getoption("usepdb", False):
+        import pytest_timeout  # type: ignore[import-untyped]
+
+        settings = pytest_timeout._get_item_settings(item)
+        if settings.timeout and not settings.func_only:
+            item.config.pluginmanager.hook.pytest_timeout_set_timer(item=item, settings=settings)
+            rearmed = True
+    try:
+        return (yield)
+    finally:
+        if rearmed:
+            item.config.pluginmanager.hook.pytest_timeout_cancel_timer(item=item)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterable
 
 from redline._events import EventLog
+from redline.cache._stopping import stop_task
 from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.cache.invalidation import Invalidation, InvalidationMessage
 from redline.exceptions import CacheUnavailable
@@ -120,9 +121,8 @@ class InvalidationPublisher:
             if self.pending and self.breaker.state is BreakerState.OPEN:
                 self.breaker.reset()  # one last try, even mid-outage
             await self.wait_sent(self.timeout)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            if not await stop_task(self._task, self.timeout + 1.0):
+                self.events.failure("close", "the publisher did not stop when cancelled")
         self._task = None
         if self.pending:
             self.dropped += self.pending

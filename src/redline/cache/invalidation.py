@@ -40,6 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from redline._events import EventLog
+from redline.cache._stopping import stop_task
 from redline.cache.redis_url import RedisTarget, node_client, parse_redis_url
 from redline.exceptions import CacheUnavailable, ConfigError, SerializationError
 
@@ -202,7 +203,8 @@ class RedisInvalidation(_Subscribers):
     ``rediss+cluster://user:pw@h1:p1,h2:p2`` (see :mod:`redline.cache.redis_url`) or a
     :class:`~redline.cache.redis_url.RedisTarget`), ``channel`` name, ``connect_timeout`` per node,
     ``ping_interval`` (how often an idle subscription checks its link; the link counts as
-    lost after ``2 * ping_interval`` without any reply), ``publish_timeout`` (per node
+    lost after ``2 * ping_interval`` without any reply, its PING unanswered for at least
+    ``ping_interval``), ``publish_timeout`` (per node
     tried), the reconnect backoff bounds ``backoff_initial`` / ``backoff_max`` (seconds,
     doubling), and ``username`` / ``password`` / ``ssl``, which replace the target's own
     credentials and TLS when given.
@@ -315,10 +317,9 @@ class RedisInvalidation(_Subscribers):
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        bound = self.connect_timeout + self.ping_interval
+        if task is not None and not await stop_task(task, bound):
+            self._events.failure("close", "the subscriber did not stop when cancelled")
         self._connected = False
         self._discard_publisher()
         if self._closing:
@@ -423,13 +424,17 @@ class RedisInvalidation(_Subscribers):
                     await self._handle(message["data"])
                 continue
             silent = now - last_heard
-            if silent >= self.link_timeout:
+            # The PING goes out up to a poll late (and later on a busy loop): it is given a
+            # full ping_interval to come back, not what is left of link_timeout, or a slow
+            # but answering link is counted down.
+            if silent >= self.link_timeout and now - pinged >= self.ping_interval:
                 raise CacheUnavailable(
                     f"no reply from {self._node_label()} for {silent:.1f} s (PING unanswered)"
                 )
             if silent >= self.ping_interval and now - pinged >= self.ping_interval:
                 pinged = now
-                await asyncio.wait_for(pubsub.ping(), self.ping_interval)
+                async with asyncio.timeout(self.ping_interval):
+                    await pubsub.ping()
 
     async def _handle(self, data: bytes | str) -> None:
         try:
