@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -98,13 +99,15 @@ async def test_answers_served_wholly_from_the_cache_equal_the_model(
     # All-hit answers are built from the cached vectors alone (one input: a view of the entry):
     # one input or several, repeated inputs, truncated dimensions, both encodings.
     client, _ = hashing_client
-    for request in (
+    requests: list[dict[str, Any]] = [
         {"input": "h1"},
         {"input": ["h2", "h1", "h2"]},
         {"input": "h3", "dimensions": 8},
         {"input": ["h1", "h3"], "encoding_format": "base64"},
-    ):
-        texts = [request["input"]] if isinstance(request["input"], str) else request["input"]
+    ]
+    for request in requests:
+        given = request["input"]
+        texts: list[str] = [given] if isinstance(given, str) else given
         expected = hashing_model.batch(texts)
         if "dimensions" in request:
             expected = expected[:, :8] / np.linalg.norm(expected[:, :8], axis=1, keepdims=True)

@@ -96,18 +96,15 @@ async def authenticate(request: Request) -> str | None:
         raise
 
 
+@tracing.traced("auth")
 async def authorize(request: Request) -> str:
     """FastAPI dependency: check the API key, apply the rate limit, return the client id
-    (kept in the scope's ``state`` as ``client`` for the access log), in an ``auth`` span.
-
-    The span is opened here, not by :func:`~redline.serve.tracing.traced`: that wrapper is one
-    more coroutine per call even while tracing is off, and this runs on every request."""
-    with tracing.span("auth"):
-        state = request.app.state.redline
-        key = await authenticate(request)
-        client = client_identity(request, key)
-        # The scope's dict itself: ``request.state`` would wrap it in a new State object.
-        request.scope.setdefault("state", {})["client"] = client
-        if state.limiter is not None:
-            await state.limiter.check(client)
-        return client
+    (kept in the scope's ``state`` as ``client``, for the access log)."""
+    state = request.app.state.redline
+    key = await authenticate(request)
+    client = client_identity(request, key)
+    # The scope's dict itself: ``request.state`` would wrap it in a new State per request.
+    request.scope.setdefault("state", {})["client"] = client
+    if state.limiter is not None:
+        await state.limiter.check(client)
+    return client

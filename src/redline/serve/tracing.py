@@ -249,9 +249,9 @@ def inject(headers: MutableMapping[str, str]) -> None:
 def traced(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Decorate an async function so each call runs in a span called *name*.
 
-    The wrapper is a coroutine function too (so FastAPI and ``inspect`` see one), which costs
-    one more coroutine per call even while tracing is off: a function on every request's path
-    opens ``with span(name):`` in its own body instead (as ``auth.authorize`` does)."""
+    While tracing is off a call costs one more coroutine (about 0.2 µs): the wrapper has to be
+    a coroutine function itself (FastAPI and ``inspect`` look for one, and Python 3.11 cannot
+    mark a plain function as one); a ``with span(name):`` in the body costs more than that."""
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(fn)
