@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -90,6 +91,40 @@ async def test_partial_hit_computes_only_the_missing_inputs(
     expected = hashing_model.batch(["p1", "p3", "p2", "p4"])
     got = np.array([item["embedding"] for item in second.json()["data"]], dtype=np.float32)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+async def test_answers_served_wholly_from_the_cache_equal_the_model(
+    hashing_client: Pair, hashing_model: HashingModel
+) -> None:
+    # All-hit answers are built from the cached vectors alone (one input: a view of the entry):
+    # one input or several, repeated inputs, truncated dimensions, both encodings.
+    client, _ = hashing_client
+    requests: list[dict[str, Any]] = [
+        {"input": "h1"},
+        {"input": ["h2", "h1", "h2"]},
+        {"input": "h3", "dimensions": 8},
+        {"input": ["h1", "h3"], "encoding_format": "base64"},
+    ]
+    for request in requests:
+        given = request["input"]
+        texts: list[str] = [given] if isinstance(given, str) else given
+        expected = hashing_model.batch(texts)
+        if "dimensions" in request:
+            expected = expected[:, :8] / np.linalg.norm(expected[:, :8], axis=1, keepdims=True)
+        await client.post("/v1/embeddings", json=request)
+        hashing_model.inputs.clear()
+        for _ in range(2):  # the entry stays as it was after serving it
+            response = await client.post("/v1/embeddings", json=request)
+            assert response.headers["x-cache"] == "hit", request
+            assert hashing_model.inputs == []
+            data = response.json()["data"]
+            if request.get("encoding_format") == "base64":
+                got = np.array(
+                    [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data]
+                )
+            else:
+                got = np.array([d["embedding"] for d in data], dtype=np.float32)
+            np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 async def test_inputs_are_normalised_before_caching(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
+from prometheus_client import Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
+from redline.serve.metrics import ServerMetrics
 from redline.serve.state import ServerState
 from redline.serve.testing import HashingModel
 from tests.serve._helpers import make_settings, running_app
@@ -103,6 +106,9 @@ async def test_metrics_parse_and_hold_the_named_series(hashing_client: Pair) -> 
         if s.name == "redline_http_requests_total"
     }
     assert requests[("/v1/embeddings", "200")] == 2
+    # The scrape itself is in flight (the level is read when /metrics renders), nothing else.
+    [in_flight] = families["redline_http_requests_in_flight"].samples
+    assert in_flight.value == 1
     buckets = [
         float(s.labels["le"])
         for s in families["redline_http_request_duration_seconds"].samples
@@ -164,3 +170,24 @@ async def test_ready_is_503_while_the_queue_is_nearly_full(tmp_path: Path) -> No
         assert busy.json()["checks"]["batcher"].startswith("saturated")
         assert all(r.status_code == 200 for r in await asyncio.gather(*pending))
         assert (await client.get("/ready")).status_code == 200
+
+
+def test_in_flight_is_a_gauge_with_several_workers(tmp_path: Path, monkeypatch: Any) -> None:
+    # A plain count would not reach the other workers' /metrics: multiprocess keeps the Gauge.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    metrics = ServerMetrics()
+    assert isinstance(metrics.in_flight, Gauge)
+    # (prometheus_client picked its in-memory values at import: the gauge reads back here)
+    metrics.in_flight.inc()
+    assert metrics.registry.get_sample_value("redline_http_requests_in_flight") == 1.0
+
+
+def test_in_flight_level_is_read_at_each_scrape() -> None:
+    metrics = ServerMetrics()
+    metrics.in_flight.inc()
+    metrics.in_flight.inc()
+    metrics.in_flight.dec()
+    assert metrics.registry.get_sample_value("redline_http_requests_in_flight") == 1.0
+    metrics.in_flight.dec()
+    body, _ = metrics.render()
+    assert b"redline_http_requests_in_flight 0.0" in body

@@ -16,13 +16,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from redis.exceptions import ResponseError
 
-from redline.cache.lock import RedisClient, translate_redis_errors
 from redline.exceptions import Overloaded, SerializationError
+
+if TYPE_CHECKING:  # redis-py is imported by the Redis queue's methods, on first use
+    from redline.cache.lock import RedisClient
 
 __all__ = ["Delivery", "MemoryQueue", "RedisStreamQueue", "WriteQueue", "WriteRecord"]
 
@@ -200,6 +201,8 @@ class RedisStreamQueue:
     async def _ensure_group(self) -> None:
         if self._group_ready:
             return
+        from redis.exceptions import ResponseError
+
         try:
             await self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
@@ -258,6 +261,8 @@ class RedisStreamQueue:
                 future.set_result(index < added)
 
     async def take(self, max_items: int, timeout: float) -> list[Delivery]:
+        from redis.exceptions import ResponseError
+
         with translate_redis_errors(f"cannot read stream {self.stream!r}"):
             try:
                 return await self._take(max_items, timeout)
@@ -351,6 +356,14 @@ class RedisStreamQueue:
             f"<RedisStreamQueue {self.stream!r} group={self.group!r} "
             f"consumer={self.consumer!r} backlog~{self._backlog}>"
         )
+
+
+def translate_redis_errors(what: str) -> contextlib.AbstractContextManager[None]:
+    """:func:`redline.cache.lock.translate_redis_errors`, imported when first used: a process
+    whose queue is in memory never imports redis-py for it."""
+    from redline.cache.lock import translate_redis_errors as translate
+
+    return translate(what)
 
 
 def _text(value: Any) -> str:

@@ -9,6 +9,8 @@ Example::
         pages = await gather_limited((fetch(u) for u in urls), limit=10)
 """
 
+from typing import TYPE_CHECKING
+
 from redline._lazy import lazy_exports as _lazy_exports
 from redline.concurrency.amap import amap as amap
 from redline.concurrency.batcher import BatcherHealth as BatcherHealth
@@ -23,6 +25,8 @@ from redline.concurrency.offload import run_in_process as run_in_process
 from redline.concurrency.offload import run_in_thread as run_in_thread
 from redline.concurrency.ratelimit import RateLimiter as RateLimiter
 from redline.concurrency.ratelimit import RateLimiterStats as RateLimiterStats
-from redline.concurrency.redis_ratelimit import RedisRateLimiter as RedisRateLimiter
+
+if TYPE_CHECKING:  # pulls in redis-py: imported on first use
+    from redline.concurrency.redis_ratelimit import RedisRateLimiter as RedisRateLimiter
 
 __all__, __getattr__, __dir__ = _lazy_exports(__name__)

@@ -98,11 +98,13 @@ async def authenticate(request: Request) -> str | None:
 
 @tracing.traced("auth")
 async def authorize(request: Request) -> str:
-    """FastAPI dependency: check the API key, apply the rate limit, return the client id."""
+    """FastAPI dependency: check the API key, apply the rate limit, return the client id
+    (kept in the scope's ``state`` as ``client``, for the access log)."""
     state = request.app.state.redline
     key = await authenticate(request)
     client = client_identity(request, key)
-    request.state.client = client
+    # The scope's dict itself: ``request.state`` would wrap it in a new State per request.
+    request.scope.setdefault("state", {})["client"] = client
     if state.limiter is not None:
         await state.limiter.check(client)
     return client

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +32,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -75,7 +74,16 @@ usage_table = Table(
 
 
 # The dialects whose INSERT takes ON CONFLICT; any other runs plain statements.
-_UPSERTS: dict[str, Any] = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}
+_UPSERT_DIALECTS = frozenset({"postgresql", "sqlite"})
+
+
+def _upsert(dialect: str) -> Any:
+    """The ``insert`` taking ON CONFLICT of *dialect* (imported then: a server on SQLite
+    never loads the PostgreSQL dialect), or None."""
+    if dialect not in _UPSERT_DIALECTS:
+        return None
+    return importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
+
 
 # Creating the tables is check-then-create: a server started beside another one on the same
 # database (uvicorn workers, replicas) can find a table missing and then fail to create it
@@ -166,7 +174,7 @@ class Database:
             "owned_by": owned_by,
             "created": int(time.time()),
         }
-        upsert = _UPSERTS.get(self.engine.dialect.name)
+        upsert = _upsert(self.engine.dialect.name)
         async with self.engine.begin() as conn:
             if upsert is not None:
                 # One statement: several workers or replicas register the model as they start.
@@ -202,7 +210,7 @@ class Database:
         if not records:
             return
         statement: Any
-        upsert = _UPSERTS.get(self.engine.dialect.name)
+        upsert = _upsert(self.engine.dialect.name)
         if upsert is not None:
             statement = upsert(usage_table).on_conflict_do_nothing()
         else:

@@ -108,14 +108,13 @@ async def embed_texts(
     cache = state.request_cache
     policy = current_policy()
     decoder = _token_decoder(model, texts)
-    out = np.empty((len(texts), dimensions or model.dimension), dtype=np.float32)
+    width = dimensions or model.dimension
     cache_seconds = 0.0
     found: dict[str, Any] = {}
     keys: list[str] = []
     age: float | None = None
-    prefix = policy.key_prefix()
     if cache is not None:
-        model_prefix = f"{prefix}emb:{model.name}:{model.version}:{dimensions or model.dimension}:"
+        model_prefix = f"{policy.key_prefix()}emb:{model.name}:{model.version}:{width}:"
         if offload:
             keys = await state.offload.run(_keys, model_prefix, texts)
         else:
@@ -123,7 +122,9 @@ async def embed_texts(
     if cache is not None and policy.reads:
         started = time.perf_counter()
         wanted = dict.fromkeys(keys)
-        with tracing.span("cache.lookup", {"redline.cache.keys": len(wanted)}) as span:
+        # The attributes only while tracing is on: this runs on every request.
+        attributes = {"redline.cache.keys": len(wanted)} if tracing.is_enabled() else None
+        with tracing.span("cache.lookup", attributes) as span:
             found = await cache.get_many(wanted)
             if policy.max_age is not None and found:
                 try:
@@ -138,20 +139,27 @@ async def embed_texts(
             state.metrics.observe_cache_lookup(time.perf_counter() - started)
         cache_seconds += time.perf_counter() - started
     missing: dict[str, list[int]] = {}
+    rows: list[Any] = []  # per input: its cached vector, or None
     cached = 0
-    hits = [False] * len(texts)
     for index, text in enumerate(texts):
         hit = found.get(keys[index]) if found else None
+        rows.append(hit)
         if hit is not None:
-            out[index] = hit
             cached += 1
-            hits[index] = True
         else:
             missing.setdefault(text, []).append(index)
+    hits = tuple(row is not None for row in rows)
     if missing and policy.only_if_cached:
         raise not_cached(len(texts) - cached, len(texts))
     queue_s = inference_s = 0.0
-    if missing:
+    if not missing:
+        out = _stacked(rows, width)  # every input from the cache
+    else:
+        out = np.empty((len(texts), width), dtype=np.float32)
+        if cached:
+            for index, row in enumerate(rows):
+                if row is not None:
+                    out[index] = row
         todo = list(missing)
         if decoder is not None:
             vectors, timing = await engine.embed([_decoded(decoder, text) for text in todo])
@@ -170,7 +178,7 @@ async def embed_texts(
             # Queued: stored after the response (see the module docstring).
             await cache.set_many(fresh, ttl=state.settings.cache_ttl or None)
     result = "off" if cache is None else policy.result(cached, len(texts) - cached)
-    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age, tuple(hits))
+    return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age, hits)
 
 
 def _token_decoder(model: Model, texts: list[str]) -> TokenDecoder | None:
@@ -211,3 +219,17 @@ def _gateway_code(exc: GatewayError) -> str:
 def _keys(prefix: str, texts: list[str]) -> list[str]:
     """:func:`cache_key` of every text, the common *prefix* built once."""
     return [prefix + hashlib.sha256(text.encode()).hexdigest()[:40] for text in texts]
+
+
+def _stacked(rows: list[Any], width: int) -> npt.NDArray[np.float32]:
+    """The cached vectors *rows* as one ``(len(rows), width)`` float32 array: a view of the
+    one vector of a single-input request (entries are not written to), else a copy."""
+    if len(rows) == 1:
+        row = rows[0]
+        if isinstance(row, np.ndarray) and row.dtype == np.float32 and row.shape == (width,):
+            view: npt.NDArray[np.float32] = row.reshape(1, width)
+            return view
+    out = np.empty((len(rows), width), dtype=np.float32)
+    for index, row in enumerate(rows):
+        out[index] = row
+    return out

@@ -179,6 +179,8 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = value.replace(",", " ").split()
         if isinstance(value, list | tuple):
+            if not value:
+                return ()  # no upstreams: the gateway is not imported
             from redline.gateway.config import parse_upstream
 
             for spec in value:

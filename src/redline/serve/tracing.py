@@ -247,7 +247,11 @@ def inject(headers: MutableMapping[str, str]) -> None:
 
 
 def traced(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
-    """Decorate an async function so each call runs in a span called *name*."""
+    """Decorate an async function so each call runs in a span called *name*.
+
+    While tracing is off a call costs one more coroutine (about 0.2 µs): the wrapper has to be
+    a coroutine function itself (FastAPI and ``inspect`` look for one, and Python 3.11 cannot
+    mark a plain function as one); a ``with span(name):`` in the body costs more than that."""
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(fn)
