@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, Depends
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
@@ -74,27 +72,6 @@ async def test_a_streamed_body_over_the_limit_is_a_json_413(tmp_path: Path) -> N
     body = response.json()
     assert body["error"]["code"] == "body_too_large"
     assert "larger than 1000 bytes" in body["error"]["message"]
-
-
-@pytest.mark.parametrize(
-    "body",
-    [{"input": 5}, {"input": ""}, {"input": "a", "model": "nope"}, {"input": "a", "dimensions": 0}],
-)
-async def test_errors_match_the_fastapi_path(tmp_path: Path, body: dict[str, object]) -> None:
-    """The same bad body answered directly and through FastAPI's router gives one error."""
-    answers = []
-    for outermost in (True, False):
-        app = create_app(make_settings(tmp_path / str(outermost)), model=HashingModel(8))
-        if not outermost:
-            app.outermost = None  # type: ignore[attr-defined]  # FastAPI's own stack only
-        async with LifespanManager(app):
-            await app.state.redline.wait_ready(timeout=30)
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                response = await client.post("/v1/embeddings", json=body)
-        answers.append((response.status_code, response.json()))
-    assert answers[0] == answers[1]
-    assert 400 <= answers[0][0] < 500
 
 
 def test_hot_routes_are_the_inference_routes() -> None:

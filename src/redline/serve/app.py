@@ -11,12 +11,12 @@ Pass *model* to serve an already-built model object (tests count its calls this 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from redline.serve import tracing
 from redline.serve.auth_failures import AuthFailureLimiter
@@ -70,19 +70,24 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     for router in (embeddings.router, predict.router, models.router, ops.router, status.router):
         app.include_router(router)
     direct = DirectRoutes.from_routers((embeddings.router, predict.router), HOT_PATHS)
-    app.outermost = lambda inner: tracing.wrap_server(RequestMiddleware(inner, state, direct))
+    # The last added is the outermost: server span, then the request middleware, then the
+    # hot routes, then FastAPI's own exception middleware and router.
+    app.add_middleware(_direct_middleware, direct=direct)
+    app.add_middleware(RequestMiddleware, state=state)
+    app.add_middleware(tracing.wrap_server)
     return app
 
 
+def _direct_middleware(app: ASGIApp, direct: DirectRoutes) -> ASGIApp:
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not await direct.handle(scope, receive, send):
+            await app(scope, receive, send)
+
+    return dispatch
+
+
 class _App(FastAPI):
-    """FastAPI with one middleware outside its error, telemetry and body-limit layers, and an
-    OpenAPI document that says what the server answers (``serve.openapi``)."""
-
-    outermost: Callable[[ASGIApp], ASGIApp] | None = None
-
-    def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        return stack if self.outermost is None else self.outermost(stack)
+    """FastAPI with an OpenAPI document that says what the server answers (``serve.openapi``)."""
 
     def openapi(self) -> dict[str, Any]:
         # Built per call (a few ms, rarely asked for): the limits in it depend on the model,
