@@ -11,29 +11,28 @@ Pass *model* to serve an already-built model object (tests count its calls this 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp
 
 from redline.serve import tracing
 from redline.serve.auth_failures import AuthFailureLimiter
-from redline.serve.direct import DirectRoutes
 from redline.serve.errors import install_error_handlers
 from redline.serve.middleware import RequestMiddleware
 from redline.serve.model import Model
 from redline.serve.openapi import describe_openapi
 from redline.serve.routes import embeddings, models, ops, predict, status
+from redline.serve.routes.inference import InferenceRoute, InferenceRoutes
 from redline.serve.settings import Settings, load_settings
 from redline.serve.state import ServerState
 from redline.serve.status_page import StatusReporter
 
-__all__ = ["HOT_PATHS", "create_app", "create_app_from_env"]
+__all__ = ["INFERENCE_ROUTES", "create_app", "create_app_from_env"]
 
-#: Inference routes served without FastAPI's per-request machinery (see ``serve.direct``).
-HOT_PATHS = ("/v1/embeddings", "/v1/predict")
+#: Served ahead of FastAPI, without its per-request machinery (see ``routes.inference``).
+INFERENCE_ROUTES: tuple[InferenceRoute, ...] = (embeddings.ROUTE, predict.ROUTE)
 
 
 def create_app(settings: Settings | None = None, *, model: Model | None = None) -> FastAPI:
@@ -67,27 +66,24 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     app.state.auth_failures = None  # failed API-key attempts, per address: the lifespan opens it
     app.state.status_reporter = StatusReporter(state)  # windows of GET /status.json
     install_error_handlers(app)
-    for router in (embeddings.router, predict.router, models.router, ops.router, status.router):
+    for router in (models.router, ops.router, status.router):
         app.include_router(router)
-    direct = DirectRoutes.from_routers((embeddings.router, predict.router), HOT_PATHS)
-    app.outermost = lambda inner: tracing.wrap_server(RequestMiddleware(inner, state, direct))
+    # The last added is the outermost: the server span, the request middleware (id, size
+    # limit, metrics, access log, the last-resort error answer), the inference routes, then
+    # FastAPI's own exception middleware and router for every other route.
+    app.add_middleware(InferenceRoutes, routes=INFERENCE_ROUTES)
+    app.add_middleware(RequestMiddleware, state=state)
+    app.add_middleware(tracing.wrap_server)
     return app
 
 
 class _App(FastAPI):
-    """FastAPI with one middleware outside its error, telemetry and body-limit layers, and an
-    OpenAPI document that says what the server answers (``serve.openapi``)."""
-
-    outermost: Callable[[ASGIApp], ASGIApp] | None = None
-
-    def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
-        return stack if self.outermost is None else self.outermost(stack)
+    """FastAPI with an OpenAPI document that says what the server answers (``serve.openapi``)."""
 
     def openapi(self) -> dict[str, Any]:
         # Built per call (a few ms, rarely asked for): the limits in it depend on the model,
         # which loads after startup.
-        return describe_openapi(super().openapi(), self.state.redline)
+        return describe_openapi(super().openapi(), self.state.redline, INFERENCE_ROUTES)
 
 
 def create_app_from_env() -> FastAPI:

@@ -1,8 +1,9 @@
 """One ASGI middleware for every request: a request id of the server's own (the client's
 ``X-Request-ID`` is kept beside it and echoed; the server's is sent when none came), the body size
 limit (413 JSON), Prometheus request metrics and one structured JSON log line per request.
-It runs outermost, outside Starlette's error middleware, and dispatches the hot inference
-routes itself (:class:`DirectRoutes`).
+An error that nothing inside answered is answered here (``errors.error_answer``: the JSON shape,
+a 500 for the unexpected), so that every answer, a 500 included, carries the request id and is
+counted and logged.
 
 Example::
 
@@ -19,10 +20,10 @@ import time
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from redline.serve.direct import DirectRoutes
-from redline.serve.errors import APIError, error_response
+from redline.serve.errors import APIError, error_answer, error_response
 from redline.serve.metrics import method_label
 from redline.serve.state import ServerState
 
@@ -36,12 +37,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 class RequestMiddleware:
     """Request id, size limit, metrics and the access log around the whole app."""
 
-    def __init__(
-        self, app: ASGIApp, state: ServerState, direct: DirectRoutes | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
-        self.direct = direct
         self.max_body = state.settings.max_body_bytes
         # Unique without a syscall per request: a random per-process prefix plus a counter.
         self._id_prefix = os.urandom(8).hex() + "-"
@@ -70,13 +68,14 @@ class RequestMiddleware:
         echoed = (client_id or request_id).encode()
         method = scope["method"]
         status = 500
+        started = False
         metrics = self.state.metrics
         metrics.in_flight.inc()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", echoed)]
             await send(message)
@@ -86,9 +85,12 @@ class RequestMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 await self._too_large(send_wrapper)
                 return
-            limited = self._limited(receive)
-            if self.direct is None or not await self.direct.handle(scope, limited, send_wrapper):
-                await self.app(scope, limited, send_wrapper)
+            await self.app(scope, self._limited(receive), send_wrapper)
+        except Exception as exc:
+            if started:  # too late for an error answer: the connection is dropped
+                raise
+            answer = await error_answer(Request(scope), exc)
+            await answer(scope, _no_receive, send_wrapper)
         finally:
             metrics.in_flight.dec()
             elapsed = time.perf_counter() - started

@@ -1,7 +1,8 @@
 """The OpenAPI document of one app: what this server, with its settings and model, answers.
 
-FastAPI documents the routes and their success bodies; :func:`describe_openapi` adds what only
-the server knows:
+FastAPI documents its routes and their success bodies; the inference routes, which FastAPI does
+not serve (``routes.inference``), are documented from their own :class:`InferenceRoute` records;
+:func:`describe_openapi` adds what only the server knows:
 
 - the JSON error answers each operation can give (``{"error": {...}}``, with ``Retry-After``
   on 429 and ``WWW-Authenticate`` on 401), and only those its settings make possible (401
@@ -15,14 +16,16 @@ the server knows:
 
 Example::
 
-    document = describe_openapi(app_openapi_document, state)
+    document = describe_openapi(app_openapi_document, state, INFERENCE_ROUTES)
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
+from redline.serve.routes.inference import InferenceRoute
 from redline.serve.schemas import ErrorResponse, RequestLimits, request_body_schemas
 from redline.serve.state import ServerState
 
@@ -51,12 +54,21 @@ _HEADERS: dict[int, dict[str, dict[str, Any]]] = {
 }
 
 
-def describe_openapi(base: dict[str, Any], state: ServerState) -> dict[str, Any]:
-    """A copy of FastAPI's *base* document that says what this server answers (see module)."""
+def describe_openapi(
+    base: dict[str, Any], state: ServerState, inference: Sequence[InferenceRoute] = ()
+) -> dict[str, Any]:
+    """A copy of FastAPI's *base* document with the *inference* routes in it (first), that says
+    what this server answers (see module)."""
     document = copy.deepcopy(base)
     settings = state.settings
     keys = bool(settings.api_keys)
-    paths: dict[str, dict[str, Any]] = document.get("paths", {})
+    schemas: dict[str, Any] = document.setdefault("components", {}).setdefault("schemas", {})
+    paths: dict[str, dict[str, Any]] = {
+        route.path: {"post": route.operation(schemas)} for route in inference
+    }
+    paths.update(document.get("paths", {}))
+    document["paths"] = paths
+    document["components"]["schemas"] = dict(sorted(schemas.items()))  # as FastAPI orders them
     authenticated: list[dict[str, Any]] = []
     for path, operations in paths.items():
         for method, operation in operations.items():
@@ -75,8 +87,8 @@ def describe_openapi(base: dict[str, Any], state: ServerState) -> dict[str, Any]
     model_id = paths.get("/v1/models/{model_id}", {}).get("get", {})
     for parameter in model_id.get("parameters", ()):
         parameter["schema"]["minLength"] = 1
-    components = document.setdefault("components", {})
-    schemas = components.setdefault("schemas", {})
+    components = document["components"]
+    schemas = components["schemas"]
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     error = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -1,4 +1,10 @@
-"""``POST /v1/embeddings``: OpenAI-compatible embeddings, cached per input and micro-batched."""
+"""``POST /v1/embeddings``: OpenAI-compatible embeddings, cached per input and micro-batched.
+
+The whole path of a request: :func:`begin_inference` (API key, ``Cache-Control``, the body read
+and validated by :class:`EmbeddingRequest`, the model resolved) -> :func:`prepare_texts` (the
+per-request limits) -> :func:`embed_texts` (the cache, then the micro-batcher and the runtime
+for the misses) -> :func:`inference_response` (tokens, usage, the JSON answer and its headers).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +13,18 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from redline.serve.embedder import embed_texts
 from redline.serve.errors import APIError
 from redline.serve.routes._common import begin_inference, inference_response, prepare_texts
+from redline.serve.routes.inference import InferenceRoute
 from redline.serve.schemas import EmbeddingRequest, EmbeddingResponse
 
-__all__ = ["router"]
-
-router = APIRouter(tags=["inference"])
+__all__ = ["ROUTE"]
 
 
-# The request body is documented with the server's limits by serve.openapi.
-@router.post("/v1/embeddings", response_model=EmbeddingResponse)
 async def create_embeddings(request: Request) -> Response:
     """Embed a string or a list of strings (``encoding_format`` float or base64)."""
     call = await begin_inference(request, EmbeddingRequest)
@@ -39,6 +41,10 @@ async def create_embeddings(request: Request) -> Response:
     result = await embed_texts(state, model, texts, body.dimensions, offload=call.heavy)
     data = await call.run(_items, result.vectors, body.encoding_format)
     return await inference_response(request, call, "/v1/embeddings", data, texts, result)
+
+
+#: Served by ``routes.inference.InferenceRoutes``, documented by ``serve.openapi``.
+ROUTE = InferenceRoute("/v1/embeddings", create_embeddings, EmbeddingResponse)
 
 
 def _items(vectors: npt.NDArray[np.float32], encoding_format: str) -> list[dict[str, Any]]:

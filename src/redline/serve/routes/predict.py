@@ -11,22 +11,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from redline.serve.embedder import embed_texts
 from redline.serve.routes._common import begin_inference, inference_response, prepare_texts
+from redline.serve.routes.inference import InferenceRoute
 from redline.serve.schemas import PredictRequest, PredictResponse
 
-__all__ = ["SCORE_SCALE", "router"]
+__all__ = ["ROUTE", "SCORE_SCALE"]
 
 SCORE_SCALE = 20.0
-router = APIRouter(tags=["inference"])
 
 
-# The request body is documented with the server's limits by serve.openapi.
-@router.post("/v1/predict", response_model=PredictResponse)
 async def predict(request: Request) -> Response:
     """Classify each text against the caller's labels."""
     call = await begin_inference(request, PredictRequest)
@@ -36,6 +33,10 @@ async def predict(request: Request) -> Response:
     result = await embed_texts(state, model, texts + labels, None, offload=call.heavy)
     data = await call.run(_predictions, result.vectors, len(texts), body.labels)
     return await inference_response(request, call, "/v1/predict", data, texts, result)
+
+
+#: Served by ``routes.inference.InferenceRoutes``, documented by ``serve.openapi``.
+ROUTE = InferenceRoute("/v1/predict", predict, PredictResponse)
 
 
 def _predictions(

@@ -1,0 +1,72 @@
+"""The request middleware is added through FastAPI's public ``add_middleware``, inside
+Starlette's error middleware; it answers what nothing inside answered, so a 500 still carries
+the request id, the JSON error shape, the metrics and the access log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import Response
+
+from redline.serve.app import create_app
+from redline.serve.testing import HashingModel
+from tests.serve._helpers import make_settings
+
+
+def _request_count(text: str, route: str, status: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "redline_http_requests_total"
+                and labels.get("route") == route
+                and labels.get("status") == status
+            ):
+                return sample.value
+    return 0.0
+
+
+def test_the_middleware_stack_is_fastapis_own() -> None:
+    app = create_app(make_settings(Path("/nonexistent")), model=HashingModel(8))
+    assert type(app).build_middleware_stack is FastAPI.build_middleware_stack
+    assert app.user_middleware  # the request middleware, added the public way
+
+
+async def test_an_unexpected_error_on_a_fastapi_route_is_a_complete_json_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings(tmp_path), model=HashingModel(8))
+
+    @app.get("/boom")
+    async def boom() -> Response:
+        raise RuntimeError("the disk is on fire")
+
+    caplog.set_level(logging.INFO, logger="redline.serve.access")
+    async with LifespanManager(app):
+        await app.state.redline.wait_ready(timeout=30)
+        # raise_app_exceptions: an exception escaping the app fails the test.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/boom", headers={"x-request-id": "client-42"})
+            metrics = (await client.get("/metrics")).text
+    assert response.status_code == 500
+    assert response.json()["error"] == {
+        "message": "internal error: RuntimeError",
+        "type": "server_error",
+        "param": None,
+        "code": "internal",
+    }
+    assert response.headers["x-request-id"] == "client-42"
+    assert response.headers["content-type"] == "application/json"
+    assert _request_count(metrics, "/boom", "500") == 1
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("access")]
+    [line] = [line for line in lines if line["route"] == "/boom"]
+    assert line["status"] == 500
+    assert line["client_request_id"] == "client-42"
