@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests._services import PostgresServer, RedisClusterServers, RedisServer, require_binary
+
+if TYPE_CHECKING:
+    from tests.bench._chromium import Browser
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -85,3 +88,15 @@ def postgres() -> Iterator[PostgresServer]:
 def nginx_binary() -> str:
     """Path of the nginx binary (installed by `make test`)."""
     return require_binary("nginx")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for the page tests (status pages, HTML reports), one per module."""
+    from tests.bench._chromium import Browser
+
+    chromium = Browser()
+    try:
+        yield chromium
+    finally:
+        chromium.close()

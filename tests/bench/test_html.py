@@ -33,15 +33,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = Browser()
-    try:
-        yield chromium
-    finally:
-        chromium.close()
-
-
-@pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A real ``redline serve`` (hashing model, memory cache): Server-Timing and /metrics."""
     process = ServerProcess(model=HASHING, cache_url="memory://", ready_timeout=60.0)

@@ -50,15 +50,6 @@ new MutationObserver(() => {
 }).observe(document.getElementById('figures'), {childList: true}); true"""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = Browser()
-    try:
-        yield chromium
-    finally:
-        chromium.close()
-
-
 @pytest.fixture
 def cluster(nginx_binary: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     """``redline cluster`` with two hashing replicas; (nginx URL, status URL, run dir)."""

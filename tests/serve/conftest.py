@@ -4,10 +4,12 @@ collectors (an OTLP receiver; an in-memory exporter installed as the server's tr
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import asyncpg
 import httpx
 import pytest
 
@@ -16,6 +18,7 @@ from redline.serve.minilm import MiniLMModel, create_minilm_model
 from redline.serve.settings import load_settings
 from redline.serve.state import ServerState
 from redline.serve.testing import HashingModel
+from tests._services import PostgresServer
 from tests.serve._helpers import ThreadedServer, make_settings, running_app
 
 if TYPE_CHECKING:
@@ -86,3 +89,18 @@ def in_memory() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         tracing.uninstall()
+
+
+@pytest.fixture
+async def fresh_postgres_db(postgres: PostgresServer) -> AsyncIterator[str]:
+    """A new, empty database on the session's PostgreSQL; its SQLAlchemy URL."""
+    name = f"db_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield postgres.dsn.replace("postgresql://", "postgresql+asyncpg://").replace(
+            "/redline", f"/{name}"
+        )
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,7 +13,6 @@ from sqlalchemy import select
 from redline.exceptions import ConfigError
 from redline.serve.database import Database, models_table, usage_table
 from redline.serve.testing import HashingModel
-from tests._services import PostgresServer
 
 SERVERS = 4  # the race shows with two; four makes every run hit it without the fix
 
@@ -52,21 +49,6 @@ async def test_servers_opening_a_new_sqlite_file_together_all_start(tmp_path: Pa
     for round_ in range(5):
         url = f"sqlite+aiosqlite:///{tmp_path / f'race{round_}.db'}"
         await _check_one_row_each(await _open_together(url))
-
-
-@pytest.fixture
-async def fresh_postgres_db(postgres: PostgresServer) -> AsyncIterator[str]:
-    """A new, empty database on the session's PostgreSQL; its SQLAlchemy URL."""
-    name = f"race_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield postgres.dsn.replace("postgresql://", "postgresql+asyncpg://").replace(
-            "/redline", f"/{name}"
-        )
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,6 @@ FIGURES = """JSON.stringify(Object.fromEntries([...document.querySelectorAll('[d
 DASH = "\u2013"  # what the page shows for "no figure"
 POLLS = "Number(document.body.dataset.polls || 0)"
 SECOND = "tests.gateway._procs:create_second_hashing_model"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = Browser()
-    try:
-        yield chromium
-    finally:
-        chromium.close()
 
 
 async def _figures(page: LivePage) -> dict[str, str]:

@@ -9,17 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import pytest
 
 from redline.serve.database import Database
 from tests._services import (
-    PostgresServer,
     RedisServer,
     free_port,
     stop_process,
@@ -124,21 +120,6 @@ async def _crash_and_restart(
     return rows
 
 
-@pytest.fixture
-async def postgres_url(postgres: PostgresServer) -> AsyncIterator[str]:
-    """A new, empty database on the session's PostgreSQL; its SQLAlchemy URL."""
-    name = f"crash_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield postgres.dsn.replace("postgresql://", "postgresql+asyncpg://").replace(
-            "/redline", f"/{name}"
-        )
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("cache", ["redis", "tiered-cluster"])
 async def test_sigkill_after_n_acknowledged_requests_leaves_n_rows_in_sqlite(
@@ -159,7 +140,7 @@ async def test_sigkill_after_n_acknowledged_requests_leaves_n_rows_in_sqlite(
 
 @pytest.mark.slow
 async def test_sigkill_after_n_acknowledged_requests_leaves_n_rows_in_postgres(
-    tmp_path: Path, redis_server: RedisServer, postgres_url: str
+    tmp_path: Path, redis_server: RedisServer, fresh_postgres_db: str
 ) -> None:
-    env = {"REDLINE_CACHE_URL": redis_server.url, "REDLINE_DATABASE_URL": postgres_url}
-    assert await _crash_and_restart(tmp_path, env, postgres_url) == REQUESTS
+    env = {"REDLINE_CACHE_URL": redis_server.url, "REDLINE_DATABASE_URL": fresh_postgres_db}
+    assert await _crash_and_restart(tmp_path, env, fresh_postgres_db) == REQUESTS

@@ -269,13 +269,8 @@ class MicroBatcher(Generic[T, R]):
 
     # -- submitting ----------------------------------------------------------------------
 
-    async def submit(self, item: T, *, timeout: float | None = None) -> R:
-        """Queue *item* and return its result; ``BatchTimeout`` past *timeout* seconds.
-
-        Raises ``Overloaded`` when the queue is full, ``Closed`` once closing, ``NotStarted``
-        before ``start()`` and ``WorkerCrashed`` at once if the worker has stopped. A caller
-        cancelled (or timed out) before its batch starts never reaches ``batch_fn``.
-        """
+    def _check_admission(self, timeout: float | None) -> None:
+        """What ``submit`` and ``submit_many`` refuse before queueing anything."""
         if self._closing:
             self._rejected += 1
             raise Closed(f"MicroBatcher {self.name!r} is closed")
@@ -292,6 +287,15 @@ class MicroBatcher(Generic[T, R]):
             )
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
+
+    async def submit(self, item: T, *, timeout: float | None = None) -> R:
+        """Queue *item* and return its result; ``BatchTimeout`` past *timeout* seconds.
+
+        Raises ``Overloaded`` when the queue is full, ``Closed`` once closing, ``NotStarted``
+        before ``start()`` and ``WorkerCrashed`` at once if the worker has stopped. A caller
+        cancelled (or timed out) before its batch starts never reaches ``batch_fn``.
+        """
+        self._check_admission(timeout)
         waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         entry = self._enqueue(item, waiter)
         deadline = asyncio.timeout(timeout)
@@ -313,22 +317,7 @@ class MicroBatcher(Generic[T, R]):
         All or nothing: the first failure (or a cancel, or the deadline) takes every other
         item of the call out of the queue and raises, as ``submit`` would have.
         """
-        if self._closing:
-            self._rejected += 1
-            raise Closed(f"MicroBatcher {self.name!r} is closed")
-        worker = self._worker
-        if worker is None:
-            raise NotStarted(
-                f"MicroBatcher {self.name!r} is not started; await start() or use `async with`"
-            )
-        if worker.done():
-            self._rejected += 1
-            raise WorkerCrashed(
-                f"MicroBatcher {self.name!r} worker is not running ({self._last_error}); "
-                "await start() to run a new one"
-            )
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be > 0, got {timeout}")
+        self._check_admission(timeout)
         loop = asyncio.get_running_loop()
         queued: list[tuple[Entry, asyncio.Future[R]]] = []
         deadline = asyncio.timeout(timeout)
