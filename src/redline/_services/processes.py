@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 from typing import Protocol
 
 __all__ = [
@@ -77,10 +78,22 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out to outgoing connections (32768 where unknown)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(*, with_bus: bool = False) -> int:
-    """A free loopback port; with ``with_bus`` also ``port + 10000`` (Redis Cluster bus)."""
+    """A free loopback port; with ``with_bus`` also ``port + 10000`` (Redis Cluster bus).
+
+    Chosen below the kernel's ephemeral range, so that no outgoing connection of a busy
+    machine can take it between this check and the server's bind."""
+    highest = min(_ephemeral_low(), 50000) - 1 - (10000 if with_bus else 0)
     for _ in range(1000):
-        port = random.randint(20000, 50000)
+        port = random.randint(10000, max(highest, 12000))
         if port_is_free(port) and (not with_bus or port_is_free(port + 10000)):
             return port
     raise RuntimeError("no free loopback port found")
