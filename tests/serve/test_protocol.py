@@ -237,3 +237,45 @@ def test_redline_builds_on_no_private_uvicorn_module_or_class() -> None:
                     offences.append(f"{path.name}:{node.lineno} {module} {names}")
     assert offences == []
     assert [c for c in GuardedHttpProtocol.__mro__ if c.__module__.startswith("uvicorn")] == []
+
+
+async def _slow_echo(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+    """Answers the request's path after 0.3 s."""
+    await asyncio.sleep(0.3)
+    body = scope["path"].encode()
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-length", str(len(body)).encode())],
+    }
+    await send(start)  # type: ignore[operator]
+    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    transport, peer, sent = await _guarded_pair(_slow_echo, header_timeout=0.5)
+    try:
+        two = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
+        await asyncio.get_running_loop().sock_sendall(peer, two)
+        await _until(partial(_grew, sent, 1))
+        assert [answer.rsplit(b"\r\n\r\n", 1)[1] for answer in sent] == [b"/one", b"/two"]
+        assert not transport.is_closing()
+    finally:
+        transport.close()
+        peer.close()
+
+
+async def test_a_late_pipelined_head_gets_no_408_before_the_answer_before_it() -> None:
+    # A 408 written before the first answer would be read as that answer: the first answer
+    # goes out, then the connection is closed.
+    transport, peer, sent = await _guarded_pair(_slow_echo, header_timeout=0.1)
+    try:
+        first_and_a_half = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\n"
+        await asyncio.get_running_loop().sock_sendall(peer, first_and_a_half)
+        await _until(transport.is_closing, 3.0)
+        assert len(sent) == 1
+        assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        assert sent[0].endswith(b"\r\n\r\n/one")
+    finally:
+        transport.close()
+        peer.close()

@@ -15,8 +15,9 @@ for as long as it likes. Here a request's line and headers must arrive within
 later request on a kept-alive connection), and its body within ``body_timeout`` seconds of
 its headers; past either the client gets a JSON ``408`` (when no response has started) and
 the connection is closed. A pipelined request's body is not timed: reading it waits on the
-response before it. A pipelined request whose headers trickle in while the response before it
-has not begun is cut without a 408: the client would read that as the earlier answer.
+response before it. A pipelined request whose headers are late while the response before it
+has not begun gets no 408 (the client would read it as that answer): the connection is closed
+once that response has been written.
 
 All of it is built from public interfaces: :class:`GuardedHttpProtocol` is a plain
 :class:`asyncio.Protocol` that uvicorn is given through its ``http`` option. It owns the
@@ -35,7 +36,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -69,13 +70,14 @@ class CoalescingTransport:
     ``writes`` counts the writes that carry a response (a ``1xx`` interim answer such as
     ``100 Continue`` answers nothing yet and is not counted)."""
 
-    __slots__ = ("_buffer", "_loop", "_scheduled", "_transport", "writes")
+    __slots__ = ("_buffer", "_close_after_write", "_loop", "_scheduled", "_transport", "writes")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._buffer: list[bytes] = []
         self._scheduled = False
+        self._close_after_write = False
         self.writes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -102,6 +104,12 @@ class CoalescingTransport:
         self._buffer.clear()
         if not self._transport.is_closing():
             self._transport.write(data)
+            if self._close_after_write:
+                self._transport.close()
+
+    def close_after_next_write(self) -> None:
+        """Close once the next write (of a whole loop turn) has been sent."""
+        self._close_after_write = True
 
     def is_closing(self) -> bool:  # asked several times per request: not via __getattr__
         return self._transport.is_closing()
@@ -155,8 +163,7 @@ class GuardedHttpProtocol(asyncio.Protocol):
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         _check_timeouts(header_timeout, body_timeout)
-        inner_class = import_from_string(HTTP_PROTOCOLS[INNER_HTTP])
-        self._inner: asyncio.Protocol = inner_class(
+        self._inner: asyncio.Protocol = _inner_class()(
             config=config, server_state=server_state, app_state=app_state, _loop=_loop
         )
         self._default_headers = server_state.default_headers
@@ -262,9 +269,13 @@ class GuardedHttpProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing() or self._awaiting is _Awaiting.NOTHING:
             return
         if self._awaiting is _Awaiting.HEAD:
-            # A connection that never sent a byte is just closed; so is one whose previous
-            # response has not begun (a pipelining client): a 408 would be read as its answer.
-            if self._head_begun and self._answered():
+            if self._head_begun and not self._answered():
+                # The next request's head trickles in while the response before it has not
+                # begun (a pipelining client): a 408 would be read as that answer. Send the
+                # answer (one write, when it fits), then close.
+                transport.close_after_next_write()
+                return
+            if self._head_begun:  # a connection that never sent a byte is just closed
                 message = f"request line and headers not received within {self.header_timeout:g}s"
                 self._send_error(408, message, "request_timeout")
         elif not self._answered():
@@ -307,6 +318,13 @@ class GuardedHttpProtocol(asyncio.Protocol):
             f"<GuardedHttpProtocol awaiting={self._awaiting.name} deadline={timed} "
             f"around {type(self._inner).__name__}>"
         )
+
+
+@cache
+def _inner_class() -> Callable[..., asyncio.Protocol]:
+    """uvicorn's protocol for ``http=INNER_HTTP``, found once per process."""
+    found: Callable[..., asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS[INNER_HTTP])
+    return found
 
 
 def _check_timeouts(header_timeout: float, body_timeout: float) -> None:
