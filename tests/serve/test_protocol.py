@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from functools import partial
 
 import httpx
@@ -101,7 +101,7 @@ async def test_uvicorn_serves_keepalive_requests_through_the_protocol() -> None:
 
 
 async def _guarded_pair(
-    app: object, header_timeout: float = 10.0
+    app: object, header_timeout: float = 10.0, body_timeout: float = 30.0
 ) -> tuple[asyncio.Transport, socket.socket, list[bytes]]:
     """uvicorn's protocol inside the guard on a real socket, built as uvicorn builds it; the
     socket's writes are recorded."""
@@ -110,7 +110,7 @@ async def _guarded_pair(
 
     config = uvicorn.Config(app, lifespan="off", log_level="warning")  # type: ignore[arg-type]
     config.load()
-    factory = guarded_http_protocol(header_timeout=header_timeout)
+    factory = guarded_http_protocol(header_timeout=header_timeout, body_timeout=body_timeout)
     guard = factory(config=config, server_state=ServerState(), app_state={})
     ours, peer = socket.socketpair()
     loop = asyncio.get_running_loop()
@@ -139,7 +139,7 @@ async def _two_sends(scope: dict, receive: object, send: object) -> None:  # typ
     await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
 
 
-def _grew(items: list[bytes], count: int) -> bool:
+def _grew(items: Sized, count: int) -> bool:
     return len(items) > count
 
 
@@ -276,6 +276,35 @@ async def test_a_late_pipelined_head_gets_no_408_before_the_answer_before_it() -
         assert len(sent) == 1
         assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
         assert sent[0].endswith(b"\r\n\r\n/one")
+    finally:
+        transport.close()
+        peer.close()
+
+
+async def test_a_body_late_after_100_continue_still_gets_the_body_408() -> None:
+    # uvicorn answers "100 Continue" when the app first reads the body: an interim answer,
+    # not the response, so the late body is still answered with the JSON 408.
+    seen: list[object] = []
+
+    async def reader(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        seen.append(await receive())  # type: ignore[operator]
+        seen.append(await receive())  # type: ignore[operator]
+
+    transport, peer, sent = await _guarded_pair(reader, body_timeout=0.3)
+    try:
+        head = (
+            b"POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
+        )
+        await asyncio.get_running_loop().sock_sendall(peer, head)
+        await _until(partial(_grew, sent, 0))
+        assert sent == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+        await asyncio.get_running_loop().sock_sendall(peer, b'{"in')
+        await _until(transport.is_closing, 3.0)
+        assert sent[-1].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"request body not received within 0.3s" in sent[-1]
+        await _until(partial(_grew, seen, 1))
+        assert seen[-1] == {"type": "http.disconnect"}
     finally:
         transport.close()
         peer.close()
