@@ -148,9 +148,9 @@ async def test_a_request_the_parser_refuses_gets_a_json_400(port: int) -> None:
 def test_the_protocol_factory_pickles_for_worker_processes() -> None:
     import pickle
 
-    from redline.serve.protocol import coalescing_http_protocol
+    from redline.serve.protocol import guarded_http_protocol
 
-    factory = pickle.loads(pickle.dumps(coalescing_http_protocol(1.5, 2.5)))
+    factory = pickle.loads(pickle.dumps(guarded_http_protocol(1.5, 2.5)))
     assert factory.keywords == {"header_timeout": 1.5, "body_timeout": 2.5}
     with pytest.raises(ValueError, match="must be > 0 seconds, got 0 and 2"):
-        coalescing_http_protocol(0, 2)
+        guarded_http_protocol(0, 2)

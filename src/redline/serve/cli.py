@@ -153,7 +153,7 @@ def serve(
 
     import uvicorn
 
-    from redline.serve.protocol import coalescing_http_protocol
+    from redline.serve.protocol import guarded_http_protocol
 
     try:
         uvicorn.run(
@@ -170,7 +170,7 @@ def serve(
             # uvicorn calls the factory as it would a protocol class.
             http=cast(
                 "type[asyncio.Protocol]",
-                coalescing_http_protocol(settings.header_timeout, settings.body_timeout),
+                guarded_http_protocol(settings.header_timeout, settings.body_timeout),
             ),
         )
     finally:
