@@ -53,14 +53,13 @@ class InvalidationLink:
         self.started = invalidation is None
         self.applied = 0  # messages from other instances applied to L1
         self.publisher: InvalidationPublisher | None = None
-        if invalidation is not None:
-            self.publisher = InvalidationPublisher(
-                invalidation,
-                self.instance_id,
-                timeout=publish_timeout,
-                events=EventLog(logger, f"{name}: invalidation publisher"),
-            )
-            invalidation.subscribe(self._on_message)
+        if invalidation is None:
+            return
+        events = EventLog(logger, f"{name}: invalidation publisher")
+        self.publisher = InvalidationPublisher(
+            invalidation, self.instance_id, timeout=publish_timeout, events=events
+        )
+        invalidation.subscribe(self._on_message)
 
     async def start(self) -> None:
         """Start the subscriber (once)."""
