@@ -31,26 +31,26 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from redline._ports import free_ports
-from redline.exceptions import ClusterError, NginxError
+from redline.exceptions import ClusterError
 from redline.lb._metrics import requests_served
+from redline.lb._operations import OperationQueue
 from redline.lb.cluster_options import ClusterOptions
 from redline.lb.health import ReplicaProbe, backoff_delay, record_check
 from redline.lb.nginx import NginxMaster, find_nginx
 from redline.lb.options import UpstreamServer
 from redline.lb.render import render_nginx_conf
 from redline.lb.replica import Replica, ReplicaCommand, ReplicaState
-from redline.lb.slots import PortHold
+from redline.lb.slots import SlotTable
 from redline.lb.status import (
     SUPERVISOR_PID_FILE,
     ClusterStatus,
     ReplicaStatus,
+    claim_run_dir,
     read_scale_request,
-    read_supervisor_pid,
 )
 
 __all__ = ["ClusterSupervisor"]
@@ -87,12 +87,11 @@ class ClusterSupervisor:
         self._wall = wall_clock
         self.replicas: list[Replica] = []
         self.nginx: NginxMaster | None = None
-        self._slots: list[int] = []
-        self._holds: dict[int, PortHold] = {}
+        self._slots = SlotTable()
         self._nginx_slots = 0  # how many slots the installed nginx.conf lists
         self._busy: set[int] = set()
         self._restart_lock = asyncio.Lock()
-        self._restart_task: asyncio.Task[None] | None = None
+        self._operations = OperationQueue(logger)
         self._probe: ReplicaProbe | None = None
         self._last_metrics = 0.0
         self.reloads = 0
@@ -119,7 +118,7 @@ class ClusterSupervisor:
     @property
     def slots(self) -> tuple[int, ...]:
         """The replica ports nginx's upstream lists, in slot order (spare ones included)."""
-        return tuple(self._slots)
+        return tuple(self._slots.ports)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -127,15 +126,14 @@ class ClusterSupervisor:
         """Start the replicas, wait for them to be ready, write nginx.conf and start nginx."""
         binary = find_nginx(self._nginx_binary)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _claim_run_dir(self.run_dir)
-        self._slots = self.options.ports(free_ports(self.options.slots))
+        claim_run_dir(self.run_dir)
+        self._slots = SlotTable(self.options.ports(free_ports(self.options.slots)))
         self._probe = ReplicaProbe(self.options.health, metrics_key=self._metrics_key)
         try:
-            for port in self._slots[self.options.replicas :]:
-                self._holds[port] = PortHold(port)
+            self._slots.hold_spares(used=self.options.replicas)
             self.replicas = [
                 self._new_replica(i, port)
-                for i, port in enumerate(self._slots[: self.options.replicas])
+                for i, port in enumerate(self._slots.ports[: self.options.replicas])
             ]
             for replica in self.replicas:
                 replica.start()
@@ -177,17 +175,11 @@ class ClusterSupervisor:
 
     async def stop(self) -> None:
         """Stop nginx gracefully, then SIGTERM (drain) every replica; nothing is left running."""
-        if self._restart_task is not None:
-            self._restart_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._restart_task
-            self._restart_task = None
+        await self._operations.cancel()
         if self.nginx is not None:
             await self.nginx.quit(self.options.stop_timeout)
         await asyncio.gather(*(r.stop(self.options.stop_timeout) for r in self.replicas))
-        for hold in self._holds.values():
-            hold.release()
-        self._holds.clear()
+        self._slots.release()
         if self._probe is not None:
             await self._probe.aclose()
             self._probe = None
@@ -220,11 +212,11 @@ class ClusterSupervisor:
 
     def request_rolling_restart(self) -> None:
         """Start a rolling restart in the background (after any operation still running)."""
-        self._background(self.rolling_restart())
+        self._operations.submit(self.rolling_restart())
 
     def request_scale(self, replicas: int) -> None:
         """Start :meth:`scale` in the background (after any operation still running)."""
-        self._background(self.scale(replicas))
+        self._operations.submit(self.scale(replicas))
 
     def _scale_from_request(self) -> None:
         """SIGUSR1: scale to the count ``redline cluster scale`` wrote into the run dir."""
@@ -234,34 +226,6 @@ class ClusterSupervisor:
             logger.exception("ignoring SIGUSR1")
             return
         self.request_scale(replicas)
-
-    def _background(self, work: Coroutine[None, None, None]) -> None:
-        """Run *work* in the background once the operation before it (if any) has ended:
-        requests queue in the order they came, none is dropped."""
-        previous = self._restart_task
-        self._restart_task = asyncio.get_running_loop().create_task(self._after(previous, work))
-
-    async def _after(
-        self, previous: asyncio.Task[None] | None, work: Coroutine[None, None, None]
-    ) -> None:
-        try:
-            if previous is not None and not previous.done():
-                await asyncio.wait({previous})
-        except asyncio.CancelledError:  # shutdown: the whole queue goes
-            if previous is not None:
-                previous.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await previous
-            work.close()
-            raise
-        await self._logged(work)
-
-    async def _logged(self, work: Coroutine[None, None, None]) -> None:
-        """Await *work*, logging (not raising) a failure: nobody awaits a background task."""
-        try:
-            await work
-        except (ClusterError, NginxError, ValueError):
-            logger.exception("background cluster operation failed")
 
     # -- health checks ---------------------------------------------------------------------
 
@@ -387,13 +351,7 @@ class ClusterSupervisor:
             added: list[Replica] = []
             while len(self.replicas) < replicas:
                 index = len(self.replicas)
-                if index == len(self._slots):
-                    self._slots.append(free_ports(1)[0])
-                else:
-                    hold = self._holds.pop(self._slots[index], None)
-                    if hold is not None:
-                        hold.release()
-                replica = self._new_replica(index, self._slots[index])
+                replica = self._new_replica(index, self._slots.take(index))
                 self.replicas.append(replica)
                 replica.start()
                 added.append(replica)
@@ -423,7 +381,7 @@ class ClusterSupervisor:
             self._busy.discard(replica.index)
         self.replicas.remove(replica)
         try:
-            self._holds[replica.port] = PortHold(replica.port)
+            self._slots.hold(replica.port)
         except ClusterError:
             logger.exception("slot %d (port %d) is left unheld", replica.index, replica.port)
 
@@ -433,7 +391,7 @@ class ClusterSupervisor:
         """Render, ``nginx -t`` and install nginx.conf listing every slot."""
         if self.nginx is None:
             return
-        servers = [UpstreamServer("127.0.0.1", port) for port in self._slots]
+        servers = [UpstreamServer("127.0.0.1", port) for port in self._slots.ports]
         await self.nginx.write_and_check(render_nginx_conf(self.options.nginx_options(servers)))
         self._nginx_slots = len(servers)
 
@@ -476,25 +434,3 @@ class ClusterSupervisor:
             self.status().write(self.run_dir)
         except OSError:
             logger.exception("cannot write cluster status to %s", self.run_dir)
-
-
-def _claim_run_dir(run_dir: Path) -> None:
-    """Write our pid file; ClusterError if a live supervisor already owns *run_dir*."""
-    try:
-        other = read_supervisor_pid(run_dir)
-    except ClusterError:
-        other = None  # no pid file (or a torn one): the directory is free
-    if other is not None and other != os.getpid() and _pid_alive(other):
-        raise ClusterError(f"a supervisor (pid {other}) is already running in {run_dir}")
-    (run_dir / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with *pid* exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
