@@ -36,10 +36,9 @@ from types import TracebackType
 
 from redline._ports import free_ports
 from redline.exceptions import ClusterError
-from redline.lb._metrics import requests_served
 from redline.lb._operations import OperationQueue
 from redline.lb.cluster_options import ClusterOptions
-from redline.lb.health import ReplicaProbe, backoff_delay, record_check
+from redline.lb.health import ReplicaChecks
 from redline.lb.nginx import NginxMaster, find_nginx
 from redline.lb.options import UpstreamServer
 from redline.lb.render import render_nginx_conf
@@ -82,7 +81,6 @@ class ClusterSupervisor:
         self._nginx_binary = nginx_binary
         self._command = command
         self._env = dict(env or {})
-        self._metrics_key = metrics_key
         self._timer = timer
         self._wall = wall_clock
         self.replicas: list[Replica] = []
@@ -92,7 +90,9 @@ class ClusterSupervisor:
         self._busy: set[int] = set()
         self._restart_lock = asyncio.Lock()
         self._operations = OperationQueue(logger)
-        self._probe: ReplicaProbe | None = None
+        self._checks = ReplicaChecks(
+            options, metrics_key=metrics_key, timer=timer, wall_clock=wall_clock
+        )
         self._last_metrics = 0.0
         self.reloads = 0
 
@@ -128,7 +128,7 @@ class ClusterSupervisor:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         claim_run_dir(self.run_dir)
         self._slots = SlotTable(self.options.ports(free_ports(self.options.slots)))
-        self._probe = ReplicaProbe(self.options.health, metrics_key=self._metrics_key)
+        self._checks.open()
         try:
             self._slots.hold_spares(used=self.options.replicas)
             self.replicas = [
@@ -137,7 +137,7 @@ class ClusterSupervisor:
             ]
             for replica in self.replicas:
                 replica.start()
-            await asyncio.gather(*(self._wait_ready(r) for r in self.replicas))
+            await asyncio.gather(*(self._checks.wait_ready(r) for r in self.replicas))
             if not any(r.state is ReplicaState.UP for r in self.replicas):
                 raise ClusterError(
                     f"no replica became ready within {self.options.startup_timeout}s; "
@@ -180,9 +180,7 @@ class ClusterSupervisor:
             await self.nginx.quit(self.options.stop_timeout)
         await asyncio.gather(*(r.stop(self.options.stop_timeout) for r in self.replicas))
         self._slots.release()
-        if self._probe is not None:
-            await self._probe.aclose()
-            self._probe = None
+        await self._checks.aclose()
         if self.replicas:
             self._write_status()
         with contextlib.suppress(FileNotFoundError):
@@ -233,69 +231,16 @@ class ClusterSupervisor:
         """One round: detect crashes, restart due replicas in place, probe the rest."""
         now = self._timer()
         await asyncio.gather(
-            *(self._check(r, now) for r in self.replicas if r.index not in self._busy)
+            *(
+                self._checks.check(r, now, self._busy)
+                for r in self.replicas
+                if r.index not in self._busy
+            )
         )
         if now - self._last_metrics >= 2.0:
             self._last_metrics = now
-            await asyncio.gather(*(self._fetch_metrics(r) for r in self.replicas))
+            await asyncio.gather(*(self._checks.fetch_metrics(r) for r in self.replicas))
         self._write_status()
-
-    async def _check(self, replica: Replica, now: float) -> None:
-        """Advance one replica's state machine."""
-        if replica.exited:
-            replica.crashes += 1
-            delay = backoff_delay(
-                replica.crashes, base=self.options.backoff_base, cap=self.options.backoff_max
-            )
-            logger.warning(
-                "replica %d (port %d) died; restarting in %.1fs", replica.index, replica.port, delay
-            )
-            await replica.stop()
-            replica.state = ReplicaState.DOWN
-            replica.restart_at = now + delay
-            return
-        if not replica.alive:
-            if replica.restart_at is not None and now >= replica.restart_at:
-                replica.restart_at = None
-                replica.restarts += 1
-                replica.start()
-            return
-        ok = await self._ready(replica)
-        if replica.index in self._busy:  # a rolling restart took it over meanwhile
-            return
-        replica.last_check = self._wall()
-        record_check(replica, ok, self.options.health)
-
-    async def _ready(self, replica: Replica) -> bool:
-        """One readiness probe (False once the supervisor is stopped)."""
-        return self._probe is not None and await self._probe.ready(replica)
-
-    async def _scrape(self, replica: Replica) -> str | None:
-        """The replica's metrics text, if it is running and exports any."""
-        if self._probe is None or not replica.alive:
-            return None
-        return await self._probe.metrics(replica)
-
-    async def _fetch_metrics(self, replica: Replica) -> None:
-        """Refresh ``requests_served`` from the replica's ``/metrics`` (best effort)."""
-        text = await self._scrape(replica)
-        if text is not None:
-            replica.requests_served = requests_served(text)
-
-    async def _wait_ready(self, replica: Replica) -> bool:
-        """Probe until the replica is ready (state UP) or the startup timeout passes."""
-        deadline = self._timer() + self.options.startup_timeout
-        while self._timer() < deadline:
-            if replica.exited:
-                logger.error("replica %d exited during startup", replica.index)
-                break
-            if await self._ready(replica):
-                replica.state = ReplicaState.UP
-                replica.last_check = self._wall()
-                return True
-            await asyncio.sleep(min(0.1, self.options.health.interval))
-        replica.state = ReplicaState.DOWN
-        return False
 
     async def _settle(self) -> None:
         """Give nginx time to take a (re)started replica back.
@@ -326,7 +271,7 @@ class ClusterSupervisor:
                     replica.start()
                     replica.state = ReplicaState.RESTARTING
                     self._write_status()
-                    if not await self._wait_ready(replica):
+                    if not await self._checks.wait_ready(replica):
                         logger.error("replica %d not ready after restart", replica.index)
                         continue
                     await self._settle()
@@ -355,7 +300,7 @@ class ClusterSupervisor:
                 self.replicas.append(replica)
                 replica.start()
                 added.append(replica)
-            ready = await asyncio.gather(*(self._wait_ready(r) for r in added))
+            ready = await asyncio.gather(*(self._checks.wait_ready(r) for r in added))
             failed = [r.index for r, ok in zip(added, ready, strict=True) if not ok]
             if failed:
                 for replica in reversed(added):
