@@ -13,17 +13,20 @@ import time
 import pytest
 
 from redline.cache.breaker import BreakerState
+from redline.cache.shared_redis import SharedRedis
 from redline.exceptions import RateLimited
 from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.errors import APIError
-from redline.serve.ratelimit import ClientRateLimiter, redis_client_for
+from redline.serve.ratelimit import ClientRateLimiter
 from tests._services import RedisServer
 
 
 async def test_a_frozen_redis_neither_stalls_nor_lifts_the_limit(
     fresh_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    limiter = ClientRateLimiter(1, 60, redis_client_for(fresh_redis.url))
+    redis = SharedRedis.from_url(fresh_redis.url, name="rate limiter")
+    assert redis is not None
+    limiter = ClientRateLimiter(1, 60, redis)
     try:
         await limiter.check("before")  # Redis answers: its bucket holds one token a minute
         with pytest.raises(RateLimited):
@@ -37,7 +40,7 @@ async def test_a_frozen_redis_neither_stalls_nor_lifts_the_limit(
             await asyncio.wait_for(
                 asyncio.gather(*(limiter.check(f"client{i}") for i in range(20))), 5
             )
-            assert limiter.breaker.state is BreakerState.OPEN
+            assert redis.breaker_for("redline:rl:during").state is BreakerState.OPEN
             started = time.monotonic()
             await limiter.check("during")
             limited = 0
@@ -63,7 +66,9 @@ async def test_a_frozen_redis_neither_stalls_nor_lifts_the_limit(
 async def test_failed_keys_are_still_throttled_while_redis_is_frozen(
     fresh_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    failures = AuthFailureLimiter(1, 60, redis_client=redis_client_for(fresh_redis.url))
+    redis = SharedRedis.from_url(fresh_redis.url, name="auth failure counter")
+    assert redis is not None
+    failures = AuthFailureLimiter(1, 60, redis=redis)
     try:
         await failures.record_failure("198.51.100.1")  # counted in Redis: within budget
         assert fresh_redis.proc is not None
@@ -81,7 +86,7 @@ async def test_failed_keys_are_still_throttled_while_redis_is_frozen(
         finally:
             os.kill(fresh_redis.proc.pid, signal.SIGCONT)
         assert refused == 11  # the first within the in-process budget, the rest refused
-        assert failures.breaker.state is BreakerState.OPEN
+        assert redis.breaker_for("redline:authfail:198.51.100.2").state is BreakerState.OPEN
         assert elapsed < 2.0, f"12 attempts took {elapsed:.2f} s"  # old: 0.5 s socket wait each
         lines = [r for r in caplog.records if r.name == "redline.serve.auth_failures"]
         assert len(lines) <= 3, [r.getMessage() for r in lines]

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from redline._events import EventLog
+from redline.cache._redis_errors import TRANSLATED_ERRORS
 from redline.cache.breaker import CircuitBreaker, NodeBreakers
 
 __all__ = ["Route", "Routes"]
@@ -97,6 +98,18 @@ class Routes:
         if node is None:  # pragma: no cover - redis-py raises instead for a primary
             raise LookupError(full_key)
         return self.node(node.name)
+
+    def breaker_for(self, full_key: str) -> CircuitBreaker:
+        """The breaker of the node that owns *full_key*: the one breaker of standalone Redis;
+        on a Cluster not yet used, or a key no node owns now, the template."""
+        if self.single is not None:
+            return self.single.breaker
+        if not self.ready:
+            return self.breakers.template
+        try:
+            return self.for_key(full_key).breaker
+        except TRANSLATED_ERRORS:
+            return self.breakers.template
 
     def group(self, full_keys: Iterable[str]) -> dict[Route, list[int]]:
         """The positions of *full_keys*, grouped by the route of their owner."""

@@ -29,7 +29,7 @@ from redis.asyncio.cluster import RedisCluster
 from redline import _trace_hooks
 from redline.cache._coalesce import GetCoalescer, RawReply
 from redline.cache._redis_commands import BULK, RedisCommands, raise_first_error
-from redline.cache._redis_errors import TRANSLATED_ERRORS, translate_redis_error
+from redline.cache._redis_errors import translate_redis_error
 from redline.cache._redis_health import ping_nodes
 from redline.cache._redis_scan import escape_glob, scan_unlink
 from redline.cache._redis_tags import TagIndex
@@ -499,12 +499,7 @@ class RedisCache:
         e.g. a lock's or a Bloom filter's), so commands sent on this cache's client outside
         the cache share its view of that node — ``breaker`` on standalone Redis, or on a
         Cluster not yet used."""
-        if self._routes.single is not None or not self._routes.ready:
-            return self.breaker
-        try:
-            return self._routes.for_key(redis_key).breaker
-        except TRANSLATED_ERRORS:
-            return self.breaker
+        return self._routes.breaker_for(redis_key)
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters (one tier, called ``name``)."""

@@ -33,14 +33,9 @@ relies on L1 applying calls in the order they are made (:class:`MemoryCache` doe
 suspends).
 
 **Cross-process coherence.** Another process's L1 drops a key when this instance's message
-reaches it: normally within one round trip of the write. If the channel cannot take the
-message (Redis frozen or gone), the message is kept, merged with later ones, and sent when
-a probe gets through; meanwhile the other processes' own links to that Redis go silent
-too, and their heartbeats count them as lost within ``2 * ping_interval`` (2 s by
-default) and flush their L1. When the link is lost, L1 is flushed at once and again when
-it is back (messages sent meanwhile were lost); while it is down, L1 entries live at most
-``offline_l1_ttl`` seconds (1 s by default; 0: no L1 while offline), which bounds what a
-reader can see without a channel while keeping the hot keys local.
+reaches it, normally within one round trip of the write; a message the channel cannot take
+is kept and sent later, a lost link flushes L1, and while it is down L1 entries live at most
+``offline_l1_ttl`` seconds (:mod:`redline.cache._tiered_link` tells how).
 
 Degraded mode: an L2 that raises :class:`~redline.exceptions.CacheUnavailable` (Redis down,
 breaker open) is counted in this tier's ``errors`` and never reaches the caller: reads serve
@@ -59,19 +54,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import uuid
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
 from redline import _trace_hooks
-from redline._events import EventLog
 from redline.cache._coherence import FillGuard
-from redline.cache._publisher import InvalidationPublisher
+from redline.cache._tiered_link import InvalidationLink
 from redline.cache.abilities import GetWithTtl, Peek, SyncPeek
 from redline.cache.base import MISSING, Cache, CacheStats, TierStats
-from redline.cache.invalidation import EventSource, Invalidation, InvalidationMessage
+from redline.cache.invalidation import Invalidation
 from redline.exceptions import CacheUnavailable
 
 __all__ = ["TieredCache"]
@@ -113,28 +105,28 @@ class TieredCache:
         self.l1_ttl = l1_ttl
         self.offline_l1_ttl = offline_l1_ttl
         self.name = name
-        self.instance_id = uuid.uuid4().hex
         # Optional abilities of the tiers, resolved once (isinstance on a protocol is slow).
         self._peek: Peek | None = l1.get_nowait if isinstance(l1, SyncPeek) else None
         self._l1_with_ttl: GetWithTtl | None = l1 if isinstance(l1, GetWithTtl) else None
         self._l2_with_ttl: GetWithTtl | None = l2 if isinstance(l2, GetWithTtl) else None
-        self._started = invalidation is None
         self._guard = FillGuard()
-        self._publisher: InvalidationPublisher | None = None
-        if invalidation is not None:
-            self._publisher = InvalidationPublisher(
-                invalidation,
-                self.instance_id,
-                timeout=publish_timeout,
-                events=EventLog(logger, f"{name}: invalidation publisher"),
-            )
+        self._link = InvalidationLink(
+            invalidation,
+            l1,
+            self._guard,
+            l1_ttl=l1_ttl,
+            offline_l1_ttl=offline_l1_ttl,
+            publish_timeout=publish_timeout,
+            name=name,
+            logger=logger,
+        )
+        self.instance_id = self._link.instance_id
+        self._l1_ttl_for = self._link.l1_ttl_for
+        self._publish = self._link.publish
         self._l2_errors = 0
-        self._invalidations = 0
-        if invalidation is not None:
-            invalidation.subscribe(self._on_invalidation)
 
     def __repr__(self) -> str:
-        link = "none" if self.invalidation is None else self.invalidation.connected
+        link = "none" if self.invalidation is None else self._link.connected
         return (
             f"<TieredCache name={self.name!r} l1={self.l1!r} l2={self.l2!r} "
             f"invalidation_connected={link} pending_invalidations={self.pending_invalidations} "
@@ -143,14 +135,13 @@ class TieredCache:
 
     async def start(self) -> None:
         """Start the invalidation subscriber (done on first use, and by ``async with``)."""
-        if not self._started and self.invalidation is not None:
-            self._started = True
-            await self.invalidation.start()
+        if not self._link.started:
+            await self._link.start()
 
     @property
     def pending_invalidations(self) -> int:
         """Invalidations recorded and not published yet (0 without a channel)."""
-        return 0 if self._publisher is None else self._publisher.pending
+        return self._link.pending
 
     @property
     def l2_errors(self) -> int:
@@ -159,7 +150,8 @@ class TieredCache:
 
     async def wait_published(self, timeout: float) -> bool:
         """Wait (up to *timeout* seconds) until every invalidation is published; whether it was."""
-        return True if self._publisher is None else await self._publisher.wait_sent(timeout)
+        publisher = self._link.publisher
+        return True if publisher is None else await publisher.wait_sent(timeout)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -386,45 +378,6 @@ class TieredCache:
     def _write_ttl(self, ttl: float | None) -> float | None:
         return ttl if ttl is not None else getattr(self.l2, "default_ttl", None)
 
-    # -- coherence ---------------------------------------------------------------------
-
-    def _l1_ttl_for(self, ttl: float | None, *, offline: bool = False) -> float | None:
-        """The L1 lifetime of a value whose L2 lifetime is *ttl*: capped by ``l1_ttl``, and
-        by ``offline_l1_ttl`` while the link is down or when L2 may not hold the value."""
-        cap = self.l1_ttl if self.l1_ttl is not None else math.inf
-        if offline or (self.invalidation is not None and not self.invalidation.connected):
-            cap = min(cap, self.offline_l1_ttl)
-        if ttl is None or ttl > cap:
-            return None if cap == math.inf else cap
-        return ttl
-
-    def _publish(
-        self,
-        *,
-        keys: tuple[str, ...] = (),
-        patterns: tuple[str, ...] = (),
-        tags: tuple[str, ...] = (),
-        flush: bool = False,
-    ) -> None:
-        if self._publisher is not None:
-            self._publisher.put(keys=keys, patterns=patterns, tags=tags, flush=flush)
-
-    async def _on_invalidation(self, message: InvalidationMessage) -> None:
-        if message.origin == self.instance_id:
-            return
-        self._invalidations += 1
-        if message.flush or message.tags or message.patterns:
-            self._guard.changed_all()
-        else:
-            self._guard.changed(message.keys)
-        if message.flush or message.tags:
-            await self.l1.clear()
-            return
-        for key in message.keys:
-            await self.l1.delete(key)
-        for pattern in message.patterns:
-            await self.l1.delete_pattern(pattern)
-
     def _l2_failed(self, what: str, exc: CacheUnavailable) -> None:
         self._l2_errors += 1
         logger.debug("%s: L2 %s failed, serving from L1: %s", self.name, what, exc)
@@ -437,8 +390,9 @@ class TieredCache:
         await self.start()
         l1 = await self._tier_health(self.l1)
         l2 = await self._tier_health(self.l2)
-        link = None if self.invalidation is None else self.invalidation.connected
-        publishing = None if self._publisher is None else self._publisher.healthy
+        link = self._link.connected
+        publisher = self._link.publisher
+        publishing = None if publisher is None else publisher.healthy
         if l1.get("status") != "ok":
             status = "down"
         elif l2.get("status") != "ok" or link is False or publishing is False:
@@ -464,13 +418,7 @@ class TieredCache:
 
     def events(self) -> dict[str, int]:
         """The invalidation link's and publisher's event counts (``"state:down"``, ...)."""
-        counts: dict[str, int] = {}
-        if isinstance(self.invalidation, EventSource):
-            counts.update(self.invalidation.events.counts())
-        if self._publisher is not None:
-            for event, count in self._publisher.events.counts().items():
-                counts[f"publish:{event}" if event.startswith("state:") else event] = count
-        return counts
+        return self._link.events()
 
     def stats(self) -> CacheStats:
         """L1's tiers, L2's tiers, then this one (``errors``: L2 failures absorbed here;
@@ -479,17 +427,14 @@ class TieredCache:
         own = TierStats(
             name=self.name,
             errors=self._l2_errors,
-            evictions=self._invalidations,
+            evictions=self._link.applied,
             events=self.events(),
         )
         return CacheStats(tiers=(*self.l1.stats().tiers, *self.l2.stats().tiers, own))
 
     async def close(self) -> None:
         try:
-            if self._publisher is not None:
-                await self._publisher.close()
-            if self.invalidation is not None:
-                await self.invalidation.close()
+            await self._link.close()
         finally:
             try:
                 await self.l2.close()

@@ -23,6 +23,7 @@ __all__ = [
     "SUPERVISOR_PID_FILE",
     "ClusterStatus",
     "ReplicaStatus",
+    "claim_run_dir",
     "read_scale_request",
     "read_status",
     "read_supervisor_pid",
@@ -104,6 +105,28 @@ def read_supervisor_pid(run_dir: Path) -> int:
         ) from None
     except ValueError as exc:
         raise ClusterError(f"malformed pid file {path}") from exc
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Write this process's pid file; ClusterError if a live supervisor already owns *run_dir*."""
+    try:
+        other = read_supervisor_pid(run_dir)
+    except ClusterError:
+        other = None  # no pid file (or a torn one): the directory is free
+    if other is not None and other != os.getpid() and _pid_alive(other):
+        raise ClusterError(f"a supervisor (pid {other}) is already running in {run_dir}")
+    (run_dir / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with *pid* exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_scale_request(run_dir: Path) -> int:

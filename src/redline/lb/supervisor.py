@@ -31,26 +31,25 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from redline._ports import free_ports
-from redline.exceptions import ClusterError, NginxError
-from redline.lb._metrics import requests_served
+from redline.exceptions import ClusterError
+from redline.lb._operations import OperationQueue
 from redline.lb.cluster_options import ClusterOptions
-from redline.lb.health import ReplicaProbe, backoff_delay, record_check
+from redline.lb.health import ReplicaChecks
 from redline.lb.nginx import NginxMaster, find_nginx
 from redline.lb.options import UpstreamServer
 from redline.lb.render import render_nginx_conf
 from redline.lb.replica import Replica, ReplicaCommand, ReplicaState
-from redline.lb.slots import PortHold
+from redline.lb.slots import SlotTable
 from redline.lb.status import (
     SUPERVISOR_PID_FILE,
     ClusterStatus,
     ReplicaStatus,
+    claim_run_dir,
     read_scale_request,
-    read_supervisor_pid,
 )
 
 __all__ = ["ClusterSupervisor"]
@@ -82,18 +81,18 @@ class ClusterSupervisor:
         self._nginx_binary = nginx_binary
         self._command = command
         self._env = dict(env or {})
-        self._metrics_key = metrics_key
         self._timer = timer
         self._wall = wall_clock
         self.replicas: list[Replica] = []
         self.nginx: NginxMaster | None = None
-        self._slots: list[int] = []
-        self._holds: dict[int, PortHold] = {}
+        self._slots = SlotTable()
         self._nginx_slots = 0  # how many slots the installed nginx.conf lists
         self._busy: set[int] = set()
         self._restart_lock = asyncio.Lock()
-        self._restart_task: asyncio.Task[None] | None = None
-        self._probe: ReplicaProbe | None = None
+        self._operations = OperationQueue(logger)
+        self._checks = ReplicaChecks(
+            options, metrics_key=metrics_key, timer=timer, wall_clock=wall_clock
+        )
         self._last_metrics = 0.0
         self.reloads = 0
 
@@ -119,7 +118,7 @@ class ClusterSupervisor:
     @property
     def slots(self) -> tuple[int, ...]:
         """The replica ports nginx's upstream lists, in slot order (spare ones included)."""
-        return tuple(self._slots)
+        return tuple(self._slots.ports)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -127,19 +126,18 @@ class ClusterSupervisor:
         """Start the replicas, wait for them to be ready, write nginx.conf and start nginx."""
         binary = find_nginx(self._nginx_binary)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _claim_run_dir(self.run_dir)
-        self._slots = self.options.ports(free_ports(self.options.slots))
-        self._probe = ReplicaProbe(self.options.health, metrics_key=self._metrics_key)
+        claim_run_dir(self.run_dir)
+        self._slots = SlotTable(self.options.ports(free_ports(self.options.slots)))
+        self._checks.open()
         try:
-            for port in self._slots[self.options.replicas :]:
-                self._holds[port] = PortHold(port)
+            self._slots.hold_spares(used=self.options.replicas)
             self.replicas = [
                 self._new_replica(i, port)
-                for i, port in enumerate(self._slots[: self.options.replicas])
+                for i, port in enumerate(self._slots.ports[: self.options.replicas])
             ]
             for replica in self.replicas:
                 replica.start()
-            await asyncio.gather(*(self._wait_ready(r) for r in self.replicas))
+            await asyncio.gather(*(self._checks.wait_ready(r) for r in self.replicas))
             if not any(r.state is ReplicaState.UP for r in self.replicas):
                 raise ClusterError(
                     f"no replica became ready within {self.options.startup_timeout}s; "
@@ -177,20 +175,12 @@ class ClusterSupervisor:
 
     async def stop(self) -> None:
         """Stop nginx gracefully, then SIGTERM (drain) every replica; nothing is left running."""
-        if self._restart_task is not None:
-            self._restart_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._restart_task
-            self._restart_task = None
+        await self._operations.cancel()
         if self.nginx is not None:
             await self.nginx.quit(self.options.stop_timeout)
         await asyncio.gather(*(r.stop(self.options.stop_timeout) for r in self.replicas))
-        for hold in self._holds.values():
-            hold.release()
-        self._holds.clear()
-        if self._probe is not None:
-            await self._probe.aclose()
-            self._probe = None
+        self._slots.release()
+        await self._checks.aclose()
         if self.replicas:
             self._write_status()
         with contextlib.suppress(FileNotFoundError):
@@ -220,11 +210,11 @@ class ClusterSupervisor:
 
     def request_rolling_restart(self) -> None:
         """Start a rolling restart in the background (after any operation still running)."""
-        self._background(self.rolling_restart())
+        self._operations.submit(self.rolling_restart())
 
     def request_scale(self, replicas: int) -> None:
         """Start :meth:`scale` in the background (after any operation still running)."""
-        self._background(self.scale(replicas))
+        self._operations.submit(self.scale(replicas))
 
     def _scale_from_request(self) -> None:
         """SIGUSR1: scale to the count ``redline cluster scale`` wrote into the run dir."""
@@ -235,103 +225,22 @@ class ClusterSupervisor:
             return
         self.request_scale(replicas)
 
-    def _background(self, work: Coroutine[None, None, None]) -> None:
-        """Run *work* in the background once the operation before it (if any) has ended:
-        requests queue in the order they came, none is dropped."""
-        previous = self._restart_task
-        self._restart_task = asyncio.get_running_loop().create_task(self._after(previous, work))
-
-    async def _after(
-        self, previous: asyncio.Task[None] | None, work: Coroutine[None, None, None]
-    ) -> None:
-        try:
-            if previous is not None and not previous.done():
-                await asyncio.wait({previous})
-        except asyncio.CancelledError:  # shutdown: the whole queue goes
-            if previous is not None:
-                previous.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await previous
-            work.close()
-            raise
-        await self._logged(work)
-
-    async def _logged(self, work: Coroutine[None, None, None]) -> None:
-        """Await *work*, logging (not raising) a failure: nobody awaits a background task."""
-        try:
-            await work
-        except (ClusterError, NginxError, ValueError):
-            logger.exception("background cluster operation failed")
-
     # -- health checks ---------------------------------------------------------------------
 
     async def check_once(self) -> None:
         """One round: detect crashes, restart due replicas in place, probe the rest."""
         now = self._timer()
         await asyncio.gather(
-            *(self._check(r, now) for r in self.replicas if r.index not in self._busy)
+            *(
+                self._checks.check(r, now, self._busy)
+                for r in self.replicas
+                if r.index not in self._busy
+            )
         )
         if now - self._last_metrics >= 2.0:
             self._last_metrics = now
-            await asyncio.gather(*(self._fetch_metrics(r) for r in self.replicas))
+            await asyncio.gather(*(self._checks.fetch_metrics(r) for r in self.replicas))
         self._write_status()
-
-    async def _check(self, replica: Replica, now: float) -> None:
-        """Advance one replica's state machine."""
-        if replica.exited:
-            replica.crashes += 1
-            delay = backoff_delay(
-                replica.crashes, base=self.options.backoff_base, cap=self.options.backoff_max
-            )
-            logger.warning(
-                "replica %d (port %d) died; restarting in %.1fs", replica.index, replica.port, delay
-            )
-            await replica.stop()
-            replica.state = ReplicaState.DOWN
-            replica.restart_at = now + delay
-            return
-        if not replica.alive:
-            if replica.restart_at is not None and now >= replica.restart_at:
-                replica.restart_at = None
-                replica.restarts += 1
-                replica.start()
-            return
-        ok = await self._ready(replica)
-        if replica.index in self._busy:  # a rolling restart took it over meanwhile
-            return
-        replica.last_check = self._wall()
-        record_check(replica, ok, self.options.health)
-
-    async def _ready(self, replica: Replica) -> bool:
-        """One readiness probe (False once the supervisor is stopped)."""
-        return self._probe is not None and await self._probe.ready(replica)
-
-    async def _scrape(self, replica: Replica) -> str | None:
-        """The replica's metrics text, if it is running and exports any."""
-        if self._probe is None or not replica.alive:
-            return None
-        return await self._probe.metrics(replica)
-
-    async def _fetch_metrics(self, replica: Replica) -> None:
-        """Refresh ``requests_served`` from the replica's ``/metrics`` (best effort)."""
-        text = await self._scrape(replica)
-        if text is not None:
-            replica.requests_served = requests_served(text)
-
-    async def _wait_ready(self, replica: Replica) -> bool:
-        """Probe until the replica is ready (state UP) or the startup timeout passes."""
-        deadline = self._timer() + self.options.startup_timeout
-        while self._timer() < deadline:
-            if replica.exited:
-                logger.error("replica %d exited during startup", replica.index)
-                break
-            if await self._ready(replica):
-                replica.state = ReplicaState.UP
-                replica.last_check = self._wall()
-                return True
-            await asyncio.sleep(min(0.1, self.options.health.interval))
-        replica.state = ReplicaState.DOWN
-        return False
 
     async def _settle(self) -> None:
         """Give nginx time to take a (re)started replica back.
@@ -362,7 +271,7 @@ class ClusterSupervisor:
                     replica.start()
                     replica.state = ReplicaState.RESTARTING
                     self._write_status()
-                    if not await self._wait_ready(replica):
+                    if not await self._checks.wait_ready(replica):
                         logger.error("replica %d not ready after restart", replica.index)
                         continue
                     await self._settle()
@@ -387,17 +296,11 @@ class ClusterSupervisor:
             added: list[Replica] = []
             while len(self.replicas) < replicas:
                 index = len(self.replicas)
-                if index == len(self._slots):
-                    self._slots.append(free_ports(1)[0])
-                else:
-                    hold = self._holds.pop(self._slots[index], None)
-                    if hold is not None:
-                        hold.release()
-                replica = self._new_replica(index, self._slots[index])
+                replica = self._new_replica(index, self._slots.take(index))
                 self.replicas.append(replica)
                 replica.start()
                 added.append(replica)
-            ready = await asyncio.gather(*(self._wait_ready(r) for r in added))
+            ready = await asyncio.gather(*(self._checks.wait_ready(r) for r in added))
             failed = [r.index for r, ok in zip(added, ready, strict=True) if not ok]
             if failed:
                 for replica in reversed(added):
@@ -423,7 +326,7 @@ class ClusterSupervisor:
             self._busy.discard(replica.index)
         self.replicas.remove(replica)
         try:
-            self._holds[replica.port] = PortHold(replica.port)
+            self._slots.hold(replica.port)
         except ClusterError:
             logger.exception("slot %d (port %d) is left unheld", replica.index, replica.port)
 
@@ -433,7 +336,7 @@ class ClusterSupervisor:
         """Render, ``nginx -t`` and install nginx.conf listing every slot."""
         if self.nginx is None:
             return
-        servers = [UpstreamServer("127.0.0.1", port) for port in self._slots]
+        servers = [UpstreamServer("127.0.0.1", port) for port in self._slots.ports]
         await self.nginx.write_and_check(render_nginx_conf(self.options.nginx_options(servers)))
         self._nginx_slots = len(servers)
 
@@ -476,25 +379,3 @@ class ClusterSupervisor:
             self.status().write(self.run_dir)
         except OSError:
             logger.exception("cannot write cluster status to %s", self.run_dir)
-
-
-def _claim_run_dir(run_dir: Path) -> None:
-    """Write our pid file; ClusterError if a live supervisor already owns *run_dir*."""
-    try:
-        other = read_supervisor_pid(run_dir)
-    except ClusterError:
-        other = None  # no pid file (or a torn one): the directory is free
-    if other is not None and other != os.getpid() and _pid_alive(other):
-        raise ClusterError(f"a supervisor (pid {other}) is already running in {run_dir}")
-    (run_dir / SUPERVISOR_PID_FILE).write_text(f"{os.getpid()}\n", encoding="utf-8")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process with *pid* exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None, *, model: Model | None = None) 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.open()
-        app.state.auth_failures = auth_failures = AuthFailureLimiter.from_settings(settings)
+        # On the cache's Redis client and breakers, as the rate limiter and usage stream are.
+        auth_failures = AuthFailureLimiter.from_settings(settings, state.cache)
+        app.state.auth_failures = auth_failures
         try:
             yield
         finally:

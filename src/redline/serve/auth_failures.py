@@ -11,9 +11,11 @@ faster than the budget allows. Requests with a valid key are never counted.
 With a Redis cache URL the failures are counted in Redis (one bucket per address, shared by
 every worker and replica); the block itself is kept in each process, which learns it on the
 first failure it sees past the shared budget (no Redis call for requests with a valid key).
-If Redis fails or goes silent, failures are counted in process: its calls go through a
-circuit breaker with stall detection (given up on within 0.25 s, then no Redis call until a
-probe succeeds), and the outage is logged once per state change, not once per attempt.
+If Redis fails or goes silent, failures are counted in process: its calls go through the
+circuit breaker of the node that holds the bucket, with stall detection, on the client the
+server's cache uses (:class:`~redline.cache.shared_redis.SharedRedis`; given up on within
+0.25 s, then no Redis call until a probe succeeds), and the outage is logged once per state
+change, not once per attempt.
 
 Example::
 
@@ -29,15 +31,17 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redline._events import EventLog
-from redline.cache.breaker import CircuitBreaker
+from redline.cache.shared_redis import SharedRedis
 from redline.concurrency.ratelimit import RateLimiter
-from redline.concurrency.redis_ratelimit import RedisRateLimiter
 from redline.exceptions import CacheUnavailable
 from redline.serve.errors import APIError
 from redline.serve.settings import Settings, parse_rate_limit
+
+if TYPE_CHECKING:
+    from redline.cache.base import Cache
 
 __all__ = ["AuthFailureLimiter"]
 
@@ -54,35 +58,37 @@ class AuthFailureLimiter:
         rate: float,
         per: float,
         *,
-        redis_client: Any | None = None,
+        redis: SharedRedis | None = None,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0 or per <= 0:
             raise ValueError(f"rate and per must be > 0, got {rate} and {per}")
         self.rate = rate
         self.per = per
-        self._redis = redis_client
+        self.redis = redis
         self._timer = timer
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
         self._blocked: OrderedDict[str, float] = OrderedDict()  # address -> blocked until
         self.events = EventLog(logger, "auth failure counter")
-        self.breaker = CircuitBreaker(
-            failure_threshold=3,
-            reset_timeout=2.0,
-            stall_timeout=0.25,
-            name="auth failure counter",
-            events=self.events,
-        )
+        if redis is not None:  # redis-py only where Redis is used
+            from redline.concurrency.redis_ratelimit import RedisRateLimiter
+
+            self._shared_bucket = RedisRateLimiter
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AuthFailureLimiter | None:
-        """None when there are no API keys or ``auth_failure_limit`` is off."""
+    def from_settings(
+        cls, settings: Settings, cache: Cache | None = None
+    ) -> AuthFailureLimiter | None:
+        """None when there are no API keys or ``auth_failure_limit`` is off. With a Redis
+        ``cache_url``, on *cache*'s Redis client and breakers when it has them, else on a
+        client of its own."""
         if not settings.api_keys or settings.auth_failure_limit is None:
             return None
-        from redline.serve.ratelimit import redis_client_for
-
         rate, per = parse_rate_limit(settings.auth_failure_limit)
-        return cls(rate, per, redis_client=redis_client_for(settings.cache_url))
+        redis = SharedRedis.of_cache(cache) or SharedRedis.from_url(
+            settings.cache_url, name="auth failure counter"
+        )
+        return cls(rate, per, redis=redis)
 
     def check(self, address: str) -> None:
         """Raise a 429 ``APIError`` while *address* is blocked."""
@@ -107,10 +113,12 @@ class AuthFailureLimiter:
 
     async def _take(self, address: str) -> float:
         """A token from the address's bucket: 0.0, or the seconds until one is back."""
-        if self._redis is not None:
-            shared = RedisRateLimiter(self._redis, _REDIS_PREFIX + address, self.rate, self.per)
+        redis = self.redis
+        if redis is not None:
+            key = _REDIS_PREFIX + address
+            shared = self._shared_bucket(redis.client, key, self.rate, self.per)
             try:
-                return await self.breaker.call(shared.try_acquire)
+                return await redis.breaker_for(key).call(shared.try_acquire)
             except CacheUnavailable as exc:  # counted; this process's bucket decides
                 self.events.failure("redis", exc)
         bucket = self._buckets.get(address)
@@ -137,12 +145,12 @@ class AuthFailureLimiter:
         return sum(1 for until in self._blocked.values() if until > now)
 
     async def close(self) -> None:
-        """Close the Redis connection pool, if any."""
-        if self._redis is not None:
-            await self._redis.aclose()
+        """Close the Redis client if this counter built it (a cache's is the cache's)."""
+        if self.redis is not None:
+            await self.redis.aclose()
 
     def __repr__(self) -> str:
-        where = "redis" if self._redis is not None else "local"
+        where = "redis" if self.redis is not None else "local"
         return (
             f"AuthFailureLimiter({self.rate:g}/{self.per:g}s, {where}, "
             f"{self.blocked()} blocked of {len(self._buckets)} counted)"

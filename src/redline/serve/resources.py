@@ -86,12 +86,11 @@ def _usage_stream(
     each worker's name adds its pid, and the entries of a dead one are claimed by a live one
     after ``usage_claim_idle`` seconds.
     """
-    from redline.cache.redis import RedisCache
-    from redline.cache.tiered import TieredCache
+    from redline.cache.shared_redis import SharedRedis
     from redline.cache.write_behind import RedisStreamQueue
 
-    redis = cache.l2 if isinstance(cache, TieredCache) else cache
-    if not isinstance(redis, RedisCache):
+    redis = SharedRedis.of_cache(cache)
+    if redis is None:
         raise ConfigError(
             f"REDLINE_USAGE_QUEUE needs a Redis cache to hold the usage stream, got {cache!r}"
         )
@@ -106,12 +105,13 @@ def _usage_stream(
 
 
 async def open_limiter(settings: Settings, cache: Cache | None) -> ClientRateLimiter | None:
-    """The per-client rate limiter, or None when ``rate_limit`` is unset."""
+    """The per-client rate limiter, or None when ``rate_limit`` is unset; with Redis, on
+    *cache*'s client and breakers (one pool and one view of each node for both)."""
     if settings.rate_limit is None:
         return None
     from redline.serve.ratelimit import ClientRateLimiter
 
-    return await ClientRateLimiter.create(settings)
+    return await ClientRateLimiter.create(settings, cache)
 
 
 async def open_gateway(
