@@ -54,6 +54,22 @@ def test_modes_switch_while_a_connection_is_open(proxy: FaultProxy) -> None:
     fresh.close()
 
 
+def test_a_setup_delay_holds_new_connections_only(proxy: FaultProxy) -> None:
+    open_before = client(proxy)
+    assert open_before.ping() is True
+    proxy.set_setup_delay(0.4)
+    started = time.monotonic()
+    assert open_before.ping() is True
+    assert time.monotonic() - started < 0.3  # an open connection answers at once
+    started = time.monotonic()
+    assert client(proxy, timeout=5).ping() is True
+    assert time.monotonic() - started >= 0.4  # a new one waits before anything flows
+    proxy.set_setup_delay(0)
+    with pytest.raises(ValueError, match="setup delay must be >= 0"):
+        proxy.set_setup_delay(-1)
+    open_before.close()
+
+
 def test_bad_modes_and_non_loopback_upstreams_are_refused(proxy: FaultProxy) -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         proxy.set_mode("drop")

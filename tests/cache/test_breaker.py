@@ -10,7 +10,14 @@ import time
 import pytest
 
 from redline._events import EventLog
-from redline.cache.breaker import BreakerState, CircuitBreaker, NodeBreakers
+from redline.cache.breaker import (
+    BreakerState,
+    CircuitBreaker,
+    NodeBreakers,
+    answer_received,
+    command_sent,
+    connection_setup,
+)
 from redline.exceptions import CacheUnavailable
 
 
@@ -264,3 +271,100 @@ async def test_a_quiet_wait_for_a_message_is_not_a_stall_but_still_gives_up_on_o
     fail(breaker, 2)
     with pytest.raises(CacheUnavailable, match="opened while this call waited"):
         await asyncio.wait_for(waiting, 1.0)
+
+
+# A connection's phases, as redline.cache._redis_connection reports them from inside a call.
+
+
+async def test_setting_up_a_connection_is_no_silence() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.1)
+
+    async def cold_call() -> str:
+        with connection_setup():  # connect and handshake: the connect timeouts' business
+            await asyncio.sleep(0.4)
+        command_sent()
+        await asyncio.sleep(0.02)  # then the answer comes quickly
+        return "ok"
+
+    assert await asyncio.gather(*(breaker.call(cold_call) for _ in range(5))) == ["ok"] * 5
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_silence_after_the_set_up_still_opens_it_one_stall_timeout_later() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.2)
+
+    async def cold_call_on_a_frozen_server() -> None:
+        with connection_setup():
+            await asyncio.sleep(0.3)
+        command_sent()
+        await asyncio.sleep(30)
+
+    started = time.monotonic()
+    with pytest.raises(CacheUnavailable, match="opened while this call waited"):
+        await asyncio.wait_for(breaker.call(cold_call_on_a_frozen_server), 5.0)
+    assert 0.5 <= time.monotonic() - started < 1.5  # set-up, then the stall timeout
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_a_reply_read_on_any_connection_ends_the_silence() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.2)
+
+    async def handshakes_answered() -> None:
+        with connection_setup():  # a pool opening connections, one reply after another
+            for _ in range(12):
+                await asyncio.sleep(0.05)
+                answer_received()
+
+    slow = asyncio.ensure_future(breaker.call(lambda: asyncio.sleep(0.6)))
+    await breaker.call(handshakes_answered)
+    await slow
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_replies_from_another_server_prove_nothing() -> None:
+    breaker = CircuitBreaker(failure_threshold=5, reset_timeout=10.0, stall_timeout=0.2)
+
+    async def topology_refresh() -> None:
+        with connection_setup(replies_count=False):
+            for _ in range(40):
+                await asyncio.sleep(0.05)
+                answer_received()
+
+    frozen = asyncio.ensure_future(breaker.call(lambda: asyncio.sleep(30)))
+    refresh = asyncio.ensure_future(breaker.call(topology_refresh))
+    for task in (frozen, refresh):
+        with pytest.raises(CacheUnavailable, match="opened while this call waited"):
+            await asyncio.wait_for(task, 5.0)
+    assert "no answer for" in (breaker.stats().last_error or "")
+
+
+def test_the_phases_do_nothing_outside_a_guarded_call() -> None:
+    with connection_setup():
+        command_sent()
+        answer_received()
+
+
+async def test_answers_that_came_while_the_loop_was_blocked_are_read_before_a_stall() -> None:
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=10.0, stall_timeout=0.1)
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+
+    async def ask() -> bytes:
+        writer.write(b"ping\n")
+        return await reader.readline()
+
+    call = asyncio.ensure_future(breaker.call(ask))
+    await asyncio.sleep(0.01)  # asked
+    time.sleep(0.4)  # noqa: ASYNC251  # the loop blocked: the answer and the watchdog are late
+    assert await call == b"ping\n"
+    assert breaker.state is BreakerState.CLOSED
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()

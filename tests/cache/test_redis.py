@@ -10,12 +10,13 @@ import pickle
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 
+from redline.cache._redis_connection import BreakerAwareConnection
 from redline.cache.base import MISSING
 from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.cache.memory import MemoryCache
@@ -506,6 +507,20 @@ async def test_repr_and_accessors_show_live_state(redis_cache: RedisCache, names
         f"RedisCache(name='redis', standalone, namespace='{namespace}', "
         "hits=0, misses=1, errors=0, breaker=closed)"
     )
+
+
+async def test_the_caches_own_clients_report_to_its_breakers(
+    redis_url: str, redis_cluster: RedisClusterServers
+) -> None:
+    # what keeps a connection's set-up out of the stall timeout (see test_redis_faults)
+    async with RedisCache.from_url(redis_url) as cache:
+        await cache.get("absent")
+        pool = cast(Redis, cache.client).connection_pool
+        assert pool.connection_class is BreakerAwareConnection
+    async with RedisCache.from_cluster_nodes(redis_cluster.startup_nodes) as cluster_cache:
+        await cluster_cache.get_many([f"k{i}" for i in range(20)])  # every master
+        nodes = cast(RedisCluster, cluster_cache.client).get_nodes()  # learned, not given
+        assert {node.connection_class for node in nodes} == {BreakerAwareConnection}
 
 
 async def test_a_cold_cluster_cache_takes_concurrent_first_commands(

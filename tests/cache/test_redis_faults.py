@@ -25,7 +25,8 @@ from redline.cache.breaker import BreakerState, CircuitBreaker
 from redline.cache.redis import RedisCache
 from redline.cache.strategies import CacheAside
 from redline.exceptions import CacheUnavailable
-from tests._services import RedisServer
+from tests._faultproxy import FaultProxy
+from tests._services import HOST, RedisServer
 
 SOCKET_TIMEOUT = 0.5  # RedisCache.from_url's default
 
@@ -63,9 +64,24 @@ async def timed(call: Any) -> tuple[float, Any]:
     return time.monotonic() - started, result
 
 
+@pytest.fixture(params=["by_failures", "by_stall"])
+async def any_cache(
+    request: pytest.FixtureRequest, fresh_redis: RedisServer, namespace: str
+) -> AsyncIterator[RedisCache]:
+    """The cache with a breaker opened by 3 failures only, or with RedisCache's own: 3
+    failures or 0.25 s of silence."""
+    breaker = None
+    if request.param == "by_failures":
+        breaker = CircuitBreaker(failure_threshold=3, reset_timeout=1.0, name="redis")
+    cache = RedisCache.from_url(fresh_redis.url, namespace=namespace, breaker=breaker)
+    yield cache
+    await cache.close()
+
+
 async def test_concurrent_calls_on_a_frozen_redis_give_up_together_when_the_breaker_opens(
-    cache: RedisCache, fresh_redis: RedisServer
+    any_cache: RedisCache, fresh_redis: RedisServer
 ) -> None:
+    cache = any_cache
     await cache.set("k", 1)
     with frozen(fresh_redis):
         started = time.monotonic()
@@ -285,3 +301,36 @@ async def test_a_frozen_redis_is_given_up_on_after_the_stall_timeout_not_socket_
     assert stall <= first[0] < SOCKET_TIMEOUT
     assert max(seconds for seconds, _ in rest + both) < 0.1
     assert cache.breaker.stats().opened_count == 1
+
+
+async def test_connections_slow_to_set_up_are_no_stall_but_silence_after_is(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    # A 0.5 s stall timeout (room for a busy box's hiccups) through a proxy that holds every
+    # new connection 1.2 s before its handshake is answered; socket timeouts far longer
+    proxy = await asyncio.to_thread(FaultProxy((HOST, redis_server.port)).start)
+    try:
+        proxy.set_setup_delay(1.2)
+        async with RedisCache.from_url(
+            f"redis://{HOST}:{proxy.port}",
+            namespace=namespace,
+            socket_timeout=10.0,
+            socket_connect_timeout=10.0,
+            breaker=CircuitBreaker(failure_threshold=3, reset_timeout=30.0, stall_timeout=0.5),
+        ) as cache:
+            await cache.set("k", 0)  # a cold pool: the first call sets up its connection
+            # one open connection, and 20 calls at once: most set up one of their own
+            await asyncio.gather(*(cache.set(f"k{i}", i) for i in range(20)))
+            assert proxy.accepted > 1
+            assert await cache.get_many([f"k{i}" for i in range(20)]) == {
+                f"k{i}": i for i in range(20)
+            }
+            assert cache.breaker.stats().opened_count == 0
+
+            proxy.set_mode("blackhole")  # the open connections go silent: that is a stall
+            results = await asyncio.gather(*(timed(cache.get(f"k{i}")) for i in range(20)))
+    finally:
+        await asyncio.to_thread(proxy.stop)
+    assert all(isinstance(result, CacheUnavailable) for _, result in results)
+    assert max(seconds for seconds, _ in results) < 2.5  # not the 10 s socket timeout
+    assert "no answer for" in (cache.breaker.stats().last_error or "")

@@ -16,6 +16,10 @@ Modes, switchable at any time, also while connections are open:
 * ``reset``: every open connection is closed with a TCP reset, and new ones are reset as soon
   as they are accepted.
 
+Apart from the mode, ``set_setup_delay(seconds)`` holds each new connection that long before
+anything flows, so a client's connect handshake is slow while the connections already open
+answer at once (a cold pool on a busy box).
+
 The proxy runs its own event loop in a daemon thread, so a test that blocks its own loop (or
 has none) does not stall the traffic it forwards.
 """
@@ -48,6 +52,7 @@ class FaultProxy:
         self.port = port
         self.mode = "pass"
         self.delay = 0.0
+        self.setup_delay = 0.0
         self.accepted = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -96,6 +101,12 @@ class FaultProxy:
             raise ValueError(f"delay mode needs delay > 0, got {delay}")
         self._call(self._apply(mode, delay))
 
+    def set_setup_delay(self, seconds: float) -> None:
+        """Hold each connection accepted from now on *seconds* before forwarding (0: off)."""
+        if seconds < 0:
+            raise ValueError(f"setup delay must be >= 0, got {seconds}")
+        self._call(self._apply_setup_delay(seconds))
+
     def stop(self) -> None:
         if self._loop is None:
             return
@@ -133,6 +144,9 @@ class FaultProxy:
                     _reset(upstream)
             self._links.clear()
 
+    async def _apply_setup_delay(self, seconds: float) -> None:
+        self.setup_delay = seconds
+
     async def _close(self) -> None:
         await self._apply("reset", 0.0)
         if self._server is not None:
@@ -146,6 +160,8 @@ class FaultProxy:
             _reset(writer)
             return
         link: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]
+        if self.setup_delay:  # what the client sends meanwhile waits in the reader
+            await asyncio.sleep(self.setup_delay)
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:

@@ -33,7 +33,7 @@ from redline.cache._redis_errors import (
     translate_redis_error,
 )
 from redline.cache._routes import Route, Routes
-from redline.cache.breaker import BreakerState
+from redline.cache.breaker import BreakerState, connection_setup
 from redline.exceptions import CacheError, CacheUnavailable
 
 __all__ = ["BULK", "RedisCommands", "raise_first_error"]
@@ -115,7 +115,9 @@ class RedisCommands:
         try:
             async with guard:
                 if not self.routes.ready:
-                    await self.routes.initialize()
+                    # a topology refresh asks any node: its wait and replies are not this one's
+                    with connection_setup(replies_count=False):
+                        await self.routes.initialize()
                 if route.limit is None:
                     result = await op()
                 else:

@@ -11,7 +11,15 @@ A call made under :meth:`CircuitBreaker.guard` stops waiting the moment the brea
 fail together instead of each sitting out its own socket timeout. With ``stall_timeout``
 the breaker also opens when guarded calls are waiting and none has finished for that long:
 a dependency that went silent (a frozen Redis) is given up on after ``stall_timeout``, not
-after ``failure_threshold`` socket timeouts. State changes (``open``,
+after ``failure_threshold`` socket timeouts.
+
+Silence is counted from when a call sent its request, never while it sets up a connection:
+a client's connection class reports its phases to the guarded call running in the same
+task (:func:`connection_setup`, :func:`command_sent`, :func:`answer_received`;
+:mod:`redline.cache._redis_connection` does it for redis-py). A call opening a connection
+waits under its connect and socket timeouts instead, and any reply read from the
+dependency, a handshake's included, shows it alive. A cold pool opening many connections
+on a busy box is then not taken for a frozen server. State changes (``open``,
 ``closed``) and failures are reported through an optional :class:`~redline._events.EventLog`:
 one line per change, failures counted. :class:`NodeBreakers` keeps one breaker per node of a
 cluster, so one dead node costs only the calls that go to it.
@@ -20,6 +28,8 @@ cluster, so one dead node costs only the calls that go to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import enum
 import logging
 import time
@@ -31,7 +41,15 @@ from typing import TypeVar
 from redline._events import EventLog
 from redline.exceptions import CacheUnavailable
 
-__all__ = ["BreakerState", "BreakerStats", "CircuitBreaker", "NodeBreakers"]
+__all__ = [
+    "BreakerState",
+    "BreakerStats",
+    "CircuitBreaker",
+    "NodeBreakers",
+    "answer_received",
+    "command_sent",
+    "connection_setup",
+]
 
 T = TypeVar("T")
 
@@ -109,7 +127,7 @@ class CircuitBreaker:
         # the subset that awaits an answer (stall detection): not waits for a message
         self._awaiting: dict[asyncio.Timeout, float] = {}
         self._last_answer = -float("inf")  # loop time a guarded call last finished
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.Handle | None = None
         self._state = BreakerState.CLOSED
         self._failures = 0
         self._opened_count = 0
@@ -179,15 +197,20 @@ class CircuitBreaker:
 
     # -- stall detection: calls waiting, none finishing ----------------------------------
 
+    # A call's silence starts when it enters, again when its request is written, and not
+    # at all while it sets up a connection; any answer ends everyone's silence.
+
     def _entered(self, scope: asyncio.Timeout, awaits_answer: bool) -> None:
-        loop = asyncio.get_running_loop()
-        self._in_flight[scope] = loop.time()
-        if not awaits_answer:
-            return
-        self._awaiting[scope] = loop.time()
+        now = asyncio.get_running_loop().time()
+        self._in_flight[scope] = now
+        if awaits_answer:
+            self._await_answer(scope, now)
+
+    def _await_answer(self, scope: asyncio.Timeout, since: float) -> None:
+        self._awaiting[scope] = since
         if self.stall_timeout is not None and self._watchdog is None:
-            due = loop.time() + self.stall_timeout
-            self._watchdog = loop.call_at(due, self._check_stall, due)
+            due = since + self.stall_timeout
+            self._watchdog = asyncio.get_running_loop().call_at(due, self._check_stall)
 
     def _exited(self, scope: asyncio.Timeout) -> None:
         del self._in_flight[scope]
@@ -197,31 +220,31 @@ class CircuitBreaker:
     def _silent_since(self) -> float:
         return max(min(self._awaiting.values()), self._last_answer)
 
-    def _check_stall(self, due: float) -> None:
+    def _check_stall(self) -> None:
         self._watchdog = None
         if not self._awaiting or self.stall_timeout is None:
             return
         loop = asyncio.get_running_loop()
-        now = loop.time()
         silent_since = self._silent_since()
-        next_due = silent_since + self.stall_timeout
-        if now - due > self.stall_timeout / 2:
-            # The event loop itself was blocked: answers may be waiting unread. Look again.
-            next_due = now + self.stall_timeout
-        if next_due > now:
-            self._watchdog = loop.call_at(next_due, self._check_stall, next_due)
+        due = silent_since + self.stall_timeout
+        if due > loop.time():
+            self._watchdog = loop.call_at(due, self._check_stall)
             return
-        # Confirm once the tasks woken in this loop iteration have run.
-        self._watchdog = loop.call_later(0.02, self._confirm_stall, silent_since)
+        # Confirm after a few more loop iterations: answers that came while the loop was
+        # busy (or this process was not scheduled) are read first, and end the silence.
+        self._watchdog = loop.call_later(0.02, self._confirm_stall, silent_since, _CONFIRM_HOPS)
 
-    def _confirm_stall(self, silent_since: float) -> None:
+    def _confirm_stall(self, silent_since: float, hops: int) -> None:
         self._watchdog = None
         if not self._awaiting or self.stall_timeout is None:
             return
         loop = asyncio.get_running_loop()
-        if self._silent_since() > silent_since:  # something finished meanwhile
+        if self._silent_since() > silent_since:  # an answer came meanwhile
             due = self._silent_since() + self.stall_timeout
-            self._watchdog = loop.call_at(due, self._check_stall, due)
+            self._watchdog = loop.call_at(due, self._check_stall)
+            return
+        if hops > 0:  # each hop is one loop iteration: polled sockets, woken readers
+            self._watchdog = loop.call_soon(self._confirm_stall, silent_since, hops - 1)
             return
         waited = loop.time() - silent_since
         reason = f"no answer for {waited:.2f}s with {len(self._awaiting)} calls waiting"
@@ -300,20 +323,36 @@ class CircuitBreaker:
         )
 
 
+# Loop iterations a stall waits, once due, for answers already received to be read.
+_CONFIRM_HOPS = 4
+
+
 class _Guard:
     """The async context manager of :meth:`CircuitBreaker.guard`."""
 
-    __slots__ = ("_awaits_answer", "_breaker", "_scope", "aborted")
+    __slots__ = (
+        "_awaits_answer",
+        "_breaker",
+        "_muted",
+        "_paused",
+        "_scope",
+        "_token",
+        "aborted",
+    )
 
     def __init__(self, breaker: CircuitBreaker, awaits_answer: bool) -> None:
         self._breaker = breaker
         self._awaits_answer = awaits_answer
         self._scope = asyncio.timeout(None)
+        self._token: contextvars.Token[_Guard | None] | None = None
+        self._paused = 0  # connection set-ups under way (nested ones count)
+        self._muted = 0  # set-ups whose replies come from elsewhere (a topology refresh)
         self.aborted = False  # the breaker opened and the block was given up
 
     async def __aenter__(self) -> None:
         await self._scope.__aenter__()
         self._breaker._entered(self._scope, self._awaits_answer)
+        self._token = _CURRENT_GUARD.set(self)
 
     async def __aexit__(
         self,
@@ -321,6 +360,9 @@ class _Guard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._token is not None:
+            _CURRENT_GUARD.reset(self._token)
+            self._token = None
         self._breaker._exited(self._scope)
         try:
             await self._scope.__aexit__(exc_type, exc, tb)
@@ -331,6 +373,77 @@ class _Guard:
                 f"circuit breaker {breaker.name!r} opened while this call waited "
                 f"(last error: {breaker._last_error})"
             ) from expired
+
+    # -- the phases a client's connection reports (module functions below) ---------------
+
+    @contextlib.contextmanager
+    def _setting_up(self, replies_count: bool) -> Iterator[None]:
+        breaker, scope = self._breaker, self._scope
+        self._paused += 1
+        self._muted += not replies_count
+        if self._paused == 1:
+            breaker._awaiting.pop(scope, None)
+        try:
+            yield
+        finally:
+            self._paused -= 1
+            self._muted -= not replies_count
+            if (
+                self._paused == 0
+                and self._awaits_answer
+                and scope in breaker._in_flight
+                and not scope.expired()
+            ):
+                breaker._await_answer(scope, asyncio.get_running_loop().time())
+
+    def _sent(self) -> None:
+        awaiting = self._breaker._awaiting
+        if self._paused == 0 and self._scope in awaiting:
+            awaiting[self._scope] = asyncio.get_running_loop().time()
+
+    def _answered(self) -> None:
+        if self._muted == 0:
+            self._breaker._last_answer = asyncio.get_running_loop().time()
+
+
+# The guarded call running in this task, for the connection it uses to report to.
+_CURRENT_GUARD: contextvars.ContextVar[_Guard | None] = contextvars.ContextVar(
+    "redline_breaker_guard", default=None
+)
+
+
+@contextlib.contextmanager
+def connection_setup(*, replies_count: bool = True) -> Iterator[None]:
+    """``with connection_setup():`` around opening a connection (connect and handshake):
+    the guarded call in this task is not waiting for an answer meanwhile, so the time is
+    no silence; its silence starts when the block ends and its request goes out.
+
+    ``replies_count=False`` for a set-up whose replies come from some other server (a
+    Cluster topology refresh inside a node's call): they then prove nothing. Outside a
+    guarded call it does nothing.
+    """
+    guard = _CURRENT_GUARD.get()
+    if guard is None:
+        yield
+        return
+    with guard._setting_up(replies_count):
+        yield
+
+
+def command_sent() -> None:
+    """A request was written on an open connection: the guarded call in this task waits
+    for its answer from now on (not from when it entered, maybe queued behind others)."""
+    guard = _CURRENT_GUARD.get()
+    if guard is not None:
+        guard._sent()
+
+
+def answer_received() -> None:
+    """A reply was read from the dependency (a handshake's too): it is alive, so no call
+    waiting on its breaker has been in silence until now."""
+    guard = _CURRENT_GUARD.get()
+    if guard is not None:
+        guard._answered()
 
 
 class NodeBreakers:

@@ -39,6 +39,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from redline.cache._redis_connection import report_to_breakers
 from redline.exceptions import ConfigError
 
 __all__ = [
@@ -298,14 +299,18 @@ def redis_client(target: RedisTarget) -> Redis | RedisCluster:
 
     A ``RedisCluster`` for a Cluster target (no retries: redis-py's Cluster retry closes
     every node's connections and sleeps; a failing node is the breaker's business and a
-    moved slot is followed without one), else a ``Redis`` on ``nodes[0]``.
+    moved slot is followed without one), else a ``Redis`` on ``nodes[0]``. Its connections
+    tell the circuit breaker of the call using them when they connect, send and read, so
+    setting one up is no stall (:mod:`redline.cache._redis_connection`).
     """
     if not target.cluster:
         return node_client(target, target.nodes[0])
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-        retry=Retry(NoBackoff(), 0),
-        **_common(target, None, None),
+    return report_to_breakers(
+        RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            retry=Retry(NoBackoff(), 0),
+            **_common(target, None, None),
+        )
     )
 
 
@@ -325,7 +330,7 @@ def node_client(
     timeout, or a Redis that stopped answering would cost every call two.
     """
     host, port = node
-    return Redis(
+    client = Redis(
         host=host,
         port=port,
         db=target.db,
@@ -336,3 +341,5 @@ def node_client(
         ),
         **_common(target, socket_timeout, socket_connect_timeout),
     )
+    report_to_breakers(client)
+    return client
