@@ -43,12 +43,12 @@ def facts(client: Any) -> Facts:
         nodes = tuple(
             (node.host, node.port) for node in client.nodes_manager.startup_nodes.values()
         )
-        tls = kwargs.get("connection_class") is SSLConnection
+        tls = issubclass(kwargs.get("connection_class", object), SSLConnection)
         kind, db = "cluster", 0
     else:
         assert isinstance(client, Redis)
         nodes = ((kwargs["host"], kwargs["port"]),)
-        tls = client.connection_pool.connection_class is SSLConnection
+        tls = issubclass(client.connection_pool.connection_class, SSLConnection)
         kind, db = "standalone", kwargs["db"]
     return (
         kind,
