@@ -114,7 +114,11 @@ class InfinityUpstream:
             env={**OFFLINE, "HF_HOME": str(folder / ".hf-home")},
             cwd=folder,
         )
-        self.server.wait_ready()
+        try:
+            self.server.wait_ready()
+        except BaseException:
+            self.server.stop()  # not left running when it never got ready
+            raise
         self.url = self.server.base
         self.proc = self.server.proc
         self.versions = infinity_versions(venv)
