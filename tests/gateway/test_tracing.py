@@ -181,3 +181,48 @@ def test_a_call_serving_several_requests_links_to_each(receiver: Receiver) -> No
     for (trace_id, span_id), attributes in linked.items():
         assert (trace_id, span_id) in span_ids  # a span of that request (its server span)
         assert attributes.get("redline.joined", False) is (trace_id == traces["Z"])
+
+
+def test_a_request_joining_a_started_call_is_linked_both_ways(receiver: Receiver) -> None:
+    """Request A's call is on its way (the upstream has it) when J asks for the same input:
+    J waits for A's call. The call's client span links to J's span and J's span links to the
+    call, both with ``redline.joined``; the call counts two requests."""
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+    traces = {"A": f"{10:032x}", "J": f"{11:032x}"}
+    with FakeUpstream(dimension=8) as fake:
+        fake.script.append("slow:2")
+        spec = f"up={fake.url}?model=fake&dimension=8"
+        with (
+            Serve("--model", "none", "--upstream", spec, "--cache-url", "none", env=env) as gw,
+            ThreadPoolExecutor(2) as pool,
+        ):
+
+            def send(name: str) -> Future[httpx.Response]:
+                headers = {"traceparent": f"00-{traces[name]}-{PARENT_ID}-01"}
+                body = {"input": ["late shared"]}
+                url = f"{gw.url}/v1/embeddings"
+                return pool.submit(httpx.post, url, json=body, headers=headers, timeout=30)
+
+            first = send("A")
+            _until(lambda: len(fake.embedding_calls) == 1, "A's call reached the upstream")
+            joining = send("J")
+            _until(lambda: _inputs(gw.url, "coalesced") == 1, "J joined")
+            assert first.result().status_code == 200, first.result().text
+            assert joining.result().status_code == 200, joining.result().text
+            assert len(fake.embedding_calls) == 1
+
+            def complete(spans: list[ReceivedSpan]) -> bool:
+                servers = {s.trace_id for s in spans if s.kind == SERVER_KIND}
+                clients = [s for s in spans if s.kind == CLIENT_KIND]
+                return set(traces.values()) <= servers and bool(clients)
+
+            spans = receiver.wait_for(complete)
+
+    [call] = [s for s in spans if s.kind == CLIENT_KIND and s.name == "POST /v1/embeddings"]
+    assert call.trace_id == traces["A"]
+    [joiner] = _in(spans, traces["J"], SERVER_KIND)
+    assert call.links == ((joiner.trace_id, joiner.span_id),)
+    assert call.link_attributes[0].get("redline.joined") is True
+    assert call.attributes["redline.batch.requests"] == 2
+    assert joiner.links == ((call.trace_id, call.span_id),)
+    assert joiner.link_attributes[0].get("redline.joined") is True

@@ -89,10 +89,12 @@ class Dispatcher:
         self._keep: set[str] = set()  # inputs in flight that some request lets us store
         self._finished: dict[str, float] = {}  # when the rows in their grace period arrived
         self._tasks: set[asyncio.Task[None]] = set()  # submissions and upstream calls
-        # With tracing on: the context (and span) of the request that queued each input, and
-        # the spans of the requests that joined it before its call started.
+        # With tracing on: the context (and span) of the request that queued each input, the
+        # spans of the requests that joined it before its call started, and the requests its
+        # call serves once it started (requests joining then are added there).
         self._origins: dict[str, tuple[contextvars.Context, object]] = {}
         self._joined: dict[str, list[object]] = {}
+        self._calls: dict[str, tracing.Served] = {}
         self._observer = observer
         self._model = route.model
         self.upstream_calls = 0
@@ -125,6 +127,7 @@ class Dispatcher:
                 future.exception()
         self._inflight.clear()
         self._finished.clear()
+        self._calls.clear()
 
     async def embed(
         self,
@@ -154,7 +157,7 @@ class Dispatcher:
                 self._keep.add(text)
         self._observer.inputs(self._model, cached=0, coalesced=len(texts) - len(new), sent=len(new))
         if tracing.is_enabled():
-            self._trace_origins(texts, new)
+            self._trace_origins(texts, new, futures)
         if new:
             # Its own task: a caller cancelled now must not take inputs out of the queue that
             # other requests may already be waiting for (they would wait for nothing).
@@ -170,11 +173,14 @@ class Dispatcher:
                 raise self._late()
         return {text: future.result() for text, future in futures.items()}
 
-    def _trace_origins(self, texts: list[str], new: list[str]) -> None:
+    def _trace_origins(
+        self, texts: list[str], new: list[str], futures: dict[str, asyncio.Future[Row]]
+    ) -> None:
         """Keep the request's context for its *new* inputs: the upstream call that sends them
         runs in it, so its client span (and the traceparent it sends) belong to this request's
         trace, or links to this request when it runs in another's; a request whose inputs
-        joined queued ones is linked from their call as joined."""
+        joined queued ones is linked from their call as joined, and one whose inputs joined a
+        call on its way is linked with that call both ways (``tracing.join_call``)."""
         link = tracing.request_link()
         if new:
             origin = (contextvars.copy_context(), link)
@@ -184,8 +190,14 @@ class Dispatcher:
             return
         fresh = set(new)
         for text in texts:
-            if text not in fresh and text in self._origins:  # queued, its call not started
+            if text in fresh:
+                continue
+            if text in self._origins:  # queued, its call not started
                 self._joined.setdefault(text, []).append(link)
+                continue
+            served = self._calls.get(text)
+            if served is not None and not futures[text].done():  # its call is on its way
+                tracing.join_call(served)
 
     def _served(
         self, texts: list[str]
@@ -257,20 +269,22 @@ class Dispatcher:
         # A copy per call (calls of one request must not see each other's spans); with no
         # request's context, an empty one: the batch worker's is the first request's.
         context = contextvars.Context()
-        if self._origins:
+        calls: tracing.Served | None = None
+        if tracing.is_enabled():
             origin, served = self._served(texts)
             if origin is not None:
                 context = origin.copy()
-                if served:
-                    context.run(tracing.serving, served)
+            calls = context.run(tracing.serving, served)
+            for text in texts:
+                self._calls[text] = calls
         task = asyncio.create_task(
-            self._call(texts), name=f"redline-upstream-{self.route.model}", context=context
+            self._call(texts, calls), name=f"redline-upstream-{self.route.model}", context=context
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return [None] * len(texts)
 
-    async def _call(self, texts: list[str]) -> None:
+    async def _call(self, texts: list[str], calls: tracing.Served | None) -> None:
         """One upstream call for *texts*: hand out the rows, store them, then forget them."""
         released = False
         try:
@@ -290,6 +304,8 @@ class Dispatcher:
                 text: Row(vector, count)
                 for text, vector, count in zip(texts, reply.vectors, tokens, strict=True)
             }
+            if calls is not None:
+                self._call_done(texts, calls)
             now = self._timer()
             for text, row in rows.items():
                 future = self._inflight.get(text)
@@ -306,8 +322,16 @@ class Dispatcher:
             finally:
                 self._forget_later(texts)
         finally:
+            if calls is not None:
+                self._call_done(texts, calls)
             if not released:
                 self._slots.release()
+
+    def _call_done(self, texts: list[str], calls: tracing.Served) -> None:
+        """Requests asking for *texts* from now on do not join the call of *calls*."""
+        for text in texts:
+            if self._calls.get(text) is calls:
+                del self._calls[text]
 
     def _fail(self, texts: set[str], error: GatewayError) -> None:
         """Fail the futures of *texts* and forget them (a later request tries again)."""
@@ -316,6 +340,7 @@ class Dispatcher:
             self._finished.pop(text, None)
             self._origins.pop(text, None)
             self._joined.pop(text, None)
+            self._calls.pop(text, None)
             future = self._inflight.pop(text, None)
             if future is not None and not future.done():
                 future.set_exception(error)

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from redline.exceptions import ConfigError, RedlineError
 from redline.serve._tracing_batches import JOINED, BatchTracer, Exemplar
-from redline.serve.tracing import Span
+from redline.serve.tracing import Served, Span
 
 __all__ = ["SdkTracing"]
 
@@ -64,23 +64,37 @@ class SdkTracing:
         name: str,
         attributes: Mapping[str, Any] | None,
         client: bool,
-        links: Sequence[tuple[object, bool]] = (),
+        served: Served | None = None,
     ) -> Span:
         kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-        if not links:
+        if served is None:
             return cast(Span, _CurrentSpan(self.tracer, name, kind, attributes))
-        # A call that serves several requests: linked to the others, like a batch span.
+        # A call that serves several requests: linked to the others, like a batch span; open
+        # while it runs, so requests that join it then are linked too (join_call).
         found = [
             Link(request, JOINED if joined else None)
-            for request, joined in links
+            for request, joined in served.links
             if isinstance(request, trace.SpanContext)
         ]
-        counted = {**(attributes or {}), "redline.batch.requests": len(found) + 1}
-        return cast(Span, _CurrentSpan(self.tracer, name, kind, counted, found))
+        if found:
+            attributes = {**(attributes or {}), "redline.batch.requests": len(found) + 1}
+        return cast(Span, _CurrentSpan(self.tracer, name, kind, attributes, found, served))
 
     def request_link(self) -> object | None:
         request = trace.get_current_span().get_span_context()
         return request if request.trace_flags.sampled else None
+
+    def join_call(self, served: Served) -> None:
+        current = trace.get_current_span()
+        request = current.get_span_context()
+        if not request.trace_flags.sampled or any(r == request for r, _ in served.links):
+            return
+        served.links.append((request, True))  # a later try links to it when it starts
+        for call in served.calls:
+            if call.is_recording():  # not ended
+                call.add_link(request, JOINED)
+                call.set_attribute("redline.batch.requests", len(served.links) + 1)
+                current.add_link(call.get_span_context(), JOINED)
 
     def inject(self, headers: MutableMapping[str, str]) -> None:
         _PROPAGATOR.inject(headers)
@@ -137,7 +151,7 @@ class _CurrentSpan:
     """A span that is the current one inside ``with`` (entered as the span itself); lighter
     than the SDK's generator-based ``start_as_current_span``."""
 
-    __slots__ = ("attributes", "kind", "links", "name", "span", "token", "tracer")
+    __slots__ = ("attributes", "kind", "links", "name", "served", "span", "token", "tracer")
 
     def __init__(
         self,
@@ -146,9 +160,11 @@ class _CurrentSpan:
         kind: SpanKind,
         attributes: Mapping[str, Any] | None,
         links: Sequence[Link] | None = None,
+        served: Served | None = None,
     ) -> None:
         self.tracer, self.name, self.kind, self.attributes = tracer, name, kind, attributes
-        self.links = links
+        self.links = links or None
+        self.served = served
 
     def __enter__(self) -> trace.Span:
         span = self.tracer.start_span(
@@ -156,11 +172,15 @@ class _CurrentSpan:
         )
         self.span = span
         self.token = otel_context.attach(trace.set_span_in_context(span))
+        if self.served is not None:
+            self.served.calls.append(span)
         return span
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
         span = self.span
         otel_context.detach(self.token)
+        if self.served is not None:
+            self.served.calls.remove(span)
         if exc is not None:
             span.record_exception(exc)
             span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")

@@ -30,7 +30,9 @@ Spans and their attributes (beside the HTTP semantic conventions of the server s
   queued the call's first input; a call that serves several requests (their inputs batched
   into it) links to each of the others, like a batch span, with ``redline.joined`` on the link
   to a request whose input only joined one the call sends, and ``redline.batch.requests``
-  counts them all (see :func:`request_link` and :func:`serving`).
+  counts them all (see :func:`request_link` and :func:`serving`); a request that joins an input
+  of a call already on its way is linked from that call's open span, and its own span links to
+  the call, both with ``redline.joined`` (see :func:`join_call`).
 
 Example::
 
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Exemplar",
+    "Served",
     "Span",
     "batch_exemplars",
     "client_span",
@@ -73,6 +76,7 @@ __all__ = [
     "inject",
     "install_from_env",
     "is_enabled",
+    "join_call",
     "leave_queue",
     "request_link",
     "serving",
@@ -116,9 +120,10 @@ class Backend(Protocol):
         name: str,
         attributes: Mapping[str, Any] | None,
         client: bool,
-        links: Sequence[tuple[object, bool]] = (),
+        served: Served | None = None,
     ) -> Span: ...
     def request_link(self) -> object | None: ...
+    def join_call(self, served: Served) -> None: ...
     def inject(self, headers: MutableMapping[str, str]) -> None: ...
     def enqueue(self, inputs: int) -> object: ...
     def leave_queue(self, jobs: Iterable[_Traced]) -> None: ...
@@ -152,9 +157,26 @@ class _NoSpan:
 
 
 _NO_SPAN = _NoSpan()
+
+
+class Served:
+    """The requests that the outgoing calls made in one context serve beside the one whose
+    context it is (:func:`serving` makes it, :func:`join_call` adds to it), and the spans of
+    those calls open now; what the links and spans are is the backend's business."""
+
+    __slots__ = ("calls", "links")
+
+    def __init__(self, links: Sequence[tuple[object, bool]]) -> None:
+        self.links = list(links)  # (request_link(), joined)
+        self.calls: list[Any] = []
+
+    def __repr__(self) -> str:
+        return f"Served(links={len(self.links)}, open_calls={len(self.calls)})"
+
+
 #: The other requests the outgoing calls made in this context serve (see :func:`serving`).
-_SERVED: contextvars.ContextVar[tuple[tuple[object, bool], ...]] = contextvars.ContextVar(
-    "redline_served_requests", default=()
+_SERVED: contextvars.ContextVar[Served | None] = contextvars.ContextVar(
+    "redline_served_requests", default=None
 )
 _backend: Backend | None = None  # the process's tracer: OpenTelemetry's state is per process too
 
@@ -231,12 +253,25 @@ def request_link() -> object | None:
     return None if backend is None else backend.request_link()
 
 
-def serving(links: Sequence[tuple[object, bool]]) -> None:
+def serving(links: Sequence[tuple[object, bool]]) -> Served:
     """The client spans opened from now on in this context also serve the requests of
     *links* (``(request_link(), joined)`` pairs): each span links to every one, with
     ``redline.joined`` on the link when *joined* (the request's input only joined one the
-    call sends). Call it in the context the calls run in (a task's own copy)."""
-    _SERVED.set(tuple(links))
+    call sends). Call it in the context the calls run in (a task's own copy); give what it
+    returns to :func:`join_call` for the requests that join once the calls are on their way."""
+    served = Served(links)
+    _SERVED.set(served)
+    return served
+
+
+def join_call(served: Served) -> None:
+    """The current request waits for an input that the calls of *served* (see :func:`serving`)
+    already send: the call span open now links to the request's span and the request's span
+    links to it, both with ``redline.joined``, and a later try of the call links to the
+    request when it starts. Call it in the joining request's context."""
+    backend = _backend
+    if backend is not None:
+        backend.join_call(served)
 
 
 def inject(headers: MutableMapping[str, str]) -> None:
