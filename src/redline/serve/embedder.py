@@ -222,7 +222,8 @@ def l1_hits(
     state.require_engine(model)  # 503 before the model is up, as the general path answers
     started = time.perf_counter()
     width = dimensions or model.dimension
-    keys = _keys(f"{policy.key_prefix()}emb:{model.name}:{model.version}:{width}:", texts)
+    prefix = f"{policy.key_prefix()}emb:{model.name}:{model.version}:{width}:"
+    keys = [prefix + _hot_digest(text) for text in texts]
     values = l1.get_all_nowait(keys)
     if values is None:
         return None
@@ -277,6 +278,19 @@ def _gateway_code(exc: GatewayError) -> str:
 def _keys(prefix: str, texts: list[str]) -> list[str]:
     """:func:`cache_key` of every text, the common *prefix* built once."""
     return [prefix + hashlib.sha256(text.encode()).hexdigest()[:40] for text in texts]
+
+
+@functools.lru_cache(maxsize=8192)
+def _digest(text: str) -> str:
+    """The hash part of a short input's cache key, remembered: hot inputs come back."""
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _hot_digest(text: str) -> str:
+    """The hash part of *text*'s cache key (remembered for inputs of up to 512 characters)."""
+    if len(text) <= 512:
+        return _digest(text)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def _stacked(rows: list[Any], width: int) -> npt.NDArray[np.float32]:

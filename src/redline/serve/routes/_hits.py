@@ -29,6 +29,8 @@ from redline.serve.routes._common import (
 __all__ = ["answer_from_l1"]
 
 ROUTE = "/v1/embeddings"
+#: ``Server-Timing`` between the cache's and the total (``routes._common.timing_header``).
+_NO_BATCH = timing_header(0.0, 0.0, 0.0, 0.0).partition(", ")[2].rpartition("0.000")[0]
 
 
 async def answer_from_l1(
@@ -65,5 +67,6 @@ async def answer_from_l1(
                   entry.json(encoding_format), b"}")  # fmt: skip
     usage = b'"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (tokens, tokens)
     parts += (b'],"model":', orjson.dumps(model.name), b",", usage)
-    timing = timing_header(found.cache_seconds, 0.0, 0.0, time.perf_counter() - call.started)
+    total = time.perf_counter() - call.started
+    timing = f"cache;dur={found.cache_seconds * 1000:.3f}, {_NO_BATCH}{total * 1000:.3f}"
     return encoded_answer(b"".join(parts), found.cache_result, timing, None)
