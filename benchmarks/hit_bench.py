@@ -41,7 +41,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--runtime", default="onnx")
     parser.add_argument("--compare", type=Path, help="src folder of the code to compare with")
-    parser.add_argument("--lone", action="store_true", help="also a lone client (distinct inputs)")
+    parser.add_argument(
+        "--lone",
+        action="store_true",
+        help="also a lone client (distinct inputs) against the runtime's batch-1 latency",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     return parser.parse_args()
 
@@ -105,7 +109,13 @@ def main() -> None:
                 print(name, rounds[name][-1], flush=True)
         lone: dict[str, list[dict]] = {}
         if args.lone:
+            from servebench.inprocess import RuntimeBench, load_encoder
+
+            runtime = RuntimeBench(load_encoder(), args.runtime, load_sentences(5000, seed=3))
             for _ in range(args.rounds):
+                p50, p99 = runtime.batch1_latency_ms(args.seconds)
+                lone.setdefault("batch1", []).append({"p50_ms": p50, "p99_ms": p99})
+                print("batch-1 in-process", lone["batch1"][-1], flush=True)
                 for name in [n for n in names if n != "bare"]:
                     figures = measure(servers[name], load, args, connections=1, mode="distinct")
                     lone.setdefault(name, []).append(figures)
@@ -131,7 +141,12 @@ def main() -> None:
                 summary["bare"]["cpu_s_per_1k"] / summary[name]["cpu_s_per_1k"], 3
             )
     for name, runs in lone.items():
-        summary[name]["lone_p50_ms"] = statistics.median(run["p50_ms"] for run in runs)
+        summary.setdefault(name, {})["lone_p50_ms"] = statistics.median(r["p50_ms"] for r in runs)
+    if "batch1" in lone:
+        for name in lone:
+            summary[name]["lone_minus_batch1_ms"] = round(
+                summary[name]["lone_p50_ms"] - summary["batch1"]["lone_p50_ms"], 3
+            )
     print(json.dumps(summary, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps({"summary": summary, "rounds": rounds, "lone": lone}))

@@ -298,5 +298,9 @@ async def test_get_all_nowait_reads_all_or_nothing_and_counts_only_what_it_reads
     assert not values[1].flags.writeable
     stats = cache.stats().tiers[0]
     assert (stats.hits, stats.misses) == (2, 0)  # per distinct key, as get_many
-    await cache.set("d", 4)  # the read moved "b" and "a" past "c": "c" is the one evicted
+    shared = cache.get_all_nowait(["a", "a"], shared=True)
+    assert shared is not None
+    assert shared[0] is shared[1] is values[1].base  # as stored, not a view of it
+    assert (cache.stats().tiers[0].hits, cache.stats().tiers[0].misses) == (3, 0)
+    await cache.set("d", 4)  # the reads moved "b" and "a" past "c": "c" is the one evicted
     assert sorted(await cache.get_many(["a", "b", "c", "d"])) == ["a", "b", "d"]

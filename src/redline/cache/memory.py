@@ -114,10 +114,14 @@ class MemoryCache:
         self._hits += 1
         return value if copier is None else copier(value)
 
-    def get_all_nowait(self, keys: Sequence[str]) -> list[Any] | None:
+    def get_all_nowait(self, keys: Sequence[str], *, shared: bool = False) -> list[Any] | None:
         """The values of *keys*, in order, when every one is here and live (counted as hits
         of its distinct keys, as :meth:`get_many` counts them); ``None`` when any is not,
-        with nothing counted or moved, so the caller can read them the usual way."""
+        with nothing counted or moved, so the caller can read them the usual way.
+
+        With *shared*, the values as stored, not the copies (or read-only views) ``get``
+        hands out: for a caller that only reads them, and may tell a value stored anew by
+        its identity."""
         data = self._data
         entries = []
         now: float | None = None
@@ -134,6 +138,8 @@ class MemoryCache:
         for key in dict.fromkeys(keys):
             move(key)
             self._hits += 1
+        if shared:
+            return [entry.value for entry in entries]
         return [e.value if e.copier is None else e.copier(e.value) for e in entries]
 
     async def get(self, key: str, default: Any = MISSING) -> Any:

@@ -192,8 +192,9 @@ async def embed_texts(
 
 
 class L1Hits(NamedTuple):
-    """Every input of a request found in the in-process tier: its key and value per input,
-    the ``X-Cache`` value and the seconds the lookup took."""
+    """Every input of a request found in the in-process tier: its key and value per input
+    (as stored: read them, never change them), the ``X-Cache`` value and the seconds the
+    lookup took."""
 
     keys: list[str]
     values: list[Any]
@@ -224,7 +225,7 @@ def l1_hits(
     width = dimensions or model.dimension
     prefix = f"{policy.key_prefix()}emb:{model.name}:{model.version}:{width}:"
     keys = [prefix + _hot_digest(text) for text in texts]
-    values = l1.get_all_nowait(keys)
+    values = l1.get_all_nowait(keys, shared=True)
     if values is None:
         return None
     seconds = time.perf_counter() - started

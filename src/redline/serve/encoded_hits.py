@@ -3,10 +3,11 @@ cache so that answering a cache hit again costs a splice, not an encoding.
 
 Formatting 384 floats as JSON takes longer than all the rest of a cache hit's own work, and a
 hot input is asked for again and again. An :class:`EncodedHits` memo keeps, per cache key, the
-value it was made from, the input's token count and the encoded vector per
-``encoding_format``. An entry counts only while the cache still hands out that same value (by
-identity: a value stored anew is a new array, so it is encoded anew); the memo holds at most
-*max_entries* keys, the oldest dropped first.
+value it was made from (as the cache stores it), the input's token count and the encoded vector
+per ``encoding_format``. An entry counts only while the cache still holds that same value (by
+identity: a value stored anew is a new object, so it is encoded anew; the entry's reference
+keeps the old one's identity from being reused); the memo holds at most *max_entries* keys, the
+oldest dropped first.
 
 Example::
 
@@ -65,14 +66,12 @@ class EncodedHits:
 
     def entry(self, key: str, value: Any, width: int) -> EncodedHit:
         """The entry of *key* for the cache's *value*, a vector of *width* floats (a new
-        entry if the value is not the one the entry was made from). *value* as the cache
-        handed it out: a read-only view of the stored array counts as that array."""
-        base = getattr(value, "base", None)
-        source = value if base is None else base
+        entry if the value is not the very object the entry was made from)."""
         entries = self._entries
         hit = entries.get(key)
-        if hit is not None and hit.source is source:
+        if hit is not None and hit.source is value:
             return hit
+        source = value
         if not (
             isinstance(value, np.ndarray) and value.dtype == np.float32 and value.shape == (width,)
         ):  # as the general path reads such a value: float32, one row
