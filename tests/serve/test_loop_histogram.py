@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+import threading
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -66,3 +68,35 @@ def test_the_server_histograms_have_no_lock_in_one_process() -> None:
     )
     assert 'redline_cache_lookup_duration_seconds_bucket{le="0.0001"} 1.0' in text
     assert "redline_cache_lookup_duration_seconds_count 1.0" in text
+
+
+def test_a_scrape_in_another_thread_sees_whole_observations_only() -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    histogram = LoopHistogram("t_seconds", "T.", ["k"], buckets=BUCKETS, registry=registry)
+    stop = threading.Event()
+    child = histogram.labels(k="a")
+
+    def observe() -> None:  # the one observing thread; every observation adds 1 to the sum
+        while not stop.is_set():
+            for _ in range(1000):
+                child.observe(1.0)
+            if len(histogram._children) < 50:  # the loop adds children as a scrape reads them
+                histogram.labels(k=str(len(histogram._children)))
+
+    observer = threading.Thread(target=observe)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a read lands mid-observation
+    observer.start()
+    try:
+        torn = []
+        for turn in range(20_000):
+            if turn % 100 == 0:
+                list(registry.collect())  # the children copied while the observer adds
+            counts, amount, _ = child.snapshot()
+            if sum(counts) != amount:
+                torn.append((sum(counts), amount))
+    finally:
+        stop.set()
+        observer.join()
+        sys.setswitchinterval(interval)
+    assert not torn[:1]

@@ -218,9 +218,11 @@ class LoopHistogram:
     same series and exposition as a ``Histogram`` of the same name, labels and buckets (a
     ``Histogram`` takes a lock twice per observation, which a request pays twice).
 
-    Read it where it is observed (``/metrics`` renders on the loop), so a scrape sees whole
-    observations. ``labels(...)`` returns the child to ``observe(amount, exemplar)``; with no
-    label names, observe the histogram itself.
+    Only one thread observes it; a scrape may run in another (``/metrics`` renders in a
+    thread) and still sees whole observations only: each child's counts and sum are read as
+    one snapshot (a sequence number the observer bumps before and after each observation,
+    read again after the copy). ``labels(...)`` returns the child to
+    ``observe(amount, exemplar)``; with no label names, observe the histogram itself.
     """
 
     def __init__(
@@ -266,16 +268,17 @@ class LoopHistogram:
     def collect(self) -> Iterator[Metric]:
         metric = Metric(self.name, self.documentation, "histogram")
         created = getattr(prometheus_metrics, "_use_created", True)  # the library's switch
-        for values, child in self._children.items():
+        for values, child in list(self._children.items()):  # one copy: the loop may add
             labels = dict(zip(self.labelnames, values, strict=True))
+            counts, amount, exemplars = child.snapshot()
             total = 0
-            for le, count, exemplar in zip(self._les, child.counts, child.exemplars, strict=True):
+            for le, count, exemplar in zip(self._les, counts, exemplars, strict=True):
                 total += count
                 metric.add_sample(
                     f"{self.name}_bucket", {**labels, "le": le}, float(total), None, exemplar
                 )
             metric.add_sample(f"{self.name}_count", labels, float(total))
-            metric.add_sample(f"{self.name}_sum", labels, child.sum)
+            metric.add_sample(f"{self.name}_sum", labels, amount)
             if created:
                 metric.add_sample(f"{self.name}_created", labels, child.created)
         yield metric
@@ -285,23 +288,37 @@ class LoopHistogram:
 
 
 class _LoopHistogramChild:
-    """One label set's buckets (not cumulative), sum and exemplars."""
+    """One label set's buckets (not cumulative), sum and exemplars; ``sequence`` is odd while
+    an observation is being made (see :meth:`snapshot`)."""
 
-    __slots__ = ("_bounds", "counts", "created", "exemplars", "sum")
+    __slots__ = ("_bounds", "counts", "created", "exemplars", "sequence", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self._bounds = bounds
         self.counts = [0] * len(bounds)
         self.exemplars: list[Exemplar | None] = [None] * len(bounds)
         self.sum = 0.0
+        self.sequence = 0
         self.created = time.time()
 
     def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
         index = bisect_left(self._bounds, amount)  # the first bucket with amount <= its bound
+        self.sequence += 1
         self.counts[index] += 1
         self.sum += amount
         if exemplar:
             self.exemplars[index] = Exemplar(exemplar, amount, time.time())
+        self.sequence += 1
+
+    def snapshot(self) -> tuple[list[int], float, list[Exemplar | None]]:
+        """Counts, sum and exemplars as of one moment between observations (read again
+        while the one observing thread was midway through one)."""
+        while True:
+            before = self.sequence
+            counts, amount, exemplars = self.counts.copy(), self.sum, self.exemplars.copy()
+            if before % 2 == 0 and self.sequence == before:
+                return counts, amount, exemplars
+            time.sleep(0)  # let the observer finish
 
 
 class ServerMetrics:
