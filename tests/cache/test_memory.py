@@ -276,3 +276,31 @@ async def test_a_dict_with_flat_lists_and_dicts_below_cannot_be_corrupted() -> N
     again = await cache.get("item")
     assert again == {"id": 1, "tags": ["a", "b"], "meta": {"k": 1}}
     assert again["tags"] is not got["tags"]
+
+
+async def test_get_all_nowait_reads_all_or_nothing_and_counts_only_what_it_reads(
+    clock: FakeClock,
+) -> None:
+    cache = MemoryCache(timer=clock, max_entries=3)
+    await cache.set("a", np.ones(2, np.float32))
+    await cache.set("b", [1, 2])
+    await cache.set("c", 3, ttl=5)
+    assert cache.get_all_nowait(["a", "x"]) is None
+    clock.now += 10
+    assert cache.get_all_nowait(["a", "c"]) is None  # expired: the usual read drops it
+    stats = cache.stats().tiers[0]
+    assert (stats.hits, stats.misses, stats.size) == (0, 0, 3)
+    await cache.set("c", 3)
+    values = cache.get_all_nowait(["b", "a", "b"])
+    assert values is not None
+    assert values[0] == values[2] == [1, 2]
+    assert values[0] is not values[2]
+    assert not values[1].flags.writeable
+    stats = cache.stats().tiers[0]
+    assert (stats.hits, stats.misses) == (2, 0)  # per distinct key, as get_many
+    shared = cache.get_all_nowait(["a", "a"], shared=True)
+    assert shared is not None
+    assert shared[0] is shared[1] is values[1].base  # as stored, not a view of it
+    assert (cache.stats().tiers[0].hits, cache.stats().tiers[0].misses) == (3, 0)
+    await cache.set("d", 4)  # the reads moved "b" and "a" past "c": "c" is the one evicted
+    assert sorted(await cache.get_many(["a", "b", "c", "d"])) == ["a", "b", "d"]

@@ -28,7 +28,7 @@ import random
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
@@ -113,6 +113,34 @@ class MemoryCache:
         self._move_to_end(key)
         self._hits += 1
         return value if copier is None else copier(value)
+
+    def get_all_nowait(self, keys: Sequence[str], *, shared: bool = False) -> list[Any] | None:
+        """The values of *keys*, in order, when every one is here and live (counted as hits
+        of its distinct keys, as :meth:`get_many` counts them); ``None`` when any is not,
+        with nothing counted or moved, so the caller can read them the usual way.
+
+        With *shared*, the values as stored, not the copies (or read-only views) ``get``
+        hands out: for a caller that only reads them, and may tell a value stored anew by
+        its identity."""
+        data = self._data
+        entries = []
+        now: float | None = None
+        for key in keys:
+            entry = data.get(key)
+            if entry is None:
+                return None
+            if entry.expires_at is not None:
+                now = self._timer() if now is None else now
+                if now >= entry.expires_at:
+                    return None  # the usual read drops it and counts the miss
+            entries.append(entry)
+        move = self._move_to_end
+        for key in dict.fromkeys(keys):
+            move(key)
+            self._hits += 1
+        if shared:
+            return [entry.value for entry in entries]
+        return [e.value if e.copier is None else e.copier(e.value) for e in entries]
 
     async def get(self, key: str, default: Any = MISSING) -> Any:
         return self.get_nowait(key, default)

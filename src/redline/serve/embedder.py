@@ -23,11 +23,13 @@ import hashlib
 import time
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from redline.cache.memory import MemoryCache
+from redline.cache.tiered import TieredCache
 from redline.exceptions import CacheError, GatewayError, UpstreamRejected, UpstreamTimeout
 from redline.serve import tracing
 from redline.serve.cache_control import (
@@ -41,7 +43,15 @@ from redline.serve.model import Model
 from redline.serve.state import ServerState
 from redline.serve.token_input import TokenDecoder, decode_ids, is_ids
 
-__all__ = ["CachingModel", "EmbedResult", "cache_key", "embed_texts", "normalize_text"]
+__all__ = [
+    "CachingModel",
+    "EmbedResult",
+    "L1Hits",
+    "cache_key",
+    "embed_texts",
+    "l1_hits",
+    "normalize_text",
+]
 
 
 def normalize_text(text: str) -> str:
@@ -181,6 +191,56 @@ async def embed_texts(
     return EmbedResult(out, result, cached, cache_seconds, queue_s, inference_s, age, hits)
 
 
+class L1Hits(NamedTuple):
+    """Every input of a request found in the in-process tier: its key and value per input
+    (as stored: read them, never change them), the ``X-Cache`` value and the seconds the
+    lookup took."""
+
+    keys: list[str]
+    values: list[Any]
+    cache_result: str
+    cache_seconds: float
+
+
+def l1_hits(
+    state: ServerState, model: Model, texts: list[str], dimensions: int | None
+) -> L1Hits | None:
+    """What :func:`embed_texts` would answer from the cache when every one of *texts* is in
+    its in-process tier (counted as the same hits, the lookup histogram observed once), read
+    synchronously; ``None`` (nothing counted) for anything else: a miss, a cache with no
+    in-process tier, a ``Cache-Control`` that reads otherwise (``no-cache``, ``max-age``),
+    token-id inputs, a model that caches itself, tracing on (its spans are the general
+    path's). The caller then takes the general path."""
+    request_cache = state.request_cache
+    if request_cache is None or tracing.is_enabled() or _caches_itself(type(model)):
+        return None
+    policy = current_policy()
+    if policy.no_cache or policy.max_age is not None:
+        return None
+    l1 = _memory_tier(request_cache.cache)
+    if l1 is None or any(is_ids(text) for text in texts):
+        return None
+    state.require_engine(model)  # 503 before the model is up, as the general path answers
+    started = time.perf_counter()
+    width = dimensions or model.dimension
+    prefix = f"{policy.key_prefix()}emb:{model.name}:{model.version}:{width}:"
+    keys = [prefix + _hot_digest(text) for text in texts]
+    values = l1.get_all_nowait(keys, shared=True)
+    if values is None:
+        return None
+    seconds = time.perf_counter() - started
+    state.metrics.observe_cache_lookup(seconds)
+    return L1Hits(keys, values, policy.result(len(texts), 0), seconds)
+
+
+def _memory_tier(cache: Any) -> MemoryCache | None:
+    """The in-process tier of *cache* (itself, or a tiered cache's L1) if it is a
+    :class:`MemoryCache`."""
+    if isinstance(cache, TieredCache):
+        cache = cache.l1
+    return cache if isinstance(cache, MemoryCache) else None
+
+
 def _token_decoder(model: Model, texts: list[str]) -> TokenDecoder | None:
     """The model as a decoder when *texts* hold token ids; 400 if it cannot decode them."""
     if not any(is_ids(text) for text in texts):
@@ -219,6 +279,19 @@ def _gateway_code(exc: GatewayError) -> str:
 def _keys(prefix: str, texts: list[str]) -> list[str]:
     """:func:`cache_key` of every text, the common *prefix* built once."""
     return [prefix + hashlib.sha256(text.encode()).hexdigest()[:40] for text in texts]
+
+
+@functools.lru_cache(maxsize=8192)
+def _digest(text: str) -> str:
+    """The hash part of a short input's cache key, remembered: hot inputs come back."""
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _hot_digest(text: str) -> str:
+    """The hash part of *text*'s cache key (remembered for inputs of up to 512 characters)."""
+    if len(text) <= 512:
+        return _digest(text)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def _stacked(rows: list[Any], width: int) -> npt.NDArray[np.float32]:

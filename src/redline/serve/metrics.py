@@ -13,7 +13,9 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Sequence
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import (
@@ -24,14 +26,25 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 
 from redline.cache.base import CacheStats
 from redline.serve import tracing
 from redline.serve.recent import RecentRequests
 
-__all__ = ["OTHER_METHOD", "GatewayMetrics", "InFlight", "ServerMetrics", "method_label"]
+__all__ = [
+    "OTHER_METHOD",
+    "GatewayMetrics",
+    "InFlight",
+    "LoopHistogram",
+    "ServerMetrics",
+    "method_label",
+]
 
 #: The ``method`` label of a request whose method its route does not serve.
 OTHER_METHOD = "other"
@@ -200,6 +213,114 @@ class InFlight:
         return f"InFlight({self.value})"
 
 
+class LoopHistogram:
+    """A Prometheus histogram observed by one thread (the event loop's) without a lock: the
+    same series and exposition as a ``Histogram`` of the same name, labels and buckets (a
+    ``Histogram`` takes a lock twice per observation, which a request pays twice).
+
+    Only one thread observes it; a scrape may run in another (``/metrics`` renders in a
+    thread) and still sees whole observations only: each child's counts and sum are read as
+    one snapshot (a sequence number the observer bumps before and after each observation,
+    read again after the copy). ``labels(...)`` returns the child to
+    ``observe(amount, exemplar)``; with no label names, observe the histogram itself.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        bounds = [float(bound) for bound in buckets]
+        if bounds[-1] != float("inf"):
+            bounds.append(float("inf"))
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._bounds = tuple(bounds)
+        self._les = tuple(floatToGoString(bound) for bound in bounds)  # type: ignore[no-untyped-call]
+        self._children: dict[tuple[str, ...], _LoopHistogramChild] = {}
+        self._own = None if self.labelnames else self._child(())
+        registry.register(self)
+
+    def labels(self, **labels: str) -> _LoopHistogramChild:
+        """The child of these label values (made on first use, as a ``Histogram``'s)."""
+        values = tuple(str(labels[name]) for name in self.labelnames)
+        child = self._children.get(values)
+        return child if child is not None else self._child(values)
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        """Observe *amount* (a histogram without labels)."""
+        if self._own is None:
+            raise ValueError(f"{self.name} has labels {self.labelnames}: observe a child")
+        self._own.observe(amount, exemplar)
+
+    def _child(self, values: tuple[str, ...]) -> _LoopHistogramChild:
+        child = self._children[values] = _LoopHistogramChild(self._bounds)
+        return child
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "histogram")]
+
+    def collect(self) -> Iterator[Metric]:
+        metric = Metric(self.name, self.documentation, "histogram")
+        created = getattr(prometheus_metrics, "_use_created", True)  # the library's switch
+        for values, child in list(self._children.items()):  # one copy: the loop may add
+            labels = dict(zip(self.labelnames, values, strict=True))
+            counts, amount, exemplars = child.snapshot()
+            total = 0
+            for le, count, exemplar in zip(self._les, counts, exemplars, strict=True):
+                total += count
+                metric.add_sample(
+                    f"{self.name}_bucket", {**labels, "le": le}, float(total), None, exemplar
+                )
+            metric.add_sample(f"{self.name}_count", labels, float(total))
+            metric.add_sample(f"{self.name}_sum", labels, amount)
+            if created:
+                metric.add_sample(f"{self.name}_created", labels, child.created)
+        yield metric
+
+    def __repr__(self) -> str:
+        return f"LoopHistogram({self.name!r}, children={len(self._children)})"
+
+
+class _LoopHistogramChild:
+    """One label set's buckets (not cumulative), sum and exemplars; ``sequence`` is odd while
+    an observation is being made (see :meth:`snapshot`)."""
+
+    __slots__ = ("_bounds", "counts", "created", "exemplars", "sequence", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.exemplars: list[Exemplar | None] = [None] * len(bounds)
+        self.sum = 0.0
+        self.sequence = 0
+        self.created = time.time()
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        index = bisect_left(self._bounds, amount)  # the first bucket with amount <= its bound
+        self.sequence += 1
+        self.counts[index] += 1
+        self.sum += amount
+        if exemplar:
+            self.exemplars[index] = Exemplar(exemplar, amount, time.time())
+        self.sequence += 1
+
+    def snapshot(self) -> tuple[list[int], float, list[Exemplar | None]]:
+        """Counts, sum and exemplars as of one moment between observations (read again
+        while the one observing thread was midway through one)."""
+        while True:
+            before = self.sequence
+            counts, amount, exemplars = self.counts.copy(), self.sum, self.exemplars.copy()
+            if before % 2 == 0 and self.sequence == before:
+                return counts, amount, exemplars
+            time.sleep(0)  # let the observer finish
+
+
 class ServerMetrics:
     """Every series the server exports, registered on a private registry."""
 
@@ -210,7 +331,12 @@ class ServerMetrics:
         self.requests = Counter(
             "redline_http_requests", "HTTP requests.", ["route", "method", "status"], registry=r
         )
-        self.request_duration = Histogram(
+        # Observed on the loop per request (and per cache lookup): without a lock in one
+        # process; with several, a ``Histogram`` (its values go to the shared directory).
+        loop_histogram: type[Histogram] | type[LoopHistogram] = (
+            Histogram if self.multiprocess else LoopHistogram
+        )
+        self.request_duration = loop_histogram(
             "redline_http_request_duration_seconds",
             "HTTP request duration.",
             ["route", "method"],
@@ -275,7 +401,7 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.cache_lookup = Histogram(
+        self.cache_lookup = loop_histogram(
             "redline_cache_lookup_duration_seconds",
             "Duration of one request's cache lookup (every tier it reached).",
             buckets=_LATENCY_BUCKETS,

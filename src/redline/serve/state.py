@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from redline.cache.base import Cache
 from redline.exceptions import ConfigError, ModelNotFound, ModelNotReady
+from redline.serve.encoded_hits import EncodedHits
 from redline.serve.engine import InferenceEngine
 from redline.serve.looplag import LoopLagMonitor
 from redline.serve.metrics import ServerMetrics
@@ -67,6 +68,8 @@ class ServerState:
         self._switch_interval: float | None = None
         # A large request's decoding, tokenising and encoding (serve.routes._common).
         self.offload = Offload()
+        #: The JSON of vectors answered from the in-process cache tier (serve.routes._hits).
+        self.encoded_hits = EncodedHits()
 
     async def open(self) -> None:
         """Open cache and database, then start loading the model in the background."""

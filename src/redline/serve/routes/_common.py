@@ -44,13 +44,16 @@ __all__ = [
     "EncodedJSON",
     "InferenceCall",
     "begin_inference",
+    "encoded_answer",
     "inference_response",
     "json_response",
     "parse_body",
     "prepare_texts",
+    "record_usage",
     "require_json",
     "server_state",
     "server_timing",
+    "timing_header",
 ]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -206,28 +209,51 @@ async def inference_response(
     counts = await call.run(count_tokens, call.model, texts)
     tokens = sum(counts)
     cached_tokens = sum(n for n, hit in zip(counts, result.hits, strict=False) if hit)
+    await record_usage(request, call, route, result.cache_result, len(texts), tokens,
+                       result.cached_inputs, cached_tokens)  # fmt: skip
+    content = await call.run(_encode_list, data, call.model.name, tokens, call.heavy)
+    timing = _timing(result, time.perf_counter() - call.started)
+    return encoded_answer(content, result.cache_result, timing, result.age)
+
+
+async def record_usage(
+    request: Request,
+    call: InferenceCall[Any],
+    route: str,
+    cache_result: str,
+    inputs: int,
+    tokens: int,
+    cached_inputs: int,
+    cached_tokens: int,
+) -> None:
+    """Note the cache result for the access log and record the request's usage (with a
+    durable usage queue, this waits until the record is in it)."""
     # The scope's state dict itself: ``request.state`` wraps it anew on every access.
     scope_state = request.scope["state"]
-    scope_state["cache_result"] = result.cache_result
+    scope_state["cache_result"] = cache_result
     if call.state.usage is not None:
         await call.state.usage.record(
             request_id=scope_state["request_id"],
             client_request_id=scope_state["client_request_id"],
             route=route,
             model=call.model.name,
-            inputs=len(texts),
+            inputs=inputs,
             tokens=tokens,
-            cached_inputs=result.cached_inputs,
+            cached_inputs=cached_inputs,
             cached_tokens=cached_tokens,
             client=call.client,
         )
-    content = await call.run(_encode_list, data, call.model.name, tokens, call.heavy)
+
+
+def encoded_answer(content: bytes, cache_result: str, timing: str, age: float | None) -> Response:
+    """The 200 answer of an inference route: *content* with ``X-Cache``, ``Server-Timing``
+    (*timing*) and, when the cache told it, ``Age``."""
     raw = [
-        (b"x-cache", result.cache_result.encode("latin-1")),
-        (b"server-timing", _timing(result, time.perf_counter() - call.started).encode("latin-1")),
+        (b"x-cache", cache_result.encode("latin-1")),
+        (b"server-timing", timing.encode("latin-1")),
     ]
-    if result.age is not None:
-        raw.append((b"age", str(int(result.age)).encode("latin-1")))
+    if age is not None:
+        raw.append((b"age", str(int(age)).encode("latin-1")))
     return EncodedJSON(content, raw)
 
 
@@ -337,9 +363,14 @@ def server_timing(result: EmbedResult, total_seconds: float) -> dict[str, str]:
 
 def _timing(result: EmbedResult, total_seconds: float) -> str:
     """The ``Server-Timing`` value: cache, queue, inference and total, in ms."""
+    return timing_header(
+        result.cache_seconds, result.queue_seconds, result.inference_seconds, total_seconds
+    )
+
+
+def timing_header(cache: float, queue: float, inference: float, total: float) -> str:
+    """The ``Server-Timing`` value of these stage times (seconds), in ms."""
     return (
-        f"cache;dur={result.cache_seconds * 1000:.3f}, "
-        f"queue;dur={result.queue_seconds * 1000:.3f}, "
-        f"inference;dur={result.inference_seconds * 1000:.3f}, "
-        f"total;dur={total_seconds * 1000:.3f}"
+        f"cache;dur={cache * 1000:.3f}, queue;dur={queue * 1000:.3f}, "
+        f"inference;dur={inference * 1000:.3f}, total;dur={total * 1000:.3f}"
     )

@@ -2,7 +2,8 @@
 
 The whole path of a request: :func:`begin_inference` (API key, ``Cache-Control``, the body read
 and validated by :class:`EmbeddingRequest`, the model resolved) -> :func:`prepare_texts` (the
-per-request limits) -> :func:`embed_texts` (the cache, then the micro-batcher and the runtime
+per-request limits) -> :func:`answer_from_l1` when every input is in the in-process cache tier
+(``routes._hits``), else :func:`embed_texts` (the cache, then the micro-batcher and the runtime
 for the misses) -> :func:`inference_response` (tokens, usage, the JSON answer and its headers).
 """
 
@@ -19,6 +20,7 @@ from starlette.responses import Response
 from redline.serve.embedder import embed_texts
 from redline.serve.errors import APIError
 from redline.serve.routes._common import begin_inference, inference_response, prepare_texts
+from redline.serve.routes._hits import answer_from_l1
 from redline.serve.routes.inference import InferenceRoute
 from redline.serve.schemas import EmbeddingRequest, EmbeddingResponse
 
@@ -38,6 +40,10 @@ async def create_embeddings(request: Request) -> Response:
             code="invalid_dimensions",
         )
     texts = await call.run(prepare_texts, body.input, "input", state.settings)
+    if not call.heavy:  # every input in the in-process cache: a spliced answer
+        answer = await answer_from_l1(request, call, texts, body.dimensions, body.encoding_format)
+        if answer is not None:
+            return answer
     result = await embed_texts(state, model, texts, body.dimensions, offload=call.heavy)
     data = await call.run(_items, result.vectors, body.encoding_format)
     return await inference_response(request, call, "/v1/embeddings", data, texts, result)
