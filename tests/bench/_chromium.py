@@ -53,21 +53,37 @@ class Browser:
         args = [require_binary("chromium"), "--headless", "--disable-gpu", "--no-sandbox"]
         args += ["--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
         args += [f"--user-data-dir={self._profile.name}", "--no-first-run", "about:blank"]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
-        self.endpoint = self._wait_for_endpoint(30.0)
+        # Chromium itself is not under test: a browser that died while starting (seen once in a
+        # full run on a loaded box, exit before "DevTools listening") is started once more.
+        for attempt in (1, 2):
+            self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=self._log)
+            endpoint = self._wait_for_endpoint(30.0)
+            if endpoint is not None:
+                self.endpoint = endpoint
+                return
+            if attempt == 1 and self._proc.poll() is not None:
+                continue
+            break
+        log = self._log_text()
+        self.close()
+        raise RuntimeError(
+            f"chromium did not start (exit code {self._proc.returncode}): {log[-2000:]}"
+        )
 
-    def _wait_for_endpoint(self, timeout: float) -> str:
+    def _log_text(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _wait_for_endpoint(self, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._log.seek(0)
-            found = _LISTENING.search(self._log.read().decode(errors="replace"))
+            found = _LISTENING.search(self._log_text())
             if found:
                 return found.group(1)
             if self._proc.poll() is not None:
-                break
+                return None
             time.sleep(0.1)
-        self._log.seek(0)
-        raise RuntimeError(f"chromium did not start: {self._log.read().decode()[-2000:]}")
+        return None
 
     def visit(self, page: Path, *, width: int, screenshot: Path, mobile: bool = False) -> Visit:
         """Load ``page`` in a new tab ``width`` CSS pixels wide; save a full-page screenshot."""
