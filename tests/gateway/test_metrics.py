@@ -56,6 +56,9 @@ def test_gateway_metrics_follow_a_real_run() -> None:
             assert _inputs(samples, "upstream") == 4
             assert _inputs(samples, "cache") == 4
             assert _inputs(samples, "coalesced") == 1
+            # One cache lookup per request, for upstream models as for local ones.
+            lookups = "redline_cache_lookup_duration_seconds_count"
+            assert _value(samples, lookups) - _value(before, lookups) == 3
             assert (
                 _value(samples, "redline_upstream_requests_total", upstream="up", result="ok") == 2
             )
