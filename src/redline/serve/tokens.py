@@ -4,7 +4,7 @@ with counts capped at the model's input length as the model sees them.
 Short texts (the common, repeated ones) are remembered; long ones are counted on a prefix cut
 at a space (a BERT-style pre-tokenizer splits there, so the prefix's tokens are the first tokens
 of the whole) and the whole text only when the prefix does not reach the cap; they are encoded
-together with ``encode_batch``, which runs without the GIL.
+together with ``encode_batch_fast``, which runs without the GIL.
 
 Example::
 
@@ -82,8 +82,11 @@ class TokenCounter:
         return text[:cut] if cut > 0 else text
 
     def _encode_lengths(self, texts: list[str]) -> list[int]:
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
-        return [len(encoding.ids) for encoding in encodings]
+        # Without offsets: encode_batch's char offsets hold the GIL for tens of milliseconds
+        # on a maximal request while it builds its answer (measured: 39 ms of 690), stalling
+        # the event loop; encode_batch_fast releases it throughout.
+        encodings = self._tokenizer.encode_batch_fast(texts, add_special_tokens=True)
+        return [len(encoding) for encoding in encodings]
 
     def __repr__(self) -> str:
         info = self._memo.cache_info()
