@@ -270,8 +270,8 @@ async def test_maximal_requests_keep_the_loop_lag_low_for_small_requests(
         # A box quiet enough to see it (a bare process beside the burst wakes within 5 ms,
         # and so does the server with the small requests alone). The goal is a p99 under
         # 5 ms; on the 2-core development box, quiet, the server measured 5 ms in 6 runs of
-        # 7 and 7.5 ms (the next bucket) in one, 0.6-1.5% of the samples over 5 ms: one
-        # bucket of room for that box. What this guards: before the token counter stopped
+        # 7 and 7.5 ms (the next bucket) in one, 0.6-1.5% of the samples over 5 ms: two
+        # buckets of room (10 ms) for that box. What this guards: before the token counter stopped
         # holding the GIL (encode_batch's offsets, 39 ms per maximal request) and ran
         # tokenizers' own thread pool beside the loop, the same box gave 25 ms and 3.2-3.8%
         # over 5 ms in every run.
