@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable, Sized
+from collections.abc import AsyncIterator, Callable, Sized
 from functools import partial
 
 import httpx
@@ -100,11 +101,12 @@ async def test_uvicorn_serves_keepalive_requests_through_the_protocol() -> None:
         await task
 
 
+@contextlib.asynccontextmanager
 async def _guarded_pair(
     app: object, header_timeout: float = 10.0, body_timeout: float = 30.0
-) -> tuple[asyncio.Transport, socket.socket, list[bytes]]:
+) -> AsyncIterator[tuple[asyncio.Transport, socket.socket, list[bytes]]]:
     """uvicorn's protocol inside the guard on a real socket, built as uvicorn builds it; the
-    socket's writes are recorded."""
+    socket's writes are recorded; both ends closed on the way out."""
     import uvicorn
     from uvicorn.server import ServerState
 
@@ -124,7 +126,11 @@ async def _guarded_pair(
 
     transport.write = recording_write  # type: ignore[method-assign]
     peer.setblocking(False)
-    return transport, peer, sent
+    try:
+        yield transport, peer, sent
+    finally:
+        transport.close()
+        peer.close()
 
 
 async def _two_sends(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
@@ -151,8 +157,7 @@ async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
 
 
 async def test_uvicorns_protocol_inside_the_guard_sends_a_response_in_one_write() -> None:
-    transport, peer, sent = await _guarded_pair(_two_sends)
-    try:
+    async with _guarded_pair(_two_sends) as (_transport, peer, sent):
         loop = asyncio.get_running_loop()
         for _ in range(3):  # kept alive: each response is one write
             count = len(sent)
@@ -162,14 +167,10 @@ async def test_uvicorns_protocol_inside_the_guard_sends_a_response_in_one_write(
             assert len(sent) == count + 1
             assert sent[-1].startswith(b"HTTP/1.1 200 OK\r\n")
             assert sent[-1].endswith(b'\r\n\r\n{"ok": true}')
-    finally:
-        transport.close()
-        peer.close()
 
 
 async def test_a_later_request_on_a_kept_alive_connection_has_a_header_deadline() -> None:
-    transport, peer, sent = await _guarded_pair(_two_sends, header_timeout=0.5)
-    try:
+    async with _guarded_pair(_two_sends, header_timeout=0.5) as (transport, peer, sent):
         loop = asyncio.get_running_loop()
         await loop.sock_sendall(peer, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
         await _until(lambda: len(sent) == 1)
@@ -180,9 +181,6 @@ async def test_a_later_request_on_a_kept_alive_connection_has_a_header_deadline(
         assert sent[-1].startswith(b"HTTP/1.1 408 Request Timeout\r\n")
         assert b"connection: close\r\n" in sent[-1]
         assert b'"code":"request_timeout"' in sent[-1]
-    finally:
-        transport.close()
-        peer.close()
 
 
 async def test_bytes_that_are_not_http_never_reach_uvicorn_and_get_a_json_400() -> None:
@@ -191,17 +189,13 @@ async def test_bytes_that_are_not_http_never_reach_uvicorn_and_get_a_json_400() 
     async def app(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
         called.append(scope)
 
-    transport, peer, sent = await _guarded_pair(app)
-    try:
+    async with _guarded_pair(app) as (transport, peer, sent):
         await asyncio.get_running_loop().sock_sendall(peer, b"\x16\x03\x01 not http\r\n\r\n")
         await _until(transport.is_closing)
         assert len(sent) == 1
         assert sent[0].startswith(b"HTTP/1.1 400 Bad Request\r\n")
         assert b'"code":"invalid_http"' in sent[0]
         assert called == []
-    finally:
-        transport.close()
-        peer.close()
 
 
 def test_redline_builds_on_no_private_uvicorn_module_or_class() -> None:
@@ -253,32 +247,24 @@ async def _slow_echo(scope: dict, receive: object, send: object) -> None:  # typ
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
-    transport, peer, sent = await _guarded_pair(_slow_echo, header_timeout=0.5)
-    try:
+    async with _guarded_pair(_slow_echo, header_timeout=0.5) as (transport, peer, sent):
         two = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n"
         await asyncio.get_running_loop().sock_sendall(peer, two)
         await _until(partial(_grew, sent, 1))
         assert [answer.rsplit(b"\r\n\r\n", 1)[1] for answer in sent] == [b"/one", b"/two"]
         assert not transport.is_closing()
-    finally:
-        transport.close()
-        peer.close()
 
 
 async def test_a_late_pipelined_head_gets_no_408_before_the_answer_before_it() -> None:
     # A 408 written before the first answer would be read as that answer: the first answer
     # goes out, then the connection is closed.
-    transport, peer, sent = await _guarded_pair(_slow_echo, header_timeout=0.1)
-    try:
+    async with _guarded_pair(_slow_echo, header_timeout=0.1) as (transport, peer, sent):
         first_and_a_half = b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\n"
         await asyncio.get_running_loop().sock_sendall(peer, first_and_a_half)
         await _until(transport.is_closing, 3.0)
         assert len(sent) == 1
         assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n")
         assert sent[0].endswith(b"\r\n\r\n/one")
-    finally:
-        transport.close()
-        peer.close()
 
 
 async def test_a_body_late_after_100_continue_still_gets_the_body_408() -> None:
@@ -290,8 +276,7 @@ async def test_a_body_late_after_100_continue_still_gets_the_body_408() -> None:
         seen.append(await receive())  # type: ignore[operator]
         seen.append(await receive())  # type: ignore[operator]
 
-    transport, peer, sent = await _guarded_pair(reader, body_timeout=0.3)
-    try:
+    async with _guarded_pair(reader, body_timeout=0.3) as (transport, peer, sent):
         head = (
             b"POST /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
             b"Content-Type: application/json\r\nContent-Length: 10\r\n\r\n"
@@ -305,6 +290,3 @@ async def test_a_body_late_after_100_continue_still_gets_the_body_408() -> None:
         assert b"request body not received within 0.3s" in sent[-1]
         await _until(partial(_grew, seen, 1))
         assert seen[-1] == {"type": "http.disconnect"}
-    finally:
-        transport.close()
-        peer.close()
