@@ -111,12 +111,12 @@ async def embed_texts(
     not on the event loop."""
     if _caches_itself(type(model)):
         try:
-            result = await cast(CachingModel, model).embed_cached(texts, dimensions)
+            answer = await cast(CachingModel, model).embed_cached(texts, dimensions)
         except GatewayError as exc:
             raise APIError(exc.status, str(exc), code=_gateway_code(exc)) from exc
-        if result.cache_result != "off":
-            state.metrics.observe_cache_lookup(result.cache_seconds)
-        return result
+        if answer.cache_result != "off":
+            state.metrics.observe_cache_lookup(answer.cache_seconds)
+        return answer
     engine = state.require_engine(model)
     cache = state.request_cache
     policy = current_policy()
