@@ -29,7 +29,6 @@ import numpy as np
 import numpy.typing as npt
 
 from redline.cache.memory import MemoryCache
-from redline.cache.tiered import TieredCache
 from redline.exceptions import CacheError, GatewayError, UpstreamRejected, UpstreamTimeout
 from redline.serve import tracing
 from redline.serve.cache_control import (
@@ -239,9 +238,15 @@ def l1_hits(
 def _memory_tier(cache: Any) -> MemoryCache | None:
     """The in-process tier of *cache* (itself, or a tiered cache's L1) if it is a
     :class:`MemoryCache`."""
-    if isinstance(cache, TieredCache):
-        cache = cache.l1
-    return cache if isinstance(cache, MemoryCache) else None
+    if isinstance(cache, MemoryCache):
+        return cache
+    # Imported here: the tiered cache brings redis-py, which a server without Redis never loads
+    # (and a tiered cache in use has loaded it already).
+    from redline.cache.tiered import TieredCache
+
+    if isinstance(cache, TieredCache) and isinstance(cache.l1, MemoryCache):
+        return cache.l1
+    return None
 
 
 def _token_decoder(model: Model, texts: list[str]) -> TokenDecoder | None:
