@@ -69,3 +69,12 @@ class ThreadedServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+async def usage_rows(state: ServerState, query: Any) -> list[tuple[Any, ...]]:
+    """The usage table's rows for *query* (a SQLAlchemy select), the usage queue flushed first."""
+    assert state.usage is not None
+    assert state.database is not None
+    await state.usage.flush()
+    async with state.database.engine.connect() as conn:
+        return [tuple(row) for row in (await conn.execute(query)).all()]

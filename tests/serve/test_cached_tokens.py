@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from redline.serve.database import usage_table
 from redline.serve.testing import HashingModel
-from tests.serve._helpers import make_settings, running_app
+from tests.serve._helpers import make_settings, running_app, usage_rows
 
 
 async def test_usage_rows_split_computed_and_cached_tokens(tmp_path: Path) -> None:
@@ -20,15 +20,10 @@ async def test_usage_rows_split_computed_and_cached_tokens(tmp_path: Path) -> No
             headers={"X-Request-ID": "second"},
         )
         assert first.status_code == second.status_code == 200
-        assert state.usage is not None
-        assert state.database is not None
-        await state.usage.flush()
-        async with state.database.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(usage_table.c.tokens, usage_table.c.cached_tokens).where(
-                        usage_table.c.client_request_id == "second"
-                    )
-                )
-            ).all()
-    assert [tuple(row) for row in rows] == [(7, 4)]  # "a b" twice from the cache: 2 + 2
+        rows = await usage_rows(
+            state,
+            select(usage_table.c.tokens, usage_table.c.cached_tokens).where(
+                usage_table.c.client_request_id == "second"
+            ),
+        )
+    assert rows == [(7, 4)]  # "a b" twice from the cache: 2 + 2

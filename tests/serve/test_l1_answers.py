@@ -17,7 +17,7 @@ from redline.cache.base import CacheStats
 from redline.serve.database import usage_table
 from redline.serve.embedder import cache_key
 from redline.serve.testing import HashingModel
-from tests.serve._helpers import make_settings, running_app
+from tests.serve._helpers import make_settings, running_app, usage_rows
 
 
 def _memory_counts(stats: CacheStats) -> tuple[int, int]:
@@ -103,22 +103,17 @@ async def test_usage_rows_of_hits_count_every_token_as_cached(tmp_path: Path) ->
             )
             assert answer.headers["x-cache"] == "hit"
             assert json.loads(answer.content)["usage"] == {"prompt_tokens": 8, "total_tokens": 8}
-        assert state.usage is not None
-        assert state.database is not None
-        await state.usage.flush()
-        async with state.database.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        usage_table.c.client_request_id,
-                        usage_table.c.inputs,
-                        usage_table.c.tokens,
-                        usage_table.c.cached_inputs,
-                        usage_table.c.cached_tokens,
-                    ).order_by(usage_table.c.client_request_id)
-                )
-            ).all()
-    assert [tuple(row) for row in rows] == [
+        rows = await usage_rows(
+            state,
+            select(
+                usage_table.c.client_request_id,
+                usage_table.c.inputs,
+                usage_table.c.tokens,
+                usage_table.c.cached_inputs,
+                usage_table.c.cached_tokens,
+            ).order_by(usage_table.c.client_request_id),
+        )
+    assert rows == [
         ("first", 3, 8, 0, 0),
         ("hit-0", 3, 8, 3, 8),
         ("hit-1", 3, 8, 3, 8),

@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Sized
 from functools import partial
+from typing import Any
 
 import httpx
 
@@ -14,11 +15,13 @@ from redline.serve.protocol import CoalescingTransport, guarded_http_protocol
 from tests._services import free_port
 
 
-async def _transport_pair() -> tuple[asyncio.Transport, socket.socket, list[bytes]]:
-    """A real socket transport whose writes are recorded, and the peer socket."""
+async def _transport_pair(
+    protocol: Callable[[], asyncio.BaseProtocol] = asyncio.Protocol,
+) -> tuple[asyncio.Transport, socket.socket, list[bytes]]:
+    """A real socket transport (for *protocol*) whose writes are recorded, and the peer socket."""
     ours, peer = socket.socketpair()
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
+    transport, _ = await loop.connect_accepted_socket(protocol, ours)
     sent: list[bytes] = []
     real_write = transport.write
 
@@ -114,17 +117,7 @@ async def _guarded_pair(
     config.load()
     factory = guarded_http_protocol(header_timeout=header_timeout, body_timeout=body_timeout)
     guard = factory(config=config, server_state=ServerState(), app_state={})
-    ours, peer = socket.socketpair()
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.connect_accepted_socket(lambda: guard, ours)
-    sent: list[bytes] = []
-    real_write = transport.write
-
-    def recording_write(data: bytes | bytearray | memoryview) -> None:
-        sent.append(bytes(data))
-        real_write(data)
-
-    transport.write = recording_write  # type: ignore[method-assign]
+    transport, peer, sent = await _transport_pair(lambda: guard)
     peer.setblocking(False)
     try:
         yield transport, peer, sent
@@ -133,16 +126,16 @@ async def _guarded_pair(
         peer.close()
 
 
+async def _send_in_two(send: Any, body: bytes) -> None:
+    """Send a 200 answer of *body*: its start and its body as two messages."""
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _two_sends(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
     """An app that sends its response's start and body as two messages."""
-    body = b'{"ok": true}'
-    start = {
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-length", str(len(body)).encode())],
-    }
-    await send(start)  # type: ignore[operator]
-    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+    await _send_in_two(send, b'{"ok": true}')
 
 
 def _grew(items: Sized, count: int) -> bool:
@@ -236,14 +229,7 @@ def test_redline_builds_on_no_private_uvicorn_module_or_class() -> None:
 async def _slow_echo(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
     """Answers the request's path after 0.3 s."""
     await asyncio.sleep(0.3)
-    body = scope["path"].encode()
-    start = {
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [(b"content-length", str(len(body)).encode())],
-    }
-    await send(start)  # type: ignore[operator]
-    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+    await _send_in_two(send, scope["path"].encode())
 
 
 async def test_pipelined_requests_are_answered_in_order() -> None:
