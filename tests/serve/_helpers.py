@@ -12,6 +12,7 @@ import httpx
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 
 from redline.serve.app import create_app
 from redline.serve.model import Model
@@ -78,3 +79,17 @@ async def usage_rows(state: ServerState, query: Any) -> list[tuple[Any, ...]]:
     await state.usage.flush()
     async with state.database.engine.connect() as conn:
         return [tuple(row) for row in (await conn.execute(query)).all()]
+
+
+def request_count(metrics: str, route: str, status: str, method: str | None = None) -> float:
+    """``redline_http_requests_total`` for *route* and *status* (and *method* when given) in a
+    ``/metrics`` text, summed over the series that match."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "redline_http_requests_total"
+        and sample.labels.get("route") == route
+        and sample.labels.get("status") == status
+        and (method is None or sample.labels.get("method") == method)
+    )

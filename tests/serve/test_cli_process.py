@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests._services import free_port, stop_process, wait_for_port
+from tests.serve._helpers import request_count
 
 REPO = Path(__file__).resolve().parents[2]
 HASHING = ("--model", "redline.serve.testing:create_hashing_model")
@@ -108,8 +109,6 @@ def test_serve_starts_quickly_with_the_hashing_model(tmp_path: Path) -> None:
 
 
 def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     port = free_port()
     (tmp_path / "metrics").mkdir()
     proc = _serve(
@@ -144,16 +143,7 @@ def test_metrics_add_up_across_several_workers(tmp_path: Path) -> None:
         stop_process(proc)
         if proc.stdout is not None:
             proc.stdout.close()
-    total = sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "redline_http_requests"
-        for sample in family.samples
-        if sample.name == "redline_http_requests_total"
-        and sample.labels.get("route") == "/v1/embeddings"
-        and sample.labels.get("status") == "200"
-    )
-    assert total == 10
+    assert request_count(text, "/v1/embeddings", "200") == 10
 
 
 def test_several_workers_remove_the_metrics_dir_they_made(tmp_path: Path) -> None:

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from fastapi.routing import APIRoute
-from prometheus_client.parser import text_string_to_metric_families
 
 from redline.serve.app import INFERENCE_ROUTES, create_app
 from redline.serve.testing import HashingModel
-from tests.serve._helpers import make_settings, running_app
+from tests.serve._helpers import make_settings, request_count, running_app
 
 
 class BrokenModel(HashingModel):
@@ -28,20 +27,6 @@ class BrokenModel(HashingModel):
         return super().batch(inputs)
 
 
-def _request_count(text: str, route: str, status: str, method: str | None = None) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            if (
-                sample.name == "redline_http_requests_total"
-                and labels.get("route") == route
-                and labels.get("status") == status
-                and (method is None or labels.get("method") == method)
-            ):
-                return sample.value
-    return 0.0
-
-
 async def test_a_failing_model_is_a_json_500_counted_on_its_route(tmp_path: Path) -> None:
     model = BrokenModel(8)
     async with running_app(make_settings(tmp_path), model) as (client, _):
@@ -51,7 +36,7 @@ async def test_a_failing_model_is_a_json_500_counted_on_its_route(tmp_path: Path
         assert response.json()["error"]["code"] == "internal"
         assert response.headers["x-request-id"]
         metrics = (await client.get("/metrics")).text
-    assert _request_count(metrics, "/v1/embeddings", "500") == 1
+    assert request_count(metrics, "/v1/embeddings", "500") == 1
 
 
 async def test_a_streamed_body_over_the_limit_is_a_json_413(tmp_path: Path) -> None:
@@ -86,7 +71,7 @@ async def test_another_method_is_a_json_405_counted_on_the_route(tmp_path: Path)
             "param": None,
             "code": None,
         }
-    assert _request_count(metrics, "/v1/predict", "405", method="other") == 3
+    assert request_count(metrics, "/v1/predict", "405", method="other") == 3
 
 
 async def test_a_trailing_slash_is_redirected_and_other_paths_reach_fastapi(

@@ -12,25 +12,11 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.responses import Response
 
 from redline.serve.app import create_app
 from redline.serve.testing import HashingModel
-from tests.serve._helpers import make_settings
-
-
-def _request_count(text: str, route: str, status: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = sample.labels
-            if (
-                sample.name == "redline_http_requests_total"
-                and labels.get("route") == route
-                and labels.get("status") == status
-            ):
-                return sample.value
-    return 0.0
+from tests.serve._helpers import make_settings, request_count
 
 
 def test_the_middleware_stack_is_fastapis_own() -> None:
@@ -65,7 +51,7 @@ async def test_an_unexpected_error_on_a_fastapi_route_is_a_complete_json_500(
     }
     assert response.headers["x-request-id"] == "client-42"
     assert response.headers["content-type"] == "application/json"
-    assert _request_count(metrics, "/boom", "500") == 1
+    assert request_count(metrics, "/boom", "500") == 1
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("access")]
     [line] = [line for line in lines if line["route"] == "/boom"]
     assert line["status"] == 500
