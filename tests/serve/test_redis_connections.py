@@ -22,12 +22,13 @@ from redis.exceptions import AuthenticationError
 
 from redline.cache.invalidation import RedisInvalidation
 from redline.cache.redis import RedisCache
+from redline.cache.shared_redis import redis_client_for_url
 from redline.cache.tiered import TieredCache
 from redline.cache.url import cache_from_url
 from redline.exceptions import RateLimited
 from redline.serve.auth_failures import AuthFailureLimiter
 from redline.serve.errors import APIError
-from redline.serve.ratelimit import ClientRateLimiter, redis_client_for
+from redline.serve.ratelimit import ClientRateLimiter
 from redline.serve.resources import _usage_stream
 from redline.serve.settings import Settings
 from tests._services import HOST, RedisServer
@@ -128,7 +129,7 @@ def cache_client(url: str) -> Any:
 @pytest.mark.parametrize("url", URLS)
 async def test_cache_and_rate_limiter_read_every_url_form_the_same(url: str) -> None:
     cache = cache_client(url)
-    limiter = redis_client_for(url)
+    limiter = redis_client_for_url(url)
     try:
         assert facts(cache) == EXPECTED[url]
         assert facts(limiter) == EXPECTED[url]
@@ -164,7 +165,7 @@ async def test_a_tiered_caches_channel_gets_the_urls_credentials_and_tls() -> No
 
 
 def test_a_memory_url_has_no_redis_client() -> None:
-    assert redis_client_for("memory://?max_entries=5") is None
+    assert redis_client_for_url("memory://?max_entries=5") is None
 
 
 # -- real servers ----------------------------------------------------------------------
@@ -261,7 +262,7 @@ async def test_requirepass_reaches_every_user_of_the_url(acl_redis: RedisServer)
 
 async def test_the_acl_server_refuses_a_wrong_password(acl_redis: RedisServer) -> None:
     """The control for the two tests above: without the right password nothing gets in."""
-    client = redis_client_for(f"redis://app:wrong@{HOST}:{acl_redis.port}")
+    client = redis_client_for_url(f"redis://app:wrong@{HOST}:{acl_redis.port}")
     assert client is not None
     try:
         with pytest.raises(AuthenticationError):

@@ -88,6 +88,15 @@ class SharedRedis:
 
         return cls(client, routes.breaker_for, close=close)
 
+    async def take_token(self, key: str, rate: float, per: float) -> float:
+        """One token from the Redis token bucket *key* (``rate`` per ``per`` seconds), through
+        the breaker of the key's node: 0.0, or the seconds until one is back. Raises
+        ``CacheUnavailable`` when Redis fails, goes silent or its breaker is open."""
+        from redline.concurrency.redis_ratelimit import RedisRateLimiter
+
+        bucket = RedisRateLimiter(self.client, key, rate, per)
+        return await self.breaker_for(key).call(bucket.try_acquire)
+
     async def aclose(self) -> None:
         """Close the client if this object built it (a borrowed one is its cache's to close)."""
         close, self._close = self._close, None

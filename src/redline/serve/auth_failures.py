@@ -70,10 +70,6 @@ class AuthFailureLimiter:
         self._buckets: OrderedDict[str, RateLimiter] = OrderedDict()
         self._blocked: OrderedDict[str, float] = OrderedDict()  # address -> blocked until
         self.events = EventLog(logger, "auth failure counter")
-        if redis is not None:  # redis-py only where Redis is used
-            from redline.concurrency.redis_ratelimit import RedisRateLimiter
-
-            self._shared_bucket = RedisRateLimiter
 
     @classmethod
     def from_settings(
@@ -115,10 +111,8 @@ class AuthFailureLimiter:
         """A token from the address's bucket: 0.0, or the seconds until one is back."""
         redis = self.redis
         if redis is not None:
-            key = _REDIS_PREFIX + address
-            shared = self._shared_bucket(redis.client, key, self.rate, self.per)
             try:
-                return await redis.breaker_for(key).call(shared.try_acquire)
+                return await redis.take_token(_REDIS_PREFIX + address, self.rate, self.per)
             except CacheUnavailable as exc:  # counted; this process's bucket decides
                 self.events.failure("redis", exc)
         bucket = self._buckets.get(address)

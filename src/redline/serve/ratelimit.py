@@ -24,16 +24,15 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from redline._events import EventLog
-from redline.cache.shared_redis import SharedRedis, redis_client_for_url
+from redline.cache.shared_redis import SharedRedis
 from redline.concurrency.ratelimit import RateLimiter
 from redline.exceptions import CacheUnavailable, ConfigError, RateLimited
 from redline.serve.settings import Settings, parse_rate_limit
 
 if TYPE_CHECKING:
     from redline.cache.base import Cache
-    from redline.cache.lock import RedisClient
 
-__all__ = ["ClientRateLimiter", "redis_client_for"]
+__all__ = ["ClientRateLimiter"]
 
 logger = logging.getLogger(__name__)
 _MAX_LOCAL_CLIENTS = 10_000
@@ -48,10 +47,6 @@ class ClientRateLimiter:
         self.redis = redis
         self._local: OrderedDict[str, RateLimiter] = OrderedDict()
         self.events = EventLog(logger, "rate limiter")
-        if redis is not None:  # redis-py only where Redis is used
-            from redline.concurrency.redis_ratelimit import RedisRateLimiter
-
-            self._shared_bucket = RedisRateLimiter
 
     @classmethod
     async def create(cls, settings: Settings, cache: Cache | None = None) -> ClientRateLimiter:
@@ -70,10 +65,8 @@ class ClientRateLimiter:
         wait: float | None = None
         redis = self.redis
         if redis is not None:
-            key = f"redline:rl:{client}"
-            shared = self._shared_bucket(redis.client, key, self.rate, self.per)
             try:
-                wait = await redis.breaker_for(key).call(shared.try_acquire)
+                wait = await redis.take_token(f"redline:rl:{client}", self.rate, self.per)
             except CacheUnavailable as exc:  # counted; this process's bucket decides
                 self.events.failure("redis", exc)
         if wait is None:
@@ -104,11 +97,3 @@ class ClientRateLimiter:
         where = "redis" if self.redis is not None else f"local({len(self._local)} clients)"
         return f"ClientRateLimiter({self.rate:g}/{self.per:g}s, {where})"
 
-
-def redis_client_for(cache_url: str) -> RedisClient | None:
-    """A Redis client for a Redis cache URL (any scheme of :mod:`redline.cache.redis_url`,
-    ``tiered+`` included), None for a non-Redis one; a malformed Redis URL raises
-    ``ConfigError``. (The limiters share a client through
-    :class:`~redline.cache.shared_redis.SharedRedis`; this builds a separate one.)
-    """
-    return redis_client_for_url(cache_url)
