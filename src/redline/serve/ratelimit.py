@@ -96,4 +96,3 @@ class ClientRateLimiter:
     def __repr__(self) -> str:
         where = "redis" if self.redis is not None else f"local({len(self._local)} clients)"
         return f"ClientRateLimiter({self.rate:g}/{self.per:g}s, {where})"
-
