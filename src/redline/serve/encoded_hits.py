@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["EncodedHit", "EncodedHits"]
+__all__ = ["EncodedHit", "EncodedHits", "base64_floats"]
+
+
+def base64_floats(vector: Any) -> bytes:
+    """A vector as OpenAI's ``base64`` encoding has it: its little-endian float32 bytes."""
+    return b64encode(np.asarray(vector).astype("<f4", copy=False).tobytes())
 
 
 class EncodedHit:
@@ -44,8 +49,7 @@ class EncodedHit:
         (``base64``) a JSON string of its little-endian float32 bytes."""
         if encoding_format == "base64":
             if self._base64 is None:
-                raw = np.asarray(self.vector).astype("<f4", copy=False).tobytes()
-                self._base64 = b'"' + b64encode(raw) + b'"'
+                self._base64 = b'"' + base64_floats(self.vector) + b'"'
             return self._base64
         if self._float is None:
             self._float = orjson.dumps(self.vector, option=orjson.OPT_SERIALIZE_NUMPY)

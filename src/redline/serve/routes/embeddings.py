@@ -9,7 +9,6 @@ for the misses) -> :func:`inference_response` (tokens, usage, the JSON answer an
 
 from __future__ import annotations
 
-from base64 import b64encode
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from redline.serve.embedder import embed_texts
+from redline.serve.encoded_hits import base64_floats
 from redline.serve.errors import APIError
 from redline.serve.routes._common import begin_inference, inference_response, prepare_texts
 from redline.serve.routes._hits import answer_from_l1
@@ -56,10 +56,9 @@ ROUTE = InferenceRoute("/v1/embeddings", create_embeddings, EmbeddingResponse)
 def _items(vectors: npt.NDArray[np.float32], encoding_format: str) -> list[dict[str, Any]]:
     """One ``{"object": "embedding", ...}`` item per vector (base64: little-endian float32)."""
     if encoding_format == "base64":
-        little = vectors.astype("<f4", copy=False)
         return [
-            {"object": "embedding", "index": index, "embedding": b64encode(row.tobytes()).decode()}
-            for index, row in enumerate(little)
+            {"object": "embedding", "index": index, "embedding": base64_floats(row).decode()}
+            for index, row in enumerate(vectors)
         ]
     return [
         {"object": "embedding", "index": index, "embedding": row}
