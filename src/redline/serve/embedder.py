@@ -60,8 +60,7 @@ def normalize_text(text: str) -> str:
 
 def cache_key(model: Model, text: str, dimensions: int | None) -> str:
     """Cache key of one normalised input for *model* at *dimensions*."""
-    digest = hashlib.sha256(text.encode()).hexdigest()[:40]
-    return f"emb:{model.name}:{model.version}:{dimensions or model.dimension}:{digest}"
+    return f"emb:{model.name}:{model.version}:{dimensions or model.dimension}:{_sha(text)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +125,7 @@ async def embed_texts(
     keys: list[str] = []
     age: float | None = None
     if cache is not None:
-        model_prefix = f"{policy.key_prefix()}emb:{model.name}:{model.version}:{width}:"
+        model_prefix = _key_prefix(policy.key_prefix(), model, width)
         if offload:
             keys = await state.offload.run(_keys, model_prefix, texts)
         else:
@@ -225,8 +224,7 @@ def l1_hits(
     state.require_engine(model)  # 503 before the model is up, as the general path answers
     started = time.perf_counter()
     width = dimensions or model.dimension
-    prefix = f"{policy.key_prefix()}emb:{model.name}:{model.version}:{width}:"
-    keys = [prefix + _hot_digest(text) for text in texts]
+    keys = _keys(_key_prefix(policy.key_prefix(), model, width), texts)
     values = l1.get_all_nowait(keys, shared=True)
     if values is None:
         return None
@@ -284,22 +282,29 @@ def _gateway_code(exc: GatewayError) -> str:
     return "upstream_unavailable"
 
 
+def _key_prefix(policy_prefix: str, model: Model, width: int) -> str:
+    """What every :func:`cache_key` of *model* at *width* starts with, under a policy's
+    (a tenant's) prefix."""
+    return f"{policy_prefix}emb:{model.name}:{model.version}:{width}:"
+
+
 def _keys(prefix: str, texts: list[str]) -> list[str]:
     """:func:`cache_key` of every text, the common *prefix* built once."""
-    return [prefix + hashlib.sha256(text.encode()).hexdigest()[:40] for text in texts]
+    return [prefix + _hot_digest(text) for text in texts]
 
 
-@functools.lru_cache(maxsize=8192)
-def _digest(text: str) -> str:
-    """The hash part of a short input's cache key, remembered: hot inputs come back."""
+def _sha(text: str) -> str:
+    """The hash part of *text*'s cache key."""
     return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+#: The hash part of a short input's cache key, remembered: hot inputs come back.
+_digest = functools.lru_cache(maxsize=8192)(_sha)
 
 
 def _hot_digest(text: str) -> str:
     """The hash part of *text*'s cache key (remembered for inputs of up to 512 characters)."""
-    if len(text) <= 512:
-        return _digest(text)
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
+    return _digest(text) if len(text) <= 512 else _sha(text)
 
 
 def _stacked(rows: list[Any], width: int) -> npt.NDArray[np.float32]:
