@@ -48,7 +48,10 @@ class Browser:
     """A headless Chromium process with remote debugging on a private loopback port."""
 
     def __init__(self) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="redline-chromium-")
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="redline-chromium-",
+            ignore_cleanup_errors=True,  # its helpers may still write
+        )
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         args = [require_binary("chromium"), "--headless", "--disable-gpu", "--no-sandbox"]
         args += ["--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0"]
