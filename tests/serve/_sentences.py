@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import re
+import itertools
+
+from redline.serve.smoothing import help_sentences
 
 
 def english_sentences(count: int) -> list[str]:
     """The first *count* distinct sentences of 5 to 60 words from pydoc's help topics."""
-    from pydoc_data.topics import topics
-
-    seen: dict[str, None] = {}
-    for _, text in sorted(topics.items()):
-        for paragraph in re.split(r"\n\s*\n", text):
-            flat = " ".join(paragraph.split())
-            for sentence in re.split(r"(?<=[.!?])\s+(?=[A-Z])", flat):
-                letters = sum(c.isalpha() for c in sentence)
-                if 5 <= len(sentence.split()) <= 60 and letters >= 0.6 * len(sentence):
-                    seen.setdefault(sentence)
-                    if len(seen) == count:
-                        return list(seen)
-    raise ValueError(f"pydoc's topics hold only {len(seen)} sentences, asked for {count}")
+    sentences = list(itertools.islice(help_sentences(), count))
+    if len(sentences) < count:
+        raise ValueError(f"pydoc's topics hold only {len(sentences)} sentences, asked for {count}")
+    return sentences

@@ -20,8 +20,10 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +32,41 @@ import numpy.typing as npt
 
 from redline.exceptions import ModelError
 
-__all__ = ["calibration_texts", "input_ranges", "smooth", "weight_matmuls"]
+__all__ = ["calibration_texts", "help_sentences", "input_ranges", "smooth", "weight_matmuls"]
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
 def calibration_texts(count: int) -> list[str]:
-    """*count* distinct sentences of 5 to 60 words from pydoc's help topics, last topics first.
+    """*count* sentences of pydoc's help topics, last topics first (see :func:`help_sentences`).
 
     Benchmarks that judge the int8 vectors leave these out of what they measure.
     """
+    texts = list(itertools.islice(help_sentences(reverse=True), count))
+    if len(texts) < count:
+        raise ModelError(
+            f"pydoc's topics hold only {len(texts)} sentences, calibration asks {count}"
+        )
+    return texts
+
+
+def help_sentences(*, reverse: bool = False) -> Iterator[str]:
+    """The distinct sentences of 5 to 60 words in Python's help topics (``pydoc_data``), in
+    the topics' sorted order (*reverse*: last topic first): real English that ships offline."""
     try:
         from pydoc_data.topics import topics
     except ImportError as exc:  # pragma: no cover - part of the standard library
         raise ModelError(f"int8 calibration reads Python's pydoc_data: {exc}") from exc
-    seen: dict[str, None] = {}
-    for _, text in sorted(topics.items(), reverse=True):
+    seen: set[str] = set()
+    for _, text in sorted(topics.items(), reverse=reverse):
         for paragraph in re.split(r"\n\s*\n", text):
             flat = " ".join(paragraph.split())
             for sentence in _SENTENCE_END.split(flat):
                 letters = sum(c.isalpha() for c in sentence)
-                if 5 <= len(sentence.split()) <= 60 and letters >= 0.6 * len(sentence):
-                    seen.setdefault(sentence)
-                    if len(seen) == count:
-                        return list(seen)
-    raise ModelError(f"pydoc's topics hold only {len(seen)} sentences, calibration asks {count}")
+                wanted = 5 <= len(sentence.split()) <= 60 and letters >= 0.6 * len(sentence)
+                if wanted and sentence not in seen:
+                    seen.add(sentence)
+                    yield sentence
 
 
 def weight_matmuls(graph: Any) -> dict[str, list[Any]]:
