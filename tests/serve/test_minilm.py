@@ -67,3 +67,16 @@ def test_token_counts_match_the_package_tokenizer(minilm: MiniLMModel) -> None:
         for ids in minilm.encoder.tokenizer(texts, add_special_tokens=True)["input_ids"]
     ]
     assert minilm.count_tokens(texts) == expected
+
+
+def test_an_input_just_embedded_is_counted_from_its_forward_pass(minilm: MiniLMModel) -> None:
+    model = MiniLMModel(minilm.files, workers=2, cache=minilm.cache)
+    texts = ["hello world", "word " * 400, "Zeichen, 日本語のテキスト, emoji 🚀", *_texts(20, 3)]
+    expected = [
+        min(len(ids), 256)
+        for ids in minilm.encoder.tokenizer(texts, add_special_tokens=True)["input_ids"]
+    ]
+    model.batch(texts)
+    assert f"noted={len(set(texts))}" in repr(model._counter)
+    assert model.count_tokens(texts) == expected
+    assert "memo=0/" in repr(model._counter)  # nothing tokenized again to count

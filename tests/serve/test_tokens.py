@@ -49,3 +49,42 @@ def test_a_long_text_reaching_the_cap_on_its_prefix_counts_the_cap() -> None:
 def test_max_tokens_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_tokens must be >= 1, got 0"):
         TokenCounter(_tokenizer(), 0)
+
+
+class _CountingTokenizer:
+    """The real tokenizer, counting the texts it is asked to encode."""
+
+    def __init__(self) -> None:
+        self.inner = _tokenizer()
+        self.encoded: list[str] = []
+
+    def no_truncation(self) -> None:
+        self.inner.no_truncation()
+
+    def no_padding(self) -> None:
+        self.inner.no_padding()
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> object:
+        self.encoded.append(text)
+        return self.inner.encode(text, add_special_tokens=add_special_tokens)
+
+
+def test_counts_noted_by_the_forward_pass_are_not_tokenized_again() -> None:
+    tokenizer = _CountingTokenizer()
+    counter = TokenCounter(tokenizer, MAX_TOKENS)
+    counter.note(["a cat", "a dog sat", "word " * 400], [4, 5, 256])
+    assert counter.count(["a cat", "word " * 400, "a dog sat"]) == [4, 256, 5]
+    assert tokenizer.encoded == []
+    assert counter.count(["a cat", "a new one"]) == [4, 5]  # still noted; the new one counted
+    assert tokenizer.encoded == ["a new one"]
+    assert "noted=3" in repr(counter)
+
+
+def test_noted_counts_are_capped_and_bounded() -> None:
+    counter = TokenCounter(_CountingTokenizer(), MAX_TOKENS)
+    counter.note(["long"], [MAX_TOKENS + 50])
+    assert counter.count(["long"]) == [MAX_TOKENS]
+    texts = [f"text {i}" for i in range(5000)]
+    counter.note(texts, [3] * len(texts))
+    assert "noted=4096" in repr(counter)
+    assert counter.count([texts[-1]]) == [3]

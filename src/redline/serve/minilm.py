@@ -68,9 +68,20 @@ class MiniLMModel:
         self.workers = workers
         self.runtime = runtime
         self.cache = cache if cache is not None else GraphCache(default_cache_dir())
+        # A tokenizer of its own for counting: a tokenizer is not safe to share between the
+        # request path (counting) and the batch worker thread (encoding). The ONNX runners
+        # note the counts of what they encode, so an input just embedded is not tokenized
+        # again to count it.
+        self._counter = TokenCounter(files.tokenizer(truncate=False, pad=False), files.max_length)
         # One runner per worker: a fast tokenizer must not be shared by threads.
         self._runners = make_runners(
-            files, runtime, workers=workers, threads=threads, cache=self.cache, encoder=encoder
+            files,
+            runtime,
+            workers=workers,
+            threads=threads,
+            cache=self.cache,
+            encoder=encoder,
+            on_tokens=self._counter.note,
         )
         first = self._runners[0]
         self._encoder = first.encoder if isinstance(first, TorchRunner) else encoder
@@ -78,11 +89,8 @@ class MiniLMModel:
         self._pool = (
             ThreadPoolExecutor(workers - 1, thread_name_prefix="minilm") if workers > 1 else None
         )
-        # A tokenizer of its own for counting: a tokenizer is not safe to share between the
-        # request path (counting) and the batch worker thread (encoding).
         self.version = files.version
         self.max_input_tokens = files.max_length
-        self._counter = TokenCounter(files.tokenizer(truncate=False, pad=False), files.max_length)
         self._decoder: Any = None
 
     def batch(self, inputs: list[str]) -> npt.NDArray[np.float32]:

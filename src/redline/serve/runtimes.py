@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -65,12 +66,21 @@ class OnnxRunner:
     The session is shared by all workers (ONNX Runtime runs concurrent calls); *tokenizer*
     (a ``tokenizers.Tokenizer`` that truncates and pads, see
     :meth:`~redline.serve.model_files.ModelFiles.tokenizer`) is this worker's own.
+    *on_tokens*, when given, gets each pass's texts and their token counts (the attention
+    mask's length: with special tokens, cut at the model's input length).
     """
 
-    def __init__(self, session: Any, tokenizer: Any, dimension: int) -> None:
+    def __init__(
+        self,
+        session: Any,
+        tokenizer: Any,
+        dimension: int,
+        on_tokens: Callable[[list[str], list[int]], None] | None = None,
+    ) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.dimension = dimension
+        self.on_tokens = on_tokens
 
     def encode(self, texts: list[str], pass_size: int) -> npt.NDArray[np.float32]:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
@@ -88,6 +98,8 @@ class OnnxRunner:
         types = np.array([e.type_ids for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         (hidden,) = self.session.run(None, feeds)
+        if self.on_tokens is not None:
+            self.on_tokens(texts, mask.sum(axis=1).tolist())
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
@@ -102,13 +114,15 @@ def make_runners(
     threads: int,
     cache: GraphCache,
     encoder: Any = None,
+    on_tokens: Callable[[list[str], list[int]], None] | None = None,
 ) -> list[Runner]:
     """*workers* runners for the model in *files*; ``ModelError`` if it cannot be loaded.
 
     ``torch``: the first runner uses *encoder* (loaded from *files* when None) and the others
     deep copies, with *threads* torch threads. ``onnx`` / ``onnx-int8``: the graph comes from
     *cache* (built on a miss), one session runs it with *threads* intra-op threads per call,
-    and each runner gets its own tokenizer.
+    and each runner gets its own tokenizer; *on_tokens* gets the token counts of each pass
+    (see :class:`OnnxRunner`).
     """
     if runtime == "torch":
         try:
@@ -128,7 +142,9 @@ def make_runners(
     else:
         raise ModelError(f"model runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
     session = onnx_session(graph, threads)
-    return [OnnxRunner(session, files.tokenizer(), files.dimension) for _ in range(workers)]
+    return [
+        OnnxRunner(session, files.tokenizer(), files.dimension, on_tokens) for _ in range(workers)
+    ]
 
 
 def onnx_session(graph: Path, threads: int) -> Any:

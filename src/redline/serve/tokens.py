@@ -6,6 +6,11 @@ at a space (a BERT-style pre-tokenizer splits there, so the prefix's tokens are 
 of the whole) and the whole text only when the prefix does not reach the cap; they are encoded
 together with ``encode_batch_fast``, which runs without the GIL.
 
+The model's own forward pass tokenizes every input it embeds: :meth:`TokenCounter.note` takes
+the counts it found (the attention mask's length, cut at the same cap), so that counting an
+input just embedded, for its usage record, costs a dict lookup, not a second tokenization on
+the event loop.
+
 Example::
 
     counter = TokenCounter(Tokenizer.from_file("tokenizer.json"), max_tokens=256)
@@ -14,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -23,6 +29,9 @@ __all__ = ["TokenCounter"]
 # (at most ~40 MB of strings).
 _MEMO_ENTRIES = 16_384
 _MEMO_MAX_CHARS = 2_048
+# Counts noted by the forward pass are kept for at most this many texts, the oldest dropped
+# first (the memo keeps what is counted again after that).
+_NOTED_ENTRIES = 4_096
 # A long text is first counted on its first (max_tokens * this) characters: English runs at
 # 4-5 characters a token, so the prefix nearly always reaches the cap.
 _PREFIX_CHARS_PER_TOKEN = 8
@@ -46,11 +55,26 @@ class TokenCounter:
         # Repeated inputs (the cached ones) are counted once: tokenizing costs more than
         # answering a cache hit does.
         self._memo = functools.lru_cache(maxsize=_MEMO_ENTRIES)(self._count_one)
+        self._noted: dict[str, int] = {}
+
+    def note(self, texts: list[str], counts: list[int]) -> None:
+        """Remember the token counts *counts* of *texts* as the model's tokenizer found them
+        (with special tokens, cut at *max_tokens*); the next :meth:`count` of each text takes
+        its count from here. Safe to call from another thread (one dict write per text)."""
+        noted = self._noted
+        for text, count in zip(texts, counts, strict=True):
+            if len(text) <= _MEMO_MAX_CHARS:
+                if len(noted) >= _NOTED_ENTRIES:
+                    with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                        del noted[next(iter(noted))]  # another thread may drop it first
+                noted[text] = min(count, self.max_tokens)
 
     def count(self, texts: list[str]) -> list[int]:
         """Tokens per text."""
-        memo = self._memo
-        counts = [memo(text) if len(text) <= _MEMO_MAX_CHARS else -1 for text in texts]
+        memo, noted = self._memo, self._noted
+        counts = [
+            -1 if len(text) > _MEMO_MAX_CHARS else noted.get(text) or memo(text) for text in texts
+        ]
         long = [index for index, count in enumerate(counts) if count < 0]
         if long:
             for index, count in zip(long, self._count_long([texts[i] for i in long]), strict=True):
@@ -90,4 +114,7 @@ class TokenCounter:
 
     def __repr__(self) -> str:
         info = self._memo.cache_info()
-        return f"TokenCounter(max_tokens={self.max_tokens}, memo={info.currsize}/{info.maxsize})"
+        return (
+            f"TokenCounter(max_tokens={self.max_tokens}, memo={info.currsize}/{info.maxsize}, "
+            f"noted={len(self._noted)})"
+        )
