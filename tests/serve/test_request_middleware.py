@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import httpx
@@ -56,3 +57,29 @@ async def test_an_unexpected_error_on_a_fastapi_route_is_a_complete_json_500(
     [line] = [line for line in lines if line["route"] == "/boom"]
     assert line["status"] == 500
     assert line["client_request_id"] == "client-42"
+
+
+async def test_a_requests_logged_and_measured_duration_is_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings(tmp_path), model=HashingModel(8))
+    caplog.set_level(logging.INFO, logger="redline.serve.access")
+    async with LifespanManager(app):
+        await app.state.redline.wait_ready(timeout=30)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            started = time.perf_counter()
+            response = await client.post("/v1/embeddings", json={"input": "a cat"})
+            waited_ms = (time.perf_counter() - started) * 1000
+            metrics = (await client.get("/metrics")).text
+    assert response.status_code == 200
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name.endswith("access")]
+    [line] = [line for line in lines if line["route"] == "/v1/embeddings"]
+    assert 0 < line["duration_ms"] <= waited_ms
+    [total] = [
+        float(row.rpartition(" ")[2])
+        for row in metrics.splitlines()
+        if row.startswith("redline_http_request_duration_seconds_sum")
+        and 'route="/v1/embeddings"' in row
+    ]
+    assert 0 < total * 1000 <= waited_ms

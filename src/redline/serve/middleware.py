@@ -68,14 +68,14 @@ class RequestMiddleware:
         echoed = (client_id or request_id).encode()
         method = scope["method"]
         status = 500
-        started = False
+        responding = False  # the response has begun: too late for an error answer
         metrics = self.state.metrics
         metrics.in_flight.inc()
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, started
+            nonlocal status, responding
             if message["type"] == "http.response.start":
-                status, started = message["status"], True
+                status, responding = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", echoed)]
             await send(message)
@@ -87,7 +87,7 @@ class RequestMiddleware:
                 return
             await self.app(scope, self._limited(receive), send_wrapper)
         except Exception as exc:
-            if started:  # too late for an error answer: the connection is dropped
+            if responding:  # too late for an error answer: the connection is dropped
                 raise
             answer = await error_answer(Request(scope), exc)
             await answer(scope, _no_receive, send_wrapper)
