@@ -54,8 +54,10 @@ class RequestMiddleware:
         headers = dict(scope.get("headers") or ())
         # The server's own id (unique) keys the usage row; the client's goes beside it and is
         # what the response echoes, so a shared client id can neither merge nor erase rows.
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        client_id = given if _REQUEST_ID.match(given) else None
+        given = headers.get(b"x-request-id")
+        client_id = None
+        if given is not None and _REQUEST_ID.match(decoded := given.decode("latin-1")):
+            client_id = decoded
         edge = headers.get(b"x-redline-edge-id") if self.trust_edge_id else None
         if edge is not None and _EDGE_ID.match(edge):
             # nginx's $request_id: the same on every retry of this client request, so the
@@ -82,9 +84,15 @@ class RequestMiddleware:
 
         try:
             declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-                await self._too_large(send_wrapper)
-                return
+            if declared is not None and declared.isdigit():
+                if int(declared) > self.max_body:
+                    await self._too_large(send_wrapper)
+                    return
+                if b"transfer-encoding" not in headers:
+                    # The body is exactly the declared length (the HTTP parser holds the
+                    # client to it), within the limit: nothing to count.
+                    await self.app(scope, receive, send_wrapper)
+                    return
             await self.app(scope, self._limited(receive), send_wrapper)
         except Exception as exc:
             if responding:  # too late for an error answer: the connection is dropped
