@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -66,6 +67,7 @@ class ServerState:
         self._given_model = model
         self.loop_lag = LoopLagMonitor(self.metrics.loop_lag.observe)
         self._switch_interval: float | None = None
+        self._froze_heap = False
         # A large request's decoding, tokenising and encoding (serve.routes._common).
         self.offload = Offload()
         #: The JSON of vectors answered from the in-process cache tier (serve.routes._hits).
@@ -114,6 +116,8 @@ class ServerState:
             return
         self.model_load_seconds = time.perf_counter() - started
         self.metrics.model_load.set(self.model_load_seconds)
+        _freeze_heap()
+        self._froze_heap = True
         self.ready = True
         logger.info("models %s ready in %.2fs", list(self.engines), self.model_load_seconds)
 
@@ -207,6 +211,9 @@ class ServerState:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._loader
         self.ready = False
+        if self._froze_heap:
+            gc.unfreeze()  # what this server held can be collected again once it is gone
+            self._froze_heap = False
         await self.loop_lag.stop()
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
@@ -230,6 +237,15 @@ class ServerState:
     def __repr__(self) -> str:
         model = self.model.name if self.model is not None else None
         return f"ServerState(model={model!r}, ready={self.ready}, cache={self.cache!r})"
+
+
+def _freeze_heap() -> None:
+    """Leave every object of the loaded server out of the garbage collector's later passes
+    (``gc.freeze``), after collecting what is already garbage: a loaded server holds ~130k
+    tracked objects (modules, the model's and the frameworks' objects) that every full
+    collection walked again, ~2.5% of the CPU of cache hits under load."""
+    gc.collect()
+    gc.freeze()
 
 
 def _request_path(settings: Settings, cache: Cache) -> RequestPathCache:
