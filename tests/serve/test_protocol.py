@@ -37,12 +37,32 @@ async def test_writes_in_one_loop_turn_reach_the_socket_as_one_write() -> None:
     transport, peer, sent = await _transport_pair()
     wrapped = CoalescingTransport(transport, asyncio.get_running_loop())
     wrapped.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+    assert sent == []  # a head alone waits for its body, or for the turn's end
     wrapped.write(b"hello")
-    assert sent == []  # nothing leaves before the turn ends
-    await asyncio.sleep(0)
+    # The head and its body leave together at once, not after the rest of the turn.
     assert sent == [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"]
+    await asyncio.sleep(0)
+    assert len(sent) == 1
     peer.settimeout(5)
     assert peer.recv(1024).endswith(b"hello")
+    wrapped.close()
+    peer.close()
+
+
+async def test_a_write_alone_in_its_turn_leaves_when_the_turn_ends() -> None:
+    transport, peer, sent = await _transport_pair()
+    wrapped = CoalescingTransport(transport, asyncio.get_running_loop())
+    wrapped.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # an interim answer holds nothing back
+    wrapped.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    assert sent == []
+    await asyncio.sleep(0)
+    assert sent == [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    ]
+    wrapped.write(b"5\r\nhello\r\n")  # a chunk of a later turn
+    await asyncio.sleep(0)
+    assert sent[1:] == [b"5\r\nhello\r\n"]
+    assert wrapped.writes == 2
     wrapped.close()
     peer.close()
 

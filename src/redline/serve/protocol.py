@@ -67,16 +67,29 @@ INNER_HTTP = "httptools"
 class CoalescingTransport:
     """Wraps a transport: writes made in one loop turn reach the socket as one write.
 
+    A write waits in a buffer until the turn ends, or until the next write that carries a
+    response: a response's head and its body (uvicorn's two writes) leave together at once,
+    before the rest of the turn (the request's metrics, log line and usage hand-over) runs.
+
     ``writes`` counts the writes that carry a response (a ``1xx`` interim answer such as
     ``100 Continue`` answers nothing yet and is not counted)."""
 
-    __slots__ = ("_buffer", "_close_after_write", "_loop", "_scheduled", "_transport", "writes")
+    __slots__ = (
+        "_buffer",
+        "_close_after_write",
+        "_holding",
+        "_loop",
+        "_scheduled",
+        "_transport",
+        "writes",
+    )
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
         self._buffer: list[bytes] = []
         self._scheduled = False
+        self._holding = False  # the buffer holds a write that carries a response
         self._close_after_write = False
         self.writes = 0
 
@@ -84,9 +97,14 @@ class CoalescingTransport:
         if not data:
             return
         data = bytes(data)
-        if not data.startswith(b"HTTP/1.1 1"):
-            self.writes += 1
+        carries = not data.startswith(b"HTTP/1.1 1")
         self._buffer.append(data)
+        if carries:
+            self.writes += 1
+            if self._holding:  # a head and its body: one write, now
+                self._send()
+                return
+            self._holding = True
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
@@ -98,6 +116,10 @@ class CoalescingTransport:
     def flush(self) -> None:
         """Send what was buffered now (one write)."""
         self._scheduled = False
+        self._send()
+
+    def _send(self) -> None:
+        self._holding = False
         if not self._buffer:
             return
         data = b"".join(self._buffer)
@@ -127,6 +149,7 @@ class CoalescingTransport:
 
     def abort(self) -> None:
         self._buffer.clear()
+        self._holding = False
         self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:
