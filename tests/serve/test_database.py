@@ -131,3 +131,42 @@ async def test_an_old_table_lacking_a_required_column_is_a_config_error(tmp_path
         conn.execute(_OLD_USAGE_TABLE.replace(", client VARCHAR(200) NOT NULL", ""))
     with pytest.raises(ConfigError, match="lacks the column 'client'"):
         await Database.open(f"sqlite+aiosqlite:///{path}")
+
+
+async def _check_usage_rows_round_trip(url: str) -> None:
+    database = await Database.open(url)
+    full = {
+        "request_id": "r-1",
+        "client_request_id": "c-1",
+        "route": "/v1/embeddings",
+        "model": "all-MiniLM-L6-v2",
+        "inputs": 3,
+        "tokens": 17,
+        "cached_inputs": 2,
+        "cached_tokens": 11,
+        "client": "ip:10.0.0.7",
+        "created_at": 1234.5,
+    }
+    optional = ("client_request_id", "cached_tokens")
+    bare = {key: value for key, value in full.items() if key not in optional}
+    try:
+        await database.insert_usage([full, {**bare, "request_id": "r-2"}])
+        await database.insert_usage([{**full, "tokens": 99}])  # the same request again: skipped
+        async with database.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(usage_table).order_by(usage_table.c.request_id))
+            ).all()
+    finally:
+        await database.close()
+    assert [dict(row._mapping) for row in rows] == [
+        full,
+        {**bare, "request_id": "r-2", "client_request_id": None, "cached_tokens": None},
+    ]
+
+
+async def test_usage_rows_round_trip_every_column_in_sqlite(tmp_path: Path) -> None:
+    await _check_usage_rows_round_trip(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+
+
+async def test_usage_rows_round_trip_every_column_in_postgres(fresh_postgres_db: str) -> None:
+    await _check_usage_rows_round_trip(fresh_postgres_db)

@@ -132,6 +132,9 @@ def _add_missing_columns(conn: Connection) -> None:
             )
 
 
+_USAGE_COLUMNS = tuple(column.key for column in usage_table.columns)
+
+
 def _plain(mapping: Any) -> dict[str, Any]:
     """A row as a dict with plain ``str`` keys (SQLAlchemy's ``quoted_name`` trips orjson)."""
     return {str.__str__(key): value for key, value in mapping.items()}
@@ -143,6 +146,7 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.url = engine.url.render_as_string(hide_password=True)
+        self._usage_insert: tuple[str, tuple[str, ...] | None] | None = None
 
     @classmethod
     async def open(cls, url: str, *, data_dir: Path | None = None) -> Database:
@@ -206,18 +210,36 @@ class Database:
         Idempotent on purpose: write-behind delivers at least once, so a batch that was
         committed just before a crash or a cancellation may come again. Rows without a
         ``client_request_id`` or ``cached_tokens`` get ``None``.
+
+        The statement is compiled once and its rows go to the driver as they are (plain
+        ``str`` / ``int`` / ``float`` values need no conversion): SQLAlchemy's own handling of
+        each row of a statement cost ~4 us of the event loop's time per row.
         """
         if not records:
             return
-        statement: Any
-        upsert = _upsert(self.engine.dialect.name)
-        if upsert is not None:
-            statement = upsert(usage_table).on_conflict_do_nothing()
+        sql, order = self._usage_statement()
+        params: list[Any]
+        if order is not None:
+            params = [tuple([record.get(name) for name in order]) for record in records]
         else:
-            statement = insert(usage_table)
-        rows = [{"client_request_id": None, "cached_tokens": None, **record} for record in records]
+            params = [{name: record.get(name) for name in _USAGE_COLUMNS} for record in records]
         async with self.engine.begin() as conn:
-            await conn.execute(statement, rows)
+            await conn.exec_driver_sql(sql, params)
+
+    def _usage_statement(self) -> tuple[str, tuple[str, ...] | None]:
+        """The usage INSERT as this database's driver takes it: its SQL, and the names of its
+        parameters in order when they are positional (None: they go by name)."""
+        if self._usage_insert is None:
+            statement: Any
+            upsert = _upsert(self.engine.dialect.name)
+            if upsert is not None:
+                statement = upsert(usage_table).on_conflict_do_nothing()
+            else:
+                statement = insert(usage_table)
+            compiled = statement.compile(dialect=self.engine.dialect)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            self._usage_insert = (str(compiled), order)
+        return self._usage_insert
 
     async def count_usage(self) -> int:
         """How many usage rows exist."""
