@@ -43,6 +43,13 @@ async def test_a_hit_answers_the_bytes_the_general_path_answered(
         cached = await client.post("/v1/embeddings", json=body)
         again = await client.post("/v1/embeddings", json=body)  # from the kept JSON
         assert len(state.encoded_hits) > 0
+        kept = [hit.answers for hit in state.encoded_hits._entries.values()]
+    if isinstance(body["input"], str):  # a request for one input: its whole answer is kept
+        fmt = body.get("encoding_format", "float")
+        assert [answers.get(fmt) for answers in kept] == [computed.content]
+    else:
+        assert kept
+        assert not any(kept)
     assert computed.status_code == cached.status_code == again.status_code == 200
     assert computed.headers["x-cache"] == "miss"
     assert cached.headers["x-cache"] == again.headers["x-cache"] == "hit"

@@ -33,9 +33,11 @@ def base64_floats(vector: Any) -> bytes:
 
 
 class EncodedHit:
-    """One cached vector's encodings and its input's token count (``None``: not counted)."""
+    """One cached vector's encodings and its input's token count (``None``: not counted);
+    ``answers`` keeps, by ``encoding_format``, the whole answer of a request for this input
+    alone (what its caller spliced: it depends on nothing else)."""
 
-    __slots__ = ("_base64", "_float", "source", "tokens", "vector")
+    __slots__ = ("_base64", "_float", "answers", "source", "tokens", "vector")
 
     def __init__(self, source: object, vector: Any) -> None:
         self.source = source
@@ -43,6 +45,7 @@ class EncodedHit:
         self.tokens: int | None = None
         self._float: bytes | None = None
         self._base64: bytes | None = None
+        self.answers: dict[str, bytes] = {}
 
     def json(self, encoding_format: str) -> bytes:
         """The vector as the ``embedding`` value of an answer: a JSON array of floats, or

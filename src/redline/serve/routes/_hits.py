@@ -18,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from redline.serve.embedder import l1_hits
-from redline.serve.model import count_tokens
+from redline.serve.encoded_hits import EncodedHit
+from redline.serve.model import Model, count_tokens
 from redline.serve.routes._common import (
     InferenceCall,
     encoded_answer,
@@ -59,6 +60,20 @@ async def answer_from_l1(
     tokens = sum(entry.tokens or 0 for entry in entries)
     await record_usage(request, call, ROUTE, found.cache_result, len(texts), tokens,
                        len(texts), tokens)  # fmt: skip
+    if len(entries) == 1:  # the usual request: its answer depends on its one input only
+        answers = entries[0].answers
+        content = answers.get(encoding_format)
+        if content is None:
+            content = answers[encoding_format] = _spliced(entries, encoding_format, model, tokens)
+    else:
+        content = _spliced(entries, encoding_format, model, tokens)
+    total = time.perf_counter() - call.started
+    timing = f"cache;dur={found.cache_seconds * 1000:.3f}, {_NO_BATCH}{total * 1000:.3f}"
+    return encoded_answer(content, found.cache_result, timing, None)
+
+
+def _spliced(entries: list[EncodedHit], encoding_format: str, model: Model, tokens: int) -> bytes:
+    """The OpenAI-style list of *entries*' vectors, as the general path encodes it."""
     parts = [b'{"object":"list","data":[']
     for index, entry in enumerate(entries):
         if index:
@@ -67,6 +82,4 @@ async def answer_from_l1(
                   entry.json(encoding_format), b"}")  # fmt: skip
     usage = b'"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (tokens, tokens)
     parts += (b'],"model":', orjson.dumps(model.name), b",", usage)
-    total = time.perf_counter() - call.started
-    timing = f"cache;dur={found.cache_seconds * 1000:.3f}, {_NO_BATCH}{total * 1000:.3f}"
-    return encoded_answer(b"".join(parts), found.cache_result, timing, None)
+    return b"".join(parts)
