@@ -105,10 +105,8 @@ def unchecked_client(request: Request) -> str | None:
     state = request.app.state.redline
     if state.settings.api_keys or state.limiter is not None or tracing.is_enabled():
         return None
-    scope = request.scope
-    address = scope.get("client")
-    client = f"ip:{address[0] if address else 'unknown'}"
-    scope.setdefault("state", {})["client"] = client
+    client = client_identity(request, None)
+    request.scope.setdefault("state", {})["client"] = client
     return client
 
 

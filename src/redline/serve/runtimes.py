@@ -29,7 +29,15 @@ from redline.exceptions import ModelError
 from redline.serve.graph_cache import GraphCache
 from redline.serve.model_files import ModelFiles
 
-__all__ = ["RUNTIMES", "OnnxRunner", "Runner", "Runtime", "TorchRunner", "make_runners"]
+__all__ = [
+    "RUNTIMES",
+    "OnnxRunner",
+    "Runner",
+    "Runtime",
+    "TorchRunner",
+    "make_runners",
+    "token_feeds",
+]
 
 Runtime = Literal["onnx", "onnx-int8", "torch"]
 RUNTIMES: tuple[Runtime, ...] = ("onnx", "onnx-int8", "torch")
@@ -92,11 +100,8 @@ class OnnxRunner:
         return out
 
     def _pass(self, texts: list[str]) -> npt.NDArray[np.float32]:
-        encodings = self.tokenizer.encode_batch_fast(texts)  # no offsets: GIL released
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        types = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        feeds = token_feeds(self.tokenizer, texts)
+        mask = feeds["attention_mask"]
         (hidden,) = self.session.run(None, feeds)
         if self.on_tokens is not None:
             self.on_tokens(texts, mask.sum(axis=1).tolist())
@@ -104,6 +109,16 @@ class OnnxRunner:
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
         return np.asarray(pooled / norms, dtype=np.float32)
+
+
+def token_feeds(tokenizer: Any, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
+    """The exported graph's inputs for *texts*, tokenized (padded, truncated) by *tokenizer*."""
+    encodings = tokenizer.encode_batch_fast(texts)  # no offsets: GIL released
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
 
 
 def make_runners(

@@ -90,7 +90,7 @@ def input_ranges(
     import onnx
     from onnx import TensorProto, helper
 
-    from redline.serve.runtimes import onnx_session
+    from redline.serve.runtimes import onnx_session, token_feeds
 
     model = onnx.load(str(graph))
     names = list(weight_matmuls(model.graph))
@@ -103,15 +103,7 @@ def input_ranges(
         session = onnx_session(probe, 1)
         ordered = sorted(texts, key=len)  # similar lengths per pass, as the runners pad
         for start in range(0, len(ordered), pass_size):
-            encodings = tokenizer.encode_batch_fast(ordered[start : start + pass_size])
-            feeds = {
-                name: np.array([getattr(e, field) for e in encodings], dtype=np.int64)
-                for name, field in (
-                    ("input_ids", "ids"),
-                    ("attention_mask", "attention_mask"),
-                    ("token_type_ids", "type_ids"),
-                )
-            }
+            feeds = token_feeds(tokenizer, ordered[start : start + pass_size])
             for name, value in zip(names, session.run(names, feeds), strict=True):
                 peak = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
                 ranges[name] = np.maximum(ranges[name], peak) if name in ranges else peak
