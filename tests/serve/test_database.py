@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from redline.exceptions import ConfigError
 from redline.serve.database import Database, models_table, usage_table
@@ -170,3 +171,38 @@ async def test_usage_rows_round_trip_every_column_in_sqlite(tmp_path: Path) -> N
 
 async def test_usage_rows_round_trip_every_column_in_postgres(fresh_postgres_db: str) -> None:
     await _check_usage_rows_round_trip(fresh_postgres_db)
+
+
+async def test_a_large_usage_batch_reaches_sqlite_in_a_few_multi_row_statements(
+    tmp_path: Path,
+) -> None:
+    """A thousand rows are not stepped one by one (each row's step in ``executemany`` gives
+    the GIL to the event loop and takes it back); every row, and only one per request id,
+    lands across the statements' boundaries."""
+    database = await Database.open(f"sqlite+aiosqlite:///{tmp_path / 'u.db'}")
+    calls: list[tuple[bool, int]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, params: Any, context: Any, many: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO REDLINE_USAGE"):
+            calls.append((many, statement.count("(?")))
+
+    def row(index: int, tokens: int = 1) -> dict[str, Any]:
+        return {"request_id": f"r-{index}", "route": "/v1/embeddings", "model": "m",
+                "inputs": 1, "tokens": tokens, "cached_inputs": 0, "client": "c",
+                "created_at": float(index)}  # fmt: skip
+
+    try:
+        await database.insert_usage([row(0, tokens=7)])
+        event.listen(database.engine.sync_engine, "before_cursor_execute", note)
+        batch = [row(index) for index in range(1, 1_000)] + [row(500, tokens=9), row(0)]
+        await database.insert_usage(batch)
+        async with database.engine.connect() as conn:
+            stored = dict(
+                (await conn.execute(select(usage_table.c.request_id, usage_table.c.tokens))).all()
+            )
+    finally:
+        await database.close()
+    assert stored == {f"r-{index}": 7 if index == 0 else 1 for index in range(1_000)}
+    assert not any(many for many, _ in calls)  # no row-by-row executemany
+    assert sum(rows for _, rows in calls) == len(batch)
+    assert len(calls) <= 10  # 512 + 256 + 128 + 64 + 32 + 8 + 1

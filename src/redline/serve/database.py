@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -134,6 +135,58 @@ def _add_missing_columns(conn: Connection) -> None:
 
 _USAGE_COLUMNS = tuple(column.key for column in usage_table.columns)
 
+#: The most rows one multi-row INSERT carries (a power of two: see :class:`_RowsStatement`).
+_MAX_ROWS_PER_STATEMENT = 512
+
+
+class _RowsStatement:
+    """An INSERT of one row with ``?`` parameters, made to carry many rows per statement.
+
+    Python's ``sqlite3`` releases the GIL and takes it back around every row it steps, so an
+    ``executemany`` of a thousand rows, in aiosqlite's thread, fights the event loop for the
+    GIL a thousand times: on a server answering cache hits that cost the loop ~45 us per
+    usage row beside the ~20 us of the insert itself (``benchmarks/hit_bench.py``). One
+    statement of many ``VALUES`` groups is stepped once.
+
+    A batch is cut into statements of power-of-two row counts (512, then the remainder's
+    bits), so that only a few statement texts exist and SQLite's statement cache keeps them
+    compiled.
+    """
+
+    def __init__(self, sql: str, width: int) -> None:
+        group = "(" + ", ".join(["?"] * width) + ")"
+        head, found, tail = sql.partition(" VALUES " + group)
+        if not found or group in tail:
+            raise ValueError(f"not a one-row INSERT of {width} parameters: {sql!r}")
+        self._head, self._group, self._tail = head + " VALUES ", group, tail
+        # SQLite before 3.32 takes at most 999 parameters per statement, later ones 32766.
+        limit = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+        rows = _MAX_ROWS_PER_STATEMENT
+        while rows > 1 and rows * width > limit:
+            rows //= 2
+        self.max_rows = rows
+        self._texts: dict[int, str] = {}
+
+    def text(self, rows: int) -> str:
+        """The statement for *rows* rows (a power of two up to ``max_rows``)."""
+        found = self._texts.get(rows)
+        if found is None:
+            found = self._head + ",".join([self._group] * rows) + self._tail
+            self._texts[rows] = found
+        return found
+
+    def chunks(self, count: int) -> list[tuple[int, int]]:
+        """``(start, rows)`` of the statements that carry *count* rows."""
+        out = []
+        start = 0
+        rows = self.max_rows
+        while start < count:
+            while rows > count - start:
+                rows //= 2
+            out.append((start, rows))
+            start += rows
+        return out
+
 
 def _plain(mapping: Any) -> dict[str, Any]:
     """A row as a dict with plain ``str`` keys (SQLAlchemy's ``quoted_name`` trips orjson)."""
@@ -147,6 +200,7 @@ class Database:
         self.engine = engine
         self.url = engine.url.render_as_string(hide_password=True)
         self._usage_insert: tuple[str, tuple[str, ...] | None] | None = None
+        self._usage_rows: _RowsStatement | None = None
 
     @classmethod
     async def open(cls, url: str, *, data_dir: Path | None = None) -> Database:
@@ -213,18 +267,26 @@ class Database:
 
         The statement is compiled once and its rows go to the driver as they are (plain
         ``str`` / ``int`` / ``float`` values need no conversion): SQLAlchemy's own handling of
-        each row of a statement cost ~4 us of the event loop's time per row.
+        each row of a statement cost ~4 us of the event loop's time per row. On SQLite many
+        rows go in each statement (:class:`_RowsStatement`).
         """
         if not records:
             return
         sql, order = self._usage_statement()
-        params: list[Any]
-        if order is not None:
-            params = [tuple([record.get(name) for name in order]) for record in records]
-        else:
-            params = [{name: record.get(name) for name in _USAGE_COLUMNS} for record in records]
+        if order is None:
+            named = [{name: record.get(name) for name in _USAGE_COLUMNS} for record in records]
+            async with self.engine.begin() as conn:
+                await conn.exec_driver_sql(sql, named)
+            return
+        rows = [tuple([record.get(name) for name in order]) for record in records]
         async with self.engine.begin() as conn:
-            await conn.exec_driver_sql(sql, params)
+            statement = self._usage_rows
+            if statement is None:
+                await conn.exec_driver_sql(sql, rows)
+                return
+            for start, count in statement.chunks(len(rows)):
+                flat = tuple([value for row in rows[start : start + count] for value in row])
+                await conn.exec_driver_sql(statement.text(count), flat)
 
     def _usage_statement(self) -> tuple[str, tuple[str, ...] | None]:
         """The usage INSERT as this database's driver takes it: its SQL, and the names of its
@@ -239,6 +301,8 @@ class Database:
             compiled = statement.compile(dialect=self.engine.dialect)
             order = tuple(compiled.positiontup or ()) if compiled.positional else None
             self._usage_insert = (str(compiled), order)
+            if order is not None and self.engine.dialect.name == "sqlite":
+                self._usage_rows = _RowsStatement(str(compiled), len(order))
         return self._usage_insert
 
     async def count_usage(self) -> int:
