@@ -153,12 +153,8 @@ class _RowsStatement:
     compiled.
     """
 
-    def __init__(self, sql: str, width: int) -> None:
-        group = "(" + ", ".join(["?"] * width) + ")"
-        head, found, tail = sql.partition(" VALUES " + group)
-        if not found or group in tail:
-            raise ValueError(f"not a one-row INSERT of {width} parameters: {sql!r}")
-        self._head, self._group, self._tail = head + " VALUES ", group, tail
+    def __init__(self, head: str, group: str, tail: str, width: int) -> None:
+        self._head, self._group, self._tail = head, group, tail
         # SQLite before 3.32 takes at most 999 parameters per statement, later ones 32766.
         limit = 32766 if sqlite3.sqlite_version_info >= (3, 32) else 999
         rows = _MAX_ROWS_PER_STATEMENT
@@ -166,6 +162,16 @@ class _RowsStatement:
             rows //= 2
         self.max_rows = rows
         self._texts: dict[int, str] = {}
+
+    @classmethod
+    def of(cls, sql: str, width: int) -> _RowsStatement | None:
+        """For *sql*, an INSERT of one row of *width* ``?`` parameters; None if it is not
+        one (its rows then go through ``executemany``)."""
+        group = "(" + ", ".join(["?"] * width) + ")"
+        head, found, tail = sql.partition(" VALUES " + group)
+        if not found or "?" in head or "?" in tail:
+            return None
+        return cls(head + " VALUES ", group, tail, width)
 
     def text(self, rows: int) -> str:
         """The statement for *rows* rows (a power of two up to ``max_rows``)."""
@@ -302,7 +308,7 @@ class Database:
             order = tuple(compiled.positiontup or ()) if compiled.positional else None
             self._usage_insert = (str(compiled), order)
             if order is not None and self.engine.dialect.name == "sqlite":
-                self._usage_rows = _RowsStatement(str(compiled), len(order))
+                self._usage_rows = _RowsStatement.of(str(compiled), len(order))
         return self._usage_insert
 
     async def count_usage(self) -> int:
