@@ -7,6 +7,12 @@ second redline from that code, so that "before" and "after" are measured in the 
 the same (shared, noisy) box. Beside each rate: the server's CPU-seconds per 1,000 requests
 (from ``/proc/PID/stat``), steadier than the rate when other work shares the cores.
 
+``--lone`` also runs a lone client (distinct inputs, one connection) against the runtime's
+in-process batch-1 latency, and against the bare endpoint made to keep a thread busy for that
+batch-1 p50 before answering: its p50 minus the busy time (``floor_ms``) is what HTTP and one
+thread round trip cost a lone request after the loop idled that long, with no model and no
+redline code; ``gap_above_floor_ms`` is the part of redline's gap that is its own.
+
 Example::
 
     python benchmarks/hit_bench.py --rounds 3 --seconds 8 --compare /tmp/base/src
@@ -108,6 +114,7 @@ def main() -> None:
                 rounds[name].append(measure(servers[name], hot, args))
                 print(name, rounds[name][-1], flush=True)
         lone: dict[str, list[dict]] = {}
+        busy_ms = 0.0
         if args.lone:
             from servebench.inprocess import RuntimeBench, load_encoder
 
@@ -116,7 +123,13 @@ def main() -> None:
                 p50, p99 = runtime.batch1_latency_ms(args.seconds)
                 lone.setdefault("batch1", []).append({"p50_ms": p50, "p99_ms": p99})
                 print("batch-1 in-process", lone["batch1"][-1], flush=True)
-                for name in [n for n in names if n != "bare"]:
+                if "floor" not in servers:
+                    # The bare endpoint again, its loop idle for the first batch-1 p50 while
+                    # a thread spins: the lone client's HTTP + thread round trip after idle.
+                    busy_ms = round(p50, 3)
+                    servers["floor"] = bare_server(work / "body.json", busy=busy_ms / 1000)
+                    servers["floor"].wait_ready()
+                for name in [n for n in servers if n != "bare"]:
                     figures = measure(servers[name], load, args, connections=1, mode="distinct")
                     lone.setdefault(name, []).append(figures)
                     print("lone", name, figures, flush=True)
@@ -147,6 +160,15 @@ def main() -> None:
             summary[name]["lone_minus_batch1_ms"] = round(
                 summary[name]["lone_p50_ms"] - summary["batch1"]["lone_p50_ms"], 3
             )
+    if "floor" in lone:
+        # What HTTP and one thread round trip cost a lone request after the loop idled for
+        # busy_ms (no model, no redline code); the rest of a server's gap is its own.
+        floor = round(summary["floor"]["lone_p50_ms"] - busy_ms, 3)
+        summary["floor"] = {"busy_ms": busy_ms, "floor_ms": floor, **summary["floor"]}
+        for name in lone:
+            if name not in ("batch1", "floor"):
+                gap = summary[name]["lone_minus_batch1_ms"]
+                summary[name]["gap_above_floor_ms"] = round(gap - floor, 3)
     print(json.dumps(summary, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps({"summary": summary, "rounds": rounds, "lone": lone}))

@@ -30,14 +30,21 @@ from redline._ports import free_port
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1"}
 
 BARE_APP = """
-import sys, uvicorn
+import asyncio, sys, time, uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 body = open(sys.argv[2], "rb").read()
+busy = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+def spin() -> None:
+    end = time.perf_counter() + busy
+    while time.perf_counter() < end:
+        pass
 async def embeddings(request: Request) -> Response:
     await request.body()
+    if busy > 0:
+        await asyncio.get_running_loop().run_in_executor(None, spin)
     return Response(body, media_type="application/json")
 async def health(request: Request) -> Response:
     return Response(b"ok")
@@ -148,10 +155,17 @@ def redline_server(data_dir: Path, runtime: str = "onnx") -> Server:
     )
 
 
-def bare_server(body_file: Path) -> Server:
-    """Plain uvicorn + Starlette answering POST /v1/embeddings with *body_file*'s bytes."""
+def bare_server(body_file: Path, busy: float = 0.0) -> Server:
+    """Plain uvicorn + Starlette answering POST /v1/embeddings with *body_file*'s bytes.
+
+    With *busy* > 0 it first keeps a worker thread busy for *busy* seconds (the event loop
+    idles meanwhile, as a server's loop does while its model thread runs): a lone client's
+    p50 minus *busy* is then what HTTP and one thread round trip cost after such an idle,
+    with no model and no server code of ours."""
     port = free_port()
     command = [sys.executable, "-c", BARE_APP, str(port), str(body_file)]
+    if busy > 0:
+        command.append(repr(busy))
     return Server(
         "bare uvicorn + Starlette",
         command,
