@@ -33,7 +33,7 @@ from redline.exceptions import (
     Overloaded,
     SerializationError,
 )
-from tests._services import PostgresServer, RedisClusterServers, free_port
+from tests._services import HOST, PostgresServer, RedisClusterServers, RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -374,3 +374,34 @@ async def test_postgres_sink_errors_are_redline_errors(postgres: PostgresServer)
         assert (sink.batches, sink.rows) == (1, 1)
     finally:
         await sink.close()
+
+
+async def test_a_stream_read_lost_to_a_frozen_redis_does_not_strand_its_entries(
+    fresh_redis: RedisServer,
+) -> None:
+    """A read sent to a frozen Redis times out here, but Redis runs it when it thaws: the
+    entries it hands this consumer are then pending for it, with the answer gone. The next
+    take must find them (they are acknowledged writes: nothing else holds them); before, they
+    waited for another server's claim, ``claim_idle`` later, and a clean shutdown left them
+    unwritten."""
+    assert fresh_redis.proc is not None
+    client = Redis(host=HOST, port=fresh_redis.port, socket_timeout=0.3)
+    queue = RedisStreamQueue(client, unique("{wb}:lost"), "g", "c", block=0.05)
+    try:
+        assert await queue.take(10, 0) == []  # the group exists, nothing pending
+        await queue.put("a", {"n": 1}, timeout=1)  # acknowledged: only the stream has it
+        os.kill(fresh_redis.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(CacheUnavailable):
+                await queue.take(10, 0.05)  # the XREADGROUP waits in Redis's socket
+        finally:
+            os.kill(fresh_redis.proc.pid, signal.SIGCONT)
+        for _ in range(100):  # Redis runs the orphaned read as it resumes
+            if (await client.xpending(queue.stream, "g"))["pending"]:
+                break
+            await asyncio.sleep(0.02)
+        assert (await client.xpending(queue.stream, "g"))["pending"] == 1
+        taken = await queue.take(10, 0)
+        assert [(d.record.key, d.record.value) for d in taken] == [("a", {"n": 1})]
+    finally:
+        await client.aclose()

@@ -194,7 +194,10 @@ class RedisStreamQueue:
         self._appends: list[tuple[str, bytes, str, asyncio.Future[bool]]] = []
         self._senders: set[asyncio.Task[None]] = set()
         self._group_ready = False
-        self._own_pending_drained = False
+        # Where the next read of this consumer's own pending entries starts (None: none are
+        # left to read): "0" at first, for what a restarted process had read, and again after
+        # a read that failed (see ``take``).
+        self._pending_from: str | None = "0"
         self._next_claim = 0.0
         self._backlog = 0
 
@@ -261,26 +264,39 @@ class RedisStreamQueue:
                 future.set_result(index < added)
 
     async def take(self, max_items: int, timeout: float) -> list[Delivery]:
+        """Up to *max_items* entries: this consumer's own pending ones first (see below),
+        then others' idle for ``claim_idle``, then new ones (waiting up to *timeout*).
+
+        A read that fails here may still have run in Redis: one sent to a frozen Redis times
+        out, and Redis runs it when it thaws; a cancelled one may have been answered. What it
+        took is then pending for this consumer with the answer lost, so after any failure
+        the next take reads this consumer's pending entries again (entries already held
+        come back too: delivery is at least once)."""
         from redis.exceptions import ResponseError
 
-        with translate_redis_errors(f"cannot read stream {self.stream!r}"):
-            try:
-                return await self._take(max_items, timeout)
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # The stream or its group is gone (a Redis restarted empty): make them again.
-                self._group_ready = False
-                return await self._take(max_items, timeout)
+        try:
+            with translate_redis_errors(f"cannot read stream {self.stream!r}"):
+                try:
+                    return await self._take(max_items, timeout)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    # The stream or its group is gone (a Redis restarted empty): make them again.
+                    self._group_ready = False
+                    return await self._take(max_items, timeout)
+        except BaseException:
+            self._pending_from = "0"
+            raise
 
     async def _take(self, max_items: int, timeout: float) -> list[Delivery]:
         await self._ensure_group()
-        if not self._own_pending_drained:
-            # Entries this consumer name read before a restart and never acknowledged.
-            got = await self._read("0", max_items, None)
+        while self._pending_from is not None:
+            # Entries this consumer name read and never acknowledged (before a restart, or
+            # by a read whose answer was lost), in order, from where the last such read ended.
+            got, last = await self._read_from(self._pending_from, max_items, None)
+            self._pending_from = last
             if got:
                 return got
-            self._own_pending_drained = True
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_claim:
             self._next_claim = loop.time() + self.claim_idle / 2
@@ -289,18 +305,24 @@ class RedisStreamQueue:
                 return claimed
         # BLOCK 0 would mean "forever": below a millisecond, don't block at all.
         block_ms = int(min(timeout, self.block) * 1000)
-        got = await self._read(">", max_items, block_ms if block_ms >= 1 else None)
+        got, _ = await self._read_from(">", max_items, block_ms if block_ms >= 1 else None)
         self._backlog = int(await self.client.xlen(self.stream))
         return got
 
-    async def _read(self, start: str, count: int, block_ms: int | None) -> list[Delivery]:
+    async def _read_from(
+        self, start: str, count: int, block_ms: int | None
+    ) -> tuple[list[Delivery], str | None]:
+        """The entries ``XREADGROUP`` gives from *start*, and the id of the last one (None
+        when there were none)."""
         reply: Any = await self.client.xreadgroup(
             self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
         )
         if not reply:
-            return []
+            return [], None
         entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
-        return await self._decode(entries)
+        if not entries:
+            return [], None
+        return await self._decode(entries), _text(entries[-1][0])
 
     async def _claim(self, count: int) -> list[Delivery]:
         reply: Any = await self.client.xautoclaim(
