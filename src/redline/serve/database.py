@@ -284,14 +284,15 @@ class Database:
             async with self.engine.begin() as conn:
                 await conn.exec_driver_sql(sql, named)
             return
-        rows = [tuple([record.get(name) for name in order]) for record in records]
+        statement = self._usage_rows
         async with self.engine.begin() as conn:
-            statement = self._usage_rows
             if statement is None:
+                rows = [tuple([record.get(name) for name in order]) for record in records]
                 await conn.exec_driver_sql(sql, rows)
                 return
-            for start, count in statement.chunks(len(rows)):
-                flat = tuple([value for row in rows[start : start + count] for value in row])
+            for start, count in statement.chunks(len(records)):
+                chunk = records[start : start + count]
+                flat = tuple([record.get(name) for record in chunk for name in order])
                 await conn.exec_driver_sql(statement.text(count), flat)
 
     def _usage_statement(self) -> tuple[str, tuple[str, ...] | None]:
