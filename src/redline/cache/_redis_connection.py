@@ -9,18 +9,29 @@ request written and each reply read (:func:`~redline.cache.breaker.connection_se
 :func:`~redline.cache.breaker.command_sent`, :func:`~redline.cache.breaker.answer_received`);
 outside a guarded call they behave exactly as redis-py's own.
 
+Before each write and each read they also ask whether the breaker has given their call up
+while a cancellation meant to stop it was lost (:func:`~redline.cache.breaker.call_given_up`);
+then the connection is closed (a reply it still owes must never reach the next command) and
+the call is cancelled there, as the breaker meant it to be.
+
 :func:`report_to_breakers` puts them into a client built here (no I/O yet).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 
-from redline.cache.breaker import answer_received, command_sent, connection_setup
+from redline.cache.breaker import (
+    answer_received,
+    call_given_up,
+    command_sent,
+    connection_setup,
+)
 
 __all__ = ["BreakerAwareConnection", "BreakerAwareSSLConnection", "report_to_breakers"]
 
@@ -37,13 +48,22 @@ class _ReportsToBreaker(AbstractConnection):
             await super().connect_check_health(check_health, retry_socket_connect)
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        await self._stop_if_given_up()
         await super().send_packed_command(command, check_health)
         command_sent()
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        await self._stop_if_given_up()
         response = await super().read_response(*args, **kwargs)
         answer_received()
         return response
+
+    async def _stop_if_given_up(self) -> None:
+        if call_given_up():
+            await self.disconnect(nowait=True)
+            # What the breaker's cancellation would have raised here: the call's guard turns
+            # it into CacheUnavailable ("opened while this call waited").
+            raise asyncio.CancelledError
 
 
 class BreakerAwareConnection(_ReportsToBreaker, Connection):

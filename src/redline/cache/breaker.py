@@ -47,6 +47,7 @@ __all__ = [
     "CircuitBreaker",
     "NodeBreakers",
     "answer_received",
+    "call_given_up",
     "command_sent",
     "connection_setup",
 ]
@@ -428,6 +429,16 @@ def connection_setup(*, replies_count: bool = True) -> Iterator[None]:
         return
     with guard._setting_up(replies_count):
         yield
+
+
+def call_given_up() -> bool:
+    """Whether the guarded call in this task was given up (the breaker opened while it waited)
+    yet runs on: the cancellation that gives it up was lost on the way. ``asyncio.wait_for``
+    on Python 3.11 (redis-py writes every command under it) returns the result it waited for
+    and drops a cancellation that lands in the same loop turn; the call would then wait out its
+    own socket timeout. A connection asks before it writes or reads and stops the call."""
+    guard = _CURRENT_GUARD.get()
+    return guard is not None and guard._scope.expired()
 
 
 def command_sent() -> None:
