@@ -20,7 +20,7 @@ the call is cancelled there, as the breaker meant it to be.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NoReturn
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -48,22 +48,24 @@ class _ReportsToBreaker(AbstractConnection):
             await super().connect_check_health(check_health, retry_socket_connect)
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        await self._stop_if_given_up()
+        if call_given_up():
+            await self._give_up()
         await super().send_packed_command(command, check_health)
         command_sent()
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
-        await self._stop_if_given_up()
+        if call_given_up():
+            await self._give_up()
         response = await super().read_response(*args, **kwargs)
         answer_received()
         return response
 
-    async def _stop_if_given_up(self) -> None:
-        if call_given_up():
-            await self.disconnect(nowait=True)
-            # What the breaker's cancellation would have raised here: the call's guard turns
-            # it into CacheUnavailable ("opened while this call waited").
-            raise asyncio.CancelledError
+    async def _give_up(self) -> NoReturn:
+        """Close this connection and raise what the breaker's cancellation would have raised
+        here (the call's guard turns it into CacheUnavailable, "opened while this call
+        waited"). Only called once ``call_given_up()``: no coroutine per command otherwise."""
+        await self.disconnect(nowait=True)
+        raise asyncio.CancelledError
 
 
 class BreakerAwareConnection(_ReportsToBreaker, Connection):
